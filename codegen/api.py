@@ -1,0 +1,99 @@
+"""The Python API; the CLI is a thin layer over it. generate() runs the whole pipeline:
+load -> training graph -> memory plan -> C emission -> files."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import loader, memory, ops, training
+from .emit import c_ident, emit
+from .errors import OptionError
+from .files import write_all
+from .ir import CONST, FROZEN, PARAM, STATE
+from .training_onnx import to_onnx
+
+RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
+MANIFEST = "mcutrain.json"
+
+
+def _default_name(model: Path) -> str:
+    name = c_ident(model.stem.lower())
+    return re.sub(r"_+", "_", name).strip("_") or "model"
+
+
+def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: float = 0.01,
+             momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
+             train: list[str] | None = None, freeze: list[str] | None = None,
+             batch: int | None = None, name: str | None = None, output: str | None = None) -> dict:
+    """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
+    model, out_dir = Path(model), Path(out_dir)
+    prefix = name or _default_name(model)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise OptionError(f"--name '{prefix}' is not a C identifier")
+    if batch is not None and batch < 1:
+        raise OptionError("--batch must be >= 1")
+    optimizer = training.Optimizer(lr, momentum, weight_decay, nesterov)
+    graph = loader.load(model, batch)
+    tg = training.build(graph, loss, optimizer, output, train, freeze)
+    plan = memory.plan(tg)
+    banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    sources = emit(tg, plan, prefix, banner)
+    summary = _summary(tg, plan, prefix, str(model))
+    files = {**sources,
+             "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
+             "memory.json": json.dumps(plan.to_json(), indent=1),
+             MANIFEST: json.dumps(summary, indent=1),
+             "runtime/mt_common.h": (RUNTIME_DIR / "mt_common.h").read_text()}
+    for kernel in sorted({op.kernel for op in map(ops.lookup, tg.graph.nodes) if op.kernel}):
+        files[f"runtime/kernels/{kernel}"] = (RUNTIME_DIR / "kernels" / kernel).read_text()
+    write_all(out_dir, files)
+    return summary
+
+
+def _bytes(graph, role) -> int:
+    return 4 * sum(t.size for t in graph.of_role(role) if t.dtype == "float32")
+
+
+def _summary(tg, plan, prefix: str, source: str) -> dict:
+    g = tg.graph
+    label = g.tensors[tg.label]
+    return {
+        "name": prefix, "source": source, "loss": tg.loss_name,
+        "optimizer": {"type": "sgd", **asdict(tg.optimizer)},
+        "inputs": [{"name": n, "c": f"in_{c_ident(n)}", "shape": list(g.shape(n))} for n in g.inputs],
+        "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
+        "labels": {"shape": list(label.shape), "dtype": label.dtype},
+        "params": [{"name": n, "shape": list(g.shape(n))} for n in tg.trainable],
+        "frozen": tg.frozen,
+        "memory": {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
+                   "param_bytes": _bytes(g, PARAM), "frozen_bytes": _bytes(g, FROZEN),
+                   "const_bytes": _bytes(g, CONST), "optimizer_state_bytes": _bytes(g, STATE)},
+    }
+
+
+def read_manifest(build_dir: str | Path) -> dict:
+    path = Path(build_dir) / MANIFEST
+    if not path.is_file():
+        raise OptionError(f"'{build_dir}' is not a generated build folder (no {MANIFEST}); "
+                          "run `mcutrain generate` first")
+    return json.loads(path.read_text())
+
+
+def inspect(model: str | Path, batch: int | None = None) -> dict:
+    """Ops, shapes, parameters and a memory estimate (full training, SGD) before generating."""
+    graph = loader.load(Path(model), batch)
+    nodes = [{"op": n.op, "name": n.name, "inputs": n.inputs, "outputs": n.outputs,
+              "shapes": [list(graph.shape(o)) for o in n.outputs if o]} for n in graph.nodes]
+    params = [{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)]
+    info = {"opset": graph.opset, "inputs": {n: list(graph.shape(n)) for n in graph.inputs},
+            "outputs": {n: list(graph.shape(n)) for n in graph.outputs}, "nodes": nodes, "params": params,
+            "supported_ops": ops.supported_ops()}
+    if len(graph.outputs) == 1:
+        loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
+        tg = training.build(graph, loss, training.Optimizer())
+        info["memory_estimate"] = {"loss": loss, **_summary(tg, memory.plan(tg), "model", str(model))["memory"]}
+    return info

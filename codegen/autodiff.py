@@ -1,0 +1,92 @@
+"""Reverse-mode differentiation over the IR: one gradient rule per op (in codegen/ops), fan-out
+gradients summed, nothing computed for tensors that no trainable parameter depends on."""
+from __future__ import annotations
+
+from .errors import UnsupportedError
+from .ir import ACT, PARAM, TRAIN_DOMAIN, Graph, Node, Tensor
+from . import ops
+
+
+def requires_grad(graph: Graph, nodes: list[Node]) -> set[str]:
+    """Tensors whose value depends on a trainable parameter through differentiable inputs."""
+    needed = {t.name for t in graph.of_role(PARAM)}
+    for node in nodes:
+        op = ops.lookup(node)
+        if any(s < len(node.inputs) and node.inputs[s] in needed for s in op.diff_inputs):
+            needed.update(o for o in node.outputs if o)
+    return needed
+
+
+class GradContext:
+    """What a gradient rule sees: the node's output gradients, which inputs need one, and a way
+    to add nodes to the backward graph."""
+
+    def __init__(self, builder: "Backward", node: Node, dys: list[str | None], needs: list[bool]):
+        self._b, self.node, self._dys, self._needs = builder, node, dys, needs
+
+    def dy(self, k: int = 0) -> str:
+        return self._dys[k]
+
+    def needs(self, i: int) -> bool:
+        return i < len(self._needs) and self._needs[i]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._b.graph.shape(name)
+
+    def op(self, op: str, inputs: list[str], like: str, attrs: dict | None = None,
+           domain: str = TRAIN_DOMAIN) -> str:
+        """Add `op(inputs)` to the backward graph; its output has the shape of tensor `like`."""
+        return self._b.add(op, inputs, self.shape(like), attrs or {}, domain, self.node)
+
+    def give(self, i: int, grad: str) -> None:
+        self._b.contribute(self.node.inputs[i], grad)
+
+
+class Backward:
+    """Builds the backward nodes; `grads[t]` collects the contributions to d loss / d t."""
+
+    def __init__(self, graph: Graph):
+        self.graph, self.nodes, self.grads = graph, [], {}
+        self._count = 0
+
+    def add(self, op, inputs, shape, attrs, domain, origin: Node | None) -> str:
+        self._count += 1
+        base = origin.outputs[0] if origin else inputs[0]
+        name = f"grad{self._count}/{op}/{base}"
+        self.graph.tensors[name] = Tensor(name, tuple(shape), "float32", ACT)
+        label = f"grad of {origin.name or origin.outputs[0]}" if origin else "sum of gradients"
+        self.nodes.append(Node(op, list(inputs), [name], dict(attrs), label, domain))
+        return name
+
+    def contribute(self, tensor: str, grad: str) -> None:
+        self.grads.setdefault(tensor, []).append(grad)
+
+    def total(self, tensor: str) -> str | None:
+        """The gradient of `tensor`, summing fan-out contributions with Add nodes."""
+        parts = self.grads.get(tensor)
+        if not parts:
+            return None
+        total = parts[0]
+        for part in parts[1:]:
+            total = self.add("Add", [total, part], self.graph.shape(tensor), {}, "", None)
+        self.grads[tensor] = [total]
+        return total
+
+
+def backward(graph: Graph, forward: list[Node], output: str, seed: str, needed: set[str]) -> Backward:
+    """Walk `forward` in reverse from d loss / d output = `seed`, applying each op's rule."""
+    b = Backward(graph)
+    b.contribute(output, seed)
+    for node in reversed(forward):
+        op = ops.lookup(node)
+        needs = [name in needed and slot in op.diff_inputs for slot, name in enumerate(node.inputs)]
+        if not any(needs):
+            continue
+        dys = [b.total(o) if o else None for o in node.outputs]
+        if all(d is None for d in dys):
+            continue
+        if op.grad is None:
+            raise UnsupportedError(f"{node.describe()}: no gradient rule for op '{node.op}'; "
+                                   "freeze the parameters before it (--freeze) so none is needed")
+        op.grad(node, GradContext(b, node, dys, needs))
+    return b

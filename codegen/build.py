@@ -1,0 +1,179 @@
+"""Stage 5 (host): build a generated folder with cffi into a Python trainer with numpy in/out.
+Builds are cached by content hash, so loading the same C again costs no compile."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .api import read_manifest
+from .errors import BuildError, DataError
+
+# -ffp-contract=off: no fused multiply-add, so every target rounds the same way.
+HOST_CFLAGS = ["-std=c99", "-O2", "-ffp-contract=off"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MCUTRAIN_CACHE", Path.home() / ".cache" / "mcutrain"))
+
+
+def _cdef(m: dict) -> str:
+    p, label = m["name"], "int32_t" if m["labels"]["dtype"] == "int32" else "float"
+    ins = "".join(f"const float *{i['c']}, " for i in m["inputs"])
+    return f"""
+        float {p}_train_step({ins}const {label} *labels);
+        void {p}_predict({ins}float *out);
+        void {p}_get_params(float *dst);
+        void {p}_set_params(const float *src);
+        void {p}_set_lr(float lr);
+        float {p}_get_lr(void);
+        void {p}_reset_optimizer(void);
+    """
+
+
+def _sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".c", ".h"))
+
+
+def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> Path:
+    """Compile the folder into a CPython extension (cached); returns its path."""
+    folder = Path(build_dir).resolve()
+    m = read_manifest(folder)
+    cflags = HOST_CFLAGS + list(extra_cflags or [])
+    h = hashlib.sha256(repr((cflags, sys.version, _cdef(m))).encode())
+    for src in _sources(folder):
+        h.update(src.relative_to(folder).as_posix().encode() + src.read_bytes())
+    module = f"_mcutrain_{m['name']}_{h.hexdigest()[:16]}"
+    cached = cache_dir() / module
+    found = list(cached.glob(f"{module}*.so")) + list(cached.glob(f"{module}*.pyd"))
+    if found:
+        return found[0]
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef(m))
+    ffi.set_source(module, f'#include "{m["name"]}.h"', sources=[str(folder / f"{m['name']}.c")],
+                   include_dirs=[str(folder)], extra_compile_args=cflags,
+                   extra_link_args=[f for f in cflags if f.startswith("-fsanitize")])
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        try:
+            built = Path(ffi.compile(tmpdir=tmp, verbose=False))
+        except Exception as e:
+            raise BuildError(f"C compilation of '{folder}' failed (a bug in mcutrain, please report): {e}") from None
+        staged = Path(tmp) / "staged"
+        staged.mkdir()
+        shutil.copy2(built, staged / built.name)
+        try:
+            os.replace(staged, cached)  # atomic: a concurrent build of the same hash may win
+        except OSError:
+            pass
+    return next(cached.glob(f"{module}*"))
+
+
+class HostTrainer:
+    """The generated C trainer, loaded in this process. Mirrors the C API with numpy arrays."""
+
+    def __init__(self, build_dir: str | Path, extra_cflags: list[str] | None = None):
+        self.manifest = m = read_manifest(build_dir)
+        built = build_host(build_dir, extra_cflags)
+        # A private copy: the C state is static, and a shared library loaded twice from one
+        # path is one instance. Each trainer object gets its own model state this way.
+        self._tmp = tempfile.TemporaryDirectory(prefix="mcutrain-")
+        path = Path(shutil.copy2(built, self._tmp.name))
+        spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        self._ffi, self._lib, self._p = mod.ffi, mod.lib, m["name"]
+        self.batch = m["inputs"][0]["shape"][0] if m["inputs"][0]["shape"] else 1
+        self.output_shape = tuple(m["output"]["shape"])
+        self.label_shape = tuple(m["labels"]["shape"])
+        self.label_dtype = np.dtype(m["labels"]["dtype"])
+        self.classes = self.output_shape[1] if m["loss"] == "cross_entropy" else None
+        self._params = [(p["name"], tuple(p["shape"])) for p in m["params"]]
+        self._param_size = sum(int(np.prod(s)) for _, s in self._params)
+
+    def _fn(self, name):
+        return getattr(self._lib, f"{self._p}_{name}")
+
+    def _ptr(self, arr: np.ndarray, ctype: str):
+        return self._ffi.cast(f"{ctype} *", arr.ctypes.data)
+
+    def _inputs(self, x) -> list[np.ndarray]:
+        xs = list(x) if isinstance(x, (tuple, list)) else [x]
+        specs = self.manifest["inputs"]
+        if len(xs) != len(specs):
+            raise DataError(f"the model takes {len(specs)} inputs, got {len(xs)}")
+        out = []
+        for arr, spec in zip(xs, specs):
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            if arr.shape != tuple(spec["shape"]):
+                raise DataError(f"input '{spec['name']}' must have shape {tuple(spec['shape'])}, got {arr.shape}")
+            out.append(arr)
+        return out
+
+    def _labels(self, y) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != self.label_shape:
+            raise DataError(f"labels must have shape {self.label_shape} for loss "
+                            f"'{self.manifest['loss']}', got {y.shape}")
+        if self.classes is not None:
+            if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= self.classes:
+                raise DataError(f"cross_entropy labels must be integers in [0, {self.classes}), "
+                                f"got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
+        return np.ascontiguousarray(y, dtype=self.label_dtype)
+
+    def train_step(self, x, y) -> float:
+        """One batch: forward, loss, backward, update. Returns the mean loss before the update."""
+        xs, y = self._inputs(x), self._labels(y)
+        ctype = "int32_t" if self.label_dtype == np.int32 else "float"
+        return float(self._fn("train_step")(*[self._ptr(a, "float") for a in xs], self._ptr(y, ctype)))
+
+    def predict(self, x) -> np.ndarray:
+        xs = self._inputs(x)
+        out = np.empty(self.output_shape, np.float32)
+        self._fn("predict")(*[self._ptr(a, "float") for a in xs], self._ptr(out, "float"))
+        return out
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        blob = np.empty(self._param_size, np.float32)
+        self._fn("get_params")(self._ptr(blob, "float"))
+        result, offset = {}, 0
+        for name, shape in self._params:
+            n = int(np.prod(shape))
+            result[name] = blob[offset:offset + n].reshape(shape).copy()
+            offset += n
+        return result
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        """Set some or all trainable tensors by name; the others keep their values."""
+        current = self.get_params()
+        unknown = set(params) - set(current)
+        if unknown:
+            raise DataError(f"unknown parameter(s) {sorted(unknown)}; trainable: {list(current)}")
+        for name, value in params.items():
+            value = np.asarray(value, np.float32)
+            if value.shape != current[name].shape:
+                raise DataError(f"parameter '{name}' must have shape {current[name].shape}, got {value.shape}")
+            current[name] = value
+        blob = np.ascontiguousarray(np.concatenate([current[n].ravel() for n, _ in self._params]))
+        self._fn("set_params")(self._ptr(blob, "float"))
+
+    def set_lr(self, lr: float) -> None:
+        self._fn("set_lr")(lr)
+
+    def get_lr(self) -> float:
+        return float(self._fn("get_lr")())
+
+    def reset_optimizer(self) -> None:
+        self._fn("reset_optimizer")()
+
+
+def load_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> HostTrainer:
+    return HostTrainer(build_dir, extra_cflags)

@@ -1,0 +1,143 @@
+"""Stage 4: C emission. Renders <name>.h / <name>.c from Jinja2 templates; each node becomes one
+kernel call produced by its op's emit rule. The generated code uses only static buffers."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jinja2
+import numpy as np
+
+from . import __version__, ops
+from .errors import UnsupportedError
+from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, Graph
+from .memory import MemoryPlan
+from .training import TrainingGraph
+
+_ENV = jinja2.Environment(loader=jinja2.PackageLoader("codegen", "templates"),
+                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                          trim_blocks=True, lstrip_blocks=True)
+
+
+def c_ident(name: str) -> str:
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return ident if ident and not ident[0].isdigit() else f"t_{ident}"
+
+
+def c_float(x: float) -> str:
+    x = float(np.float32(x))
+    if np.isnan(x):
+        return "NAN"
+    if np.isinf(x):
+        return "INFINITY" if x > 0 else "(-INFINITY)"
+    s = "%.9g" % x
+    return (s if any(ch in s for ch in ".e") else s + ".0") + "f"
+
+
+@dataclass
+class Blob:
+    """Tensors of one role packed into one C array; offsets in floats."""
+    c_name: str
+    names: list[str]
+    offsets: dict[str, int]
+    size: int
+
+    @classmethod
+    def pack(cls, c_name: str, graph: Graph, names: list[str]) -> "Blob":
+        offsets, size = {}, 0
+        for n in names:
+            offsets[n] = size
+            size += graph.tensors[n].size
+        return cls(c_name, names, offsets, size)
+
+    def values(self, graph: Graph) -> list[str]:
+        """Initial values as C literals; none for all-zero blobs (static storage starts zeroed)."""
+        if not self.names or not any(np.any(graph.tensors[n].value) for n in self.names):
+            return []
+        flat = np.concatenate([np.asarray(graph.tensors[n].value, np.float32).ravel() for n in self.names])
+        return [c_float(v) for v in flat]
+
+
+class EmitContext:
+    """What an op's emit rule sees: C expressions for tensors, their shapes, static int arrays."""
+
+    def __init__(self, tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+        self.tg, self.plan, self.prefix, self.blobs = tg, plan, prefix, blobs
+        self.arrays: list[tuple[str, list[int]]] = []
+        self.lr = f"{prefix}_lr"
+        self.f = c_float
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tg.graph.shape(name)
+
+    def size(self, name: str) -> int:
+        return self.tg.graph.tensors[name].size
+
+    def ptr(self, name: str) -> str:
+        root = self.plan.root(name)
+        t = self.tg.graph.tensors[root]
+        if t.role == ACT:
+            return f"({self.prefix}_arena + {self.plan.buffers[root].offset // 4})"
+        if t.role == INPUT:
+            return f"in_{c_ident(root)}"
+        if t.role == LABEL:
+            return "labels"
+        blob = self.blobs[t.role]
+        if t.dtype != "float32":
+            raise UnsupportedError(f"tensor '{root}' ({t.dtype}) is used as data by a kernel; "
+                                   "only float32 tensors are supported there")
+        return f"({self.prefix}_{blob.c_name} + {blob.offsets[root]})"
+
+    def ints(self, values) -> str:
+        values = [int(v) for v in values]
+        for name, existing in self.arrays:
+            if existing == values:
+                return name
+        name = f"{self.prefix}_i{len(self.arrays)}"
+        self.arrays.append((name, values))
+        return name
+
+
+def _statement(node, ctx: EmitContext) -> dict:
+    op = ops.lookup(node)
+    code = op.emit(node, ctx) if op.emit else None
+    return {"comment": f"{node.op} '{node.name}': {', '.join(i for i in node.inputs if i)} -> "
+                       f"{', '.join(node.outputs)}", "code": code}
+
+
+def _referenced(graph: Graph, role: str, nodes) -> list[str]:
+    used = {i for n in nodes for i in n.inputs}
+    return [t.name for t in graph.tensors.values() if t.role == role and t.name in used
+            and t.dtype == "float32"]
+
+
+def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[str, str]:
+    """Return {filename: text} for the generated header and source."""
+    graph = tg.graph
+    nodes = graph.nodes
+    blobs = {PARAM: Blob.pack("params", graph, [n for n in tg.trainable]),
+             FROZEN: Blob.pack("frozen", graph, _referenced(graph, FROZEN, nodes)),
+             CONST: Blob.pack("consts", graph, _referenced(graph, CONST, nodes)),
+             STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)])}
+    ctx = EmitContext(tg, plan, prefix, blobs)
+    forward = [_statement(n, ctx) for n in nodes[:tg.n_forward]]
+    train = [_statement(n, ctx) for n in nodes[tg.n_forward:]]
+    kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
+    label = graph.tensors[tg.label]
+    out = graph.tensors[tg.output]
+    info = {
+        "prefix": prefix, "PREFIX": prefix.upper(), "banner": banner, "version": __version__,
+        "batch": graph.shape(graph.inputs[0])[0] if graph.shape(graph.inputs[0]) else 1,
+        "inputs": [{"c": f"in_{c_ident(n)}", "name": n, "shape": graph.shape(n), "size": graph.tensors[n].size,
+                    "DEFINE": c_ident(n).upper()} for n in graph.inputs],
+        "output": {"name": out.name, "shape": out.shape, "size": out.size, "ptr": ctx.ptr(out.name)},
+        "label": {"ctype": "int32_t" if label.dtype == "int32" else "float", "shape": label.shape,
+                  "size": label.size},
+        "params": [{"name": n, "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n)} for n in tg.trainable],
+        "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
+        "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
+        "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
+        "kernels": kernels, "forward": forward, "train": train, "arrays": ctx.arrays,
+    }
+    return {f"{prefix}.h": _ENV.get_template("model.h.j2").render(**info),
+            f"{prefix}.c": _ENV.get_template("model.c.j2").render(**info)}

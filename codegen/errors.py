@@ -1,0 +1,29 @@
+"""Typed errors: every problem the user can fix is one of these, shown as one message, exit code 2."""
+
+
+class McutrainError(Exception):
+    """Base class: a message that names the node/tensor at fault and what to do about it."""
+
+
+class ModelError(McutrainError):
+    """The ONNX file is missing, unreadable, invalid or inconsistent."""
+
+
+class UnsupportedError(McutrainError):
+    """The model uses an op, attribute or dtype that the compiler does not implement."""
+
+
+class ShapeError(McutrainError):
+    """A tensor has a dynamic or unknown shape, or shapes do not fit together."""
+
+
+class OptionError(McutrainError):
+    """A command-line / API option is invalid for this model."""
+
+
+class DataError(McutrainError):
+    """Training data does not match the generated trainer (shape, dtype, labels)."""
+
+
+class BuildError(McutrainError):
+    """The C compiler failed on generated code (a bug in mcutrain: please report it)."""

@@ -1,0 +1,70 @@
+"""The intermediate representation: plain dataclasses shared by every stage after loading."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Domain of the training-only ops (gradients, losses, optimizer) in the training graph.
+TRAIN_DOMAIN = "ai.mcutrain"
+
+# Roles a tensor plays; they decide where its bytes live in the generated C.
+INPUT = "input"  # model input, passed in by the caller
+LABEL = "label"  # training targets, passed in by the caller
+PARAM = "param"  # trainable parameter: the parameter blob (RAM)
+FROZEN = "frozen"  # frozen parameter: const (flash)
+CONST = "const"  # other constants: const (flash)
+STATE = "state"  # optimizer state (momentum): RAM, persists across steps
+ACT = "act"  # intermediate value (activation, loss, gradient): the arena
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    role: str = ACT
+    value: np.ndarray | None = None  # for PARAM/FROZEN/CONST/STATE: the initial value
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Node:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict = field(default_factory=dict)
+    name: str = ""
+    domain: str = ""
+
+    def describe(self) -> str:
+        return f"node '{self.name or self.outputs[0]}' ({self.op})"
+
+
+@dataclass
+class Graph:
+    tensors: dict[str, Tensor]
+    nodes: list[Node]
+    inputs: list[str]
+    outputs: list[str]
+    opset: int
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.tensors[name].shape
+
+    def producers(self) -> dict[str, Node]:
+        return {o: n for n in self.nodes for o in n.outputs}
+
+    def consumers(self) -> dict[str, list[Node]]:
+        users: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    users.setdefault(i, []).append(n)
+        return users
+
+    def of_role(self, role: str) -> list[Tensor]:
+        return [t for t in self.tensors.values() if t.role == role]

@@ -1,0 +1,85 @@
+"""Op registry. Each module in this package defines one op: how to check it, how to emit its C
+kernel call, and its gradient rule. Importing the package registers them all, so adding an op
+means adding its module (plus its kernel in runtime_c/kernels and its test)."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import UnsupportedError
+from ..ir import TRAIN_DOMAIN, Node
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kernel: str | None  # header in runtime_c/kernels/ (None for views, which emit no code)
+    emit: Callable | None  # (node, EmitContext) -> C statement(s)
+    grad: Callable | None = None  # (node, GradContext) -> None; None: no gradient flows through
+    diff_inputs: tuple[int, ...] = (0,)  # input slots a gradient can flow into
+    view: bool = False  # output 0 is input 0 reinterpreted: same bytes, no code
+    check: Callable | None = None  # (node, Graph) -> None; raises UnsupportedError
+    domain: str = ""
+
+
+@dataclass(frozen=True)
+class LossDef:
+    name: str  # the --loss value
+    op: str  # training op computing the loss; f"{op}Grad" gives d loss / d prediction
+    label_dtype: str  # "float32" or "int32"
+    label_shape: Callable  # prediction shape -> label shape; raises ValueError if unsuitable
+
+
+REGISTRY: dict[tuple[str, str], OpDef] = {}
+LOSSES: dict[str, LossDef] = {}
+
+
+def register(name: str, **kwargs) -> OpDef:
+    op = OpDef(name=name, **kwargs)
+    REGISTRY[(op.domain, name)] = op
+    return op
+
+
+def register_train_op(name: str, **kwargs) -> OpDef:
+    """A training-only op (gradient, loss, optimizer): lives in the ai.mcutrain domain."""
+    return register(name, domain=TRAIN_DOMAIN, **kwargs)
+
+
+def supported_ops() -> list[str]:
+    return sorted(name for domain, name in REGISTRY if domain == "")
+
+
+def lookup(node: Node) -> OpDef:
+    op = REGISTRY.get((node.domain, node.op))
+    if op is None:
+        where = f" in domain '{node.domain}'" if node.domain else ""
+        raise UnsupportedError(
+            f"{node.describe()}: op '{node.op}'{where} is not supported. "
+            f"Supported ops: {', '.join(supported_ops())}."
+        )
+    return op
+
+
+def view_roots(nodes: list[Node]) -> dict[str, str]:
+    """Map each output of a view op to the tensor whose bytes it shares (through view chains)."""
+    root: dict[str, str] = {}
+    for node in nodes:
+        if lookup(node).view:
+            src = node.inputs[0]
+            root[node.outputs[0]] = root.get(src, src)
+    return root
+
+
+def attr(node: Node, key: str, default=None):
+    return node.attrs.get(key, default)
+
+
+def refuse(node: Node, what: str) -> UnsupportedError:
+    return UnsupportedError(f"{node.describe()}: {what} is not supported.")
+
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")

@@ -1,0 +1,26 @@
+"""Shared shape of elementwise activations: y = f(x), dx = f'(dy, x or y)."""
+from . import register, register_train_op
+
+
+def register_unary(name: str, fn: str, grad_from: str, params=lambda node, c: ""):
+    """Register op `name` (kernel `fn`) and its gradient op `<name>Grad` (kernel `fn_grad`).
+
+    grad_from: "x" if the derivative is computed from the input, "y" if from the output.
+    params: extra kernel arguments from the node's attributes, e.g. ", 0.01f".
+    """
+
+    def emit(node, c):
+        x, y = node.inputs[0], node.outputs[0]
+        return f"{fn}({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}{params(node, c)});"
+
+    def grad(node, g):
+        source = node.inputs[0] if grad_from == "x" else node.outputs[0]
+        g.give(0, g.op(f"{name}Grad", [g.dy(), source], like=node.inputs[0], attrs=node.attrs))
+
+    def emit_grad(node, c):
+        dy, source = node.inputs
+        dx = node.outputs[0]
+        return f"{fn}_grad({c.ptr(dy)}, {c.ptr(source)}, {c.ptr(dx)}, {c.size(dx)}{params(node, c)});"
+
+    register(name, kernel="unary.h", emit=emit, grad=grad)
+    register_train_op(f"{name}Grad", kernel="unary.h", emit=emit_grad)

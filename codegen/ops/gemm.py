@@ -1,0 +1,46 @@
+"""Gemm: Y = alpha * op(A) op(B) + beta * C, C broadcast to (M, N)."""
+from . import attr, register
+from .sum_to import reduce_to
+
+
+def _flags(node):
+    return (attr(node, "alpha", 1.0), attr(node, "beta", 1.0),
+            int(attr(node, "transA", 0)), int(attr(node, "transB", 0)))
+
+
+def emit(node, c):
+    a, b = node.inputs[:2]
+    y = node.outputs[0]
+    alpha, beta, ta, tb = _flags(node)
+    m, n = c.shape(y)
+    k = c.shape(a)[0 if ta else 1]
+    bias, csm, csn = "NULL", 0, 0
+    if len(node.inputs) > 2 and node.inputs[2]:
+        cm, cn = ((1, 1) + tuple(c.shape(node.inputs[2])))[-2:]
+        bias, csm, csn = c.ptr(node.inputs[2]), (cn if cm > 1 else 0), (1 if cn > 1 else 0)
+    return (f"mt_gemm({m}, {n}, {k}, {c.f(alpha)}, {c.ptr(a)}, {ta}, {c.ptr(b)}, {tb}, "
+            f"{c.f(beta)}, {bias}, {csm}, {csn}, {c.ptr(y)});")
+
+
+def grad(node, g):
+    """Both input gradients are Gemms again; which operand is transposed follows transA/transB."""
+    a, b = node.inputs[:2]
+    alpha, beta, ta, tb = _flags(node)
+    dy = g.dy()
+    if g.needs(0):
+        if ta:
+            da = g.op("Gemm", [b, dy], like=a, attrs={"alpha": alpha, "transA": tb, "transB": 1}, domain="")
+        else:
+            da = g.op("Gemm", [dy, b], like=a, attrs={"alpha": alpha, "transB": 1 - tb}, domain="")
+        g.give(0, da)
+    if g.needs(1):
+        if tb:
+            db = g.op("Gemm", [dy, a], like=b, attrs={"alpha": alpha, "transA": 1, "transB": ta}, domain="")
+        else:
+            db = g.op("Gemm", [a, dy], like=b, attrs={"alpha": alpha, "transA": 1 - ta}, domain="")
+        g.give(1, db)
+    if g.needs(2):
+        g.give(2, reduce_to(g, dy, node.inputs[2], scale=beta))
+
+
+register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2))

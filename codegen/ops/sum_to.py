@@ -1,0 +1,23 @@
+"""SumTo: the gradient of broadcasting. Sums a gradient over the dimensions its input was
+broadcast along, so it gets the input's shape; `scale` folds in a constant factor (e.g. -1)."""
+from . import register_train_op
+from ._broadcast import strides_over
+
+
+def reduce_to(g, grad: str, target: str, scale: float = 1.0) -> str:
+    """The gradient `grad` (of an op's output) brought to the shape of input `target`."""
+    if g.shape(grad) == g.shape(target) and scale == 1.0:
+        return grad
+    return g.op("SumTo", [grad], like=target, attrs={"scale": float(scale)})
+
+
+def emit(node, c):
+    x, y = node.inputs[0], node.outputs[0]
+    shape = c.shape(x)
+    sy = c.ints(strides_over(c.shape(y), shape)) if shape else "NULL"
+    dims = c.ints(shape) if shape else "NULL"
+    return (f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {len(shape)}, {dims}, {sy}, "
+            f"{c.size(x)}, {c.f(node.attrs['scale'])});")
+
+
+register_train_op("SumTo", kernel="sum_to.h", emit=emit)

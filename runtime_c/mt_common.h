@@ -1,0 +1,37 @@
+/* mcutrain runtime: shared definitions for the header-only C99 kernels.
+ * Every kernel is `static inline`, takes its sizes as arguments (compile-time constants at the call
+ * site, so the compiler can specialise) and never allocates. Layouts are row-major. */
+#ifndef MT_COMMON_H
+#define MT_COMMON_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MT_RESTRICT __restrict__
+#else
+#define MT_RESTRICT
+#endif
+
+/* Broadcasting kernels walk at most this many dimensions (the emitter refuses more). */
+#define MT_MAX_RANK 6
+
+/* Advance a row-major multi-index `idx` over `shape`; add each dimension's stride to the offsets. */
+static inline void mt_next_index(int rank, const int32_t *shape, int32_t *idx, const int32_t *sa,
+                                 const int32_t *sb, size_t *oa, size_t *ob)
+{
+    int d;
+    for (d = rank - 1; d >= 0; --d) {
+        idx[d]++;
+        *oa += (size_t)sa[d];
+        *ob += (size_t)sb[d];
+        if (idx[d] < shape[d]) return;
+        *oa -= (size_t)sa[d] * (size_t)shape[d];
+        *ob -= (size_t)sb[d] * (size_t)shape[d];
+        idx[d] = 0;
+    }
+}
+
+#endif
