@@ -48,8 +48,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              "memory.json": json.dumps(plan.to_json(), indent=1),
              MANIFEST: json.dumps(summary, indent=1),
              "runtime/mt_common.h": (RUNTIME_DIR / "mt_common.h").read_text()}
-    for kernel in sorted({op.kernel for op in map(ops.lookup, tg.graph.nodes) if op.kernel}):
-        files[f"runtime/kernels/{kernel}"] = (RUNTIME_DIR / "kernels" / kernel).read_text()
+    for kernel in sorted((RUNTIME_DIR / "kernels").glob("*.h")):  # small; some include others
+        files[f"runtime/kernels/{kernel.name}"] = kernel.read_text()
     write_all(out_dir, files)
     return summary
 
@@ -84,14 +84,24 @@ def read_manifest(build_dir: str | Path) -> dict:
 
 
 def inspect(model: str | Path, batch: int | None = None) -> dict:
-    """Ops, shapes, parameters and a memory estimate (full training, SGD) before generating."""
+    """Ops (and which are supported), shapes, parameters and a memory estimate (full training,
+    SGD) before generating. A dynamic batch dim is pinned to 1 for the estimate if not given."""
+    raw = loader.upgraded(Path(model))
+    nodes = [{"op": n.op_type, "domain": n.domain, "name": n.name, "outputs": list(n.output),
+              "supported": (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY}
+             for n in raw.graph.node]
+    info = {"opset": loader.default_opset(raw), "nodes": nodes, "supported_ops": ops.supported_ops(),
+            "unsupported": sorted({n["op"] for n in nodes if not n["supported"]} - {"Constant", "Shape"})}
+    if info["unsupported"]:
+        return info
+    if batch is None and loader.has_dynamic_batch(raw):
+        batch, info["note"] = 1, "dynamic batch dim pinned to 1 for this estimate (use --batch)"
     graph = loader.load(Path(model), batch)
-    nodes = [{"op": n.op, "name": n.name, "inputs": n.inputs, "outputs": n.outputs,
-              "shapes": [list(graph.shape(o)) for o in n.outputs if o]} for n in graph.nodes]
-    params = [{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)]
-    info = {"opset": graph.opset, "inputs": {n: list(graph.shape(n)) for n in graph.inputs},
-            "outputs": {n: list(graph.shape(n)) for n in graph.outputs}, "nodes": nodes, "params": params,
-            "supported_ops": ops.supported_ops()}
+    shapes = {n: list(t.shape) for n, t in graph.tensors.items()}
+    for n in nodes:
+        n["shapes"] = [shapes.get(o) for o in n["outputs"]]
+    info.update(inputs={n: shapes[n] for n in graph.inputs}, outputs={n: shapes[n] for n in graph.outputs},
+                params=[{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)])
     if len(graph.outputs) == 1:
         loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
         tg = training.build(graph, loss, training.Optimizer())

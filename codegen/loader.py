@@ -18,10 +18,7 @@ TARGET_OPSET = 18
 
 def load(path: str | Path, batch: int | None = None) -> Graph:
     """Read `path` into the IR: fixed shapes everywhere, constant chains folded, parameters marked."""
-    model = _read(Path(path))
-    model = _upgrade(model)
-    if model.functions:
-        model = onnx.inliner.inline_local_functions(model)
+    model = upgraded(Path(path))
     _pin_inputs(model, batch)
     return _to_ir(*_fold_constants(model))
 
@@ -42,12 +39,24 @@ def _read(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
+def upgraded(path: Path) -> onnx.ModelProto:
+    """The validated model at TARGET_OPSET or later, local functions inlined."""
+    model = _upgrade(_read(path))
+    return onnx.inliner.inline_local_functions(model) if model.functions else model
+
+
+def has_dynamic_batch(model: onnx.ModelProto) -> bool:
+    inits = _initializer_names(model)
+    return any(not i.type.tensor_type.shape.dim[0].HasField("dim_value")
+               for i in model.graph.input if i.name not in inits and i.type.tensor_type.shape.dim)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
-    opset = _default_opset(model)
+    opset = default_opset(model)
     if opset >= TARGET_OPSET:
         return model
     try:
@@ -187,7 +196,7 @@ def _to_ir(model, kept, known, params, shapes) -> Graph:
                 tensors[name] = Tensor(name, shapes[name], _dtype(model, name), ACT)
     for name in inputs:
         tensors[name] = Tensor(name, shapes[name], "float32", INPUT)
-    graph = Graph(tensors, nodes, inputs, outputs, _default_opset(model))
+    graph = Graph(tensors, nodes, inputs, outputs, default_opset(model))
     _mark_parameters(graph)
     for node in nodes:
         op = ops.lookup(node)

@@ -147,7 +147,7 @@ def _place_updates(schedule: list[Node], updates: list[Node]) -> list[Node]:
     after: dict[int, list[Node]] = {}
     for upd in updates:
         param, grad = upd.inputs[:2]
-        after.setdefault(max(last[param], last[grad]), []).append(upd)
+        after.setdefault(max(last[root.get(param, param)], last[root.get(grad, grad)]), []).append(upd)
     placed = []
     for i, node in enumerate(schedule):
         placed.append(node)

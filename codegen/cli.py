@@ -1,0 +1,148 @@
+"""The `mcutrain` command: a thin typer layer over codegen.api. Errors print one line, exit 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from . import api
+from .errors import DataError, McutrainError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Compile an ONNX model into static-memory C that trains on a microcontroller.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except McutrainError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _kib(n: int) -> str:
+    return f"{n:,} B ({n / 1024:.1f} KiB)"
+
+
+def print_memory(summary: dict) -> None:
+    mem = summary["memory"]
+    table = Table(title="memory", show_header=False)
+    table.add_row("arena (activations + gradients, shared)", _kib(mem["arena_bytes"]))
+    table.add_row("  without reuse (every buffer separate)", _kib(mem["naive_bytes"]))
+    table.add_row("trainable parameters (RAM)", _kib(mem["param_bytes"]))
+    table.add_row("optimizer state (RAM)", _kib(mem["optimizer_state_bytes"]))
+    table.add_row("frozen parameters (const, flash)", _kib(mem["frozen_bytes"]))
+    table.add_row("other constants (const, flash)", _kib(mem["const_bytes"]))
+    out.print(table)
+
+
+@app.command()
+def generate(
+    model: Path = typer.Argument(..., help="ONNX model file"),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="output folder"),
+    loss: str = typer.Option("mse", help="mse | cross_entropy | bce_with_logits"),
+    lr: float = typer.Option(0.01, help="learning rate (settable at run time)"),
+    momentum: float = typer.Option(0.0, help="SGD momentum"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="SGD weight decay (L2)"),
+    nesterov: bool = typer.Option(False, help="Nesterov momentum"),
+    train: Optional[list[str]] = typer.Option(None, help="glob: train only matching parameters (repeatable)"),
+    freeze: Optional[list[str]] = typer.Option(None, help="glob: freeze matching parameters (repeatable)"),
+    batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
+    name: Optional[str] = typer.Option(None, help="C prefix (default: from the model file name)"),
+    output: Optional[str] = typer.Option(None, help="graph output the loss is attached to"),
+):
+    """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json."""
+    summary = _run(api.generate, model, out_dir, loss=loss, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
+                   batch=batch, name=name, output=output)
+    out.print(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
+              "training_model.onnx, memory.json, mcutrain.json")
+    out.print(f"trainable: {', '.join(p['name'] for p in summary['params'])}")
+    if summary["frozen"]:
+        out.print(f"frozen: {', '.join(summary['frozen'])}")
+    print_memory(summary)
+
+
+def _load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise DataError(f"data file '{path}' not found")
+    try:
+        data = np.load(path)
+        return data["x"], data["y"]
+    except Exception as e:
+        raise DataError(f"'{path}' must be an .npz file with arrays 'x' and 'y' ({e})") from None
+
+
+def _train(build_dir: Path, data: Path, epochs: int, lr: Optional[float], seed: int, save: Optional[Path]):
+    from .build import load_host
+    from .fit import evaluate, fit
+
+    x, y = _load_data(data)
+    trainer = load_host(build_dir)
+    if lr is not None:
+        trainer.set_lr(lr)
+    before = evaluate(trainer, x, y)
+    out.print(f"before training: {before}")
+    steps = epochs * (len(x) // trainer.batch)
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("training", total=steps)
+        for epoch, result in enumerate(fit(trainer, x, y, epochs, seed, lambda: progress.advance(task)), 1):
+            out.print(f"epoch {epoch}/{epochs}: {result}")
+    if save:
+        from .files import write_atomic
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **trainer.get_params())
+        write_atomic(save, buf.getvalue())
+        out.print(f"saved trained parameters to {save}")
+
+
+@app.command()
+def train(
+    build_dir: Path = typer.Argument(..., help="folder written by `mcutrain generate`"),
+    data: Path = typer.Option(..., help=".npz with arrays x (samples, ...) and y (labels)"),
+    epochs: int = typer.Option(1, min=1),
+    lr: Optional[float] = typer.Option(None, help="override the generated learning rate"),
+    seed: int = typer.Option(0, help="shuffling seed"),
+    save: Optional[Path] = typer.Option(None, help="write the trained parameters to this .npz"),
+):
+    """Train on the host (the generated C via cffi): loss and accuracy per epoch."""
+    _run(_train, build_dir, data, epochs, lr, seed, save)
+
+
+@app.command()
+def inspect(
+    model: Path = typer.Argument(..., help="ONNX model file"),
+    batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+):
+    """Ops, shapes, parameters and a memory estimate, before generating."""
+    info = _run(api.inspect, model, batch)
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    table = Table("op", "node", "output shapes", "supported")
+    for n in info["nodes"]:
+        shapes = ", ".join(str(tuple(s)) for s in n.get("shapes", []) if s is not None)
+        table.add_row(n["op"], n["name"] or n["outputs"][0], shapes, "yes" if n["supported"] else "[red]NO[/]")
+    out.print(table)
+    if info["unsupported"]:
+        out.print(f"[red]unsupported ops: {', '.join(info['unsupported'])}[/]; supported: "
+                  f"{', '.join(info['supported_ops'])}")
+        raise typer.Exit(2)
+    out.print(f"opset {info['opset']}; inputs {info['inputs']}; outputs {info['outputs']}")
+    out.print("parameters: " + ", ".join(f"{p['name']} {tuple(p['shape'])}" for p in info["params"]))
+    if "note" in info:
+        out.print(info["note"])
+    if "memory_estimate" in info:
+        out.print(f"memory estimate (full training, SGD, {info['memory_estimate']['loss']} loss):")
+        print_memory({"memory": info["memory_estimate"]})

@@ -1,0 +1,48 @@
+"""Shared test helpers: build small ONNX models, compile them, and compare with PyTorch."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import codegen
+
+
+def onnx_model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
+               path: Path | None = None) -> onnx.ModelProto:
+    """A float32 model from onnx.helper parts; inputs/outputs map name -> shape."""
+    graph = helper.make_graph(
+        nodes, "test",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    if path is not None:
+        onnx.save(model, str(path))
+    return model
+
+
+def compile_model(model_path, out_dir, **options) -> codegen.HostTrainer:
+    codegen.generate(model_path, out_dir, **options)
+    return codegen.load_host(out_dir)
+
+
+def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = False):
+    """Export with either of torch.onnx's exporters (eval mode, fixed or dynamic batch)."""
+    import torch
+
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            shapes = ({0: torch.export.Dim("batch")},) if batch_dynamic else None
+            torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=shapes,
+                              verbose=False)
+        else:
+            axes = {"x": {0: "batch"}} if batch_dynamic else None
+            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"],
+                              dynamic_axes=axes, opset_version=17)
+    return path
