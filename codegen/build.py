@@ -118,12 +118,14 @@ class HostTrainer:
             out.append(arr)
         return out
 
-    def _labels(self, y) -> np.ndarray:
+    def check_labels(self, y, count: int | None = None) -> np.ndarray:
+        """Labels for `count` samples (default: one batch) as the C expects them, or DataError."""
         y = np.asarray(y)
-        if y.shape != self.label_shape:
-            raise DataError(f"labels must have shape {self.label_shape} for loss "
-                            f"'{self.manifest['loss']}', got {y.shape}")
-        if self.classes is not None:
+        shape = (self.batch if count is None else count,) + self.label_shape[1:]
+        if y.shape != shape:
+            raise DataError(f"labels must have shape {shape} for loss '{self.manifest['loss']}', "
+                            f"got {y.shape}")
+        if self.classes is not None and y.size:
             if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= self.classes:
                 raise DataError(f"cross_entropy labels must be integers in [0, {self.classes}), "
                                 f"got dtype {y.dtype}, range [{y.min()}, {y.max()}]")
@@ -131,7 +133,7 @@ class HostTrainer:
 
     def train_step(self, x, y) -> float:
         """One batch: forward, loss, backward, update. Returns the mean loss before the update."""
-        xs, y = self._inputs(x), self._labels(y)
+        xs, y = self._inputs(x), self.check_labels(y)
         ctype = "int32_t" if self.label_dtype == np.int32 else "float"
         return float(self._fn("train_step")(*[self._ptr(a, "float") for a in xs], self._ptr(y, ctype)))
 

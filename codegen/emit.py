@@ -121,7 +121,8 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[
              STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)])}
     ctx = EmitContext(tg, plan, prefix, blobs)
     forward = [_statement(n, ctx) for n in nodes[:tg.n_forward]]
-    train = [_statement(n, ctx) for n in nodes[tg.n_forward:]]
+    loss = _statement(nodes[tg.n_forward], ctx)
+    backward = [_statement(n, ctx) for n in nodes[tg.n_forward + 1:]]
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
     label = graph.tensors[tg.label]
     out = graph.tensors[tg.output]
@@ -137,7 +138,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[
         "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
-        "kernels": kernels, "forward": forward, "train": train, "arrays": ctx.arrays,
+        "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "arrays": ctx.arrays,
     }
     return {f"{prefix}.h": _ENV.get_template("model.h.j2").render(**info),
             f"{prefix}.c": _ENV.get_template("model.c.j2").render(**info)}

@@ -31,6 +31,7 @@ def _check(trainer, x, y):
         raise DataError(f"x has {len(x)} samples but y has {len(y)}")
     if len(x) < trainer.batch:
         raise DataError(f"the data set has {len(x)} samples, fewer than one batch ({trainer.batch})")
+    trainer.check_labels(y, len(y))
     sample = tuple(trainer.manifest["inputs"][0]["shape"][1:])
     if tuple(x.shape[1:]) != sample:
         raise DataError(f"samples in x have shape {tuple(x.shape[1:])}, the model takes {sample}")

@@ -41,8 +41,19 @@ def _read(path: Path) -> onnx.ModelProto:
 
 def upgraded(path: Path) -> onnx.ModelProto:
     """The validated model at TARGET_OPSET or later, local functions inlined."""
-    model = _upgrade(_read(path))
+    model = _read(path)
+    _check_parameter_dtypes(model)
+    model = _upgrade(model)
     return onnx.inliner.inline_local_functions(model) if model.functions else model
+
+
+def _check_parameter_dtypes(model: onnx.ModelProto) -> None:
+    for init in model.graph.initializer:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        if dtype.kind == "f" and dtype != np.float32:
+            raise UnsupportedError(
+                f"initializer '{init.name}' has dtype {dtype}; only float32 parameters are "
+                "supported (convert the model to float32, e.g. model.float(), before exporting)")
 
 
 def has_dynamic_batch(model: onnx.ModelProto) -> bool:
@@ -213,10 +224,6 @@ def _mark_parameters(graph: Graph) -> None:
         for slot in op.diff_inputs:
             t = graph.tensors.get(node.inputs[slot]) if slot < len(node.inputs) else None
             if t is not None and t.role == FROZEN and t.value is not None and t.value.ndim > 0:
-                if t.dtype != "float32":
-                    raise UnsupportedError(
-                        f"parameter '{t.name}' has dtype {t.dtype}; only float32 parameters are "
-                        "supported (convert the model to float32 before exporting)")
                 t.role = PARAM
     for t in graph.tensors.values():
         if t.role == FROZEN:
