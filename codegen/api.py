@@ -28,7 +28,9 @@ def _default_name(model: Path) -> str:
 def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: float = 0.01,
              momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
              train: list[str] | None = None, freeze: list[str] | None = None,
-             batch: int | None = None, name: str | None = None, output: str | None = None) -> dict:
+             batch: int | None = None, name: str | None = None, output: str | None = None,
+             optimizer: str = "sgd", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+             train_last: int | None = None, train_bias_only: bool = False) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
@@ -36,9 +38,9 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
         raise OptionError(f"--name '{prefix}' is not a C identifier")
     if batch is not None and batch < 1:
         raise OptionError("--batch must be >= 1")
-    optimizer = training.Optimizer(lr, momentum, weight_decay, nesterov)
+    opt = training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps)
     graph = loader.load(model, batch)
-    tg = training.build(graph, loss, optimizer, output, train, freeze)
+    tg = training.build(graph, loss, opt, output, training.Selection(train, freeze, train_last, train_bias_only))
     plan = memory.plan(tg)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     sources = emit(tg, plan, prefix, banner)
@@ -63,7 +65,7 @@ def _summary(tg, plan, prefix: str, source: str) -> dict:
     label = g.tensors[tg.label]
     return {
         "name": prefix, "source": source, "loss": tg.loss_name,
-        "optimizer": {"type": "sgd", **asdict(tg.optimizer)},
+        "optimizer": asdict(tg.optimizer),
         "inputs": [{"name": n, "c": f"in_{c_ident(n)}", "shape": list(g.shape(n))} for n in g.inputs],
         "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
         "labels": {"shape": list(label.shape), "dtype": label.dtype},

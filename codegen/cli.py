@@ -49,12 +49,18 @@ def generate(
     model: Path = typer.Argument(..., help="ONNX model file"),
     out_dir: Path = typer.Option(..., "-o", "--out", help="output folder"),
     loss: str = typer.Option("mse", help="mse | cross_entropy | bce_with_logits"),
+    optimizer: str = typer.Option("sgd", help="sgd | adam | adamw (PyTorch semantics)"),
     lr: float = typer.Option(0.01, help="learning rate (settable at run time)"),
     momentum: float = typer.Option(0.0, help="SGD momentum"),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="SGD weight decay (L2)"),
-    nesterov: bool = typer.Option(False, help="Nesterov momentum"),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="weight decay (L2; decoupled for adamw)"),
+    nesterov: bool = typer.Option(False, help="SGD Nesterov momentum"),
+    beta1: float = typer.Option(0.9, help="Adam beta1"),
+    beta2: float = typer.Option(0.999, help="Adam beta2"),
+    eps: float = typer.Option(1e-8, help="Adam epsilon"),
     train: Optional[list[str]] = typer.Option(None, help="glob: train only matching parameters (repeatable)"),
     freeze: Optional[list[str]] = typer.Option(None, help="glob: freeze matching parameters (repeatable)"),
+    train_last: Optional[int] = typer.Option(None, "--train-last", help="train only the last N parameterised layers"),
+    train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
     batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
     name: Optional[str] = typer.Option(None, help="C prefix (default: from the model file name)"),
     output: Optional[str] = typer.Option(None, help="graph output the loss is attached to"),
@@ -62,7 +68,8 @@ def generate(
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json."""
     summary = _run(api.generate, model, out_dir, loss=loss, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
-                   batch=batch, name=name, output=output)
+                   batch=batch, name=name, output=output, optimizer=optimizer, beta1=beta1,
+                   beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only)
     out.print(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
               "training_model.onnx, memory.json, mcutrain.json")
     out.print(f"trainable: {', '.join(p['name'] for p in summary['params'])}")

@@ -65,6 +65,7 @@ class EmitContext:
         self.tg, self.plan, self.prefix, self.blobs = tg, plan, prefix, blobs
         self.arrays: list[tuple[str, list[int]]] = []
         self.lr = f"{prefix}_lr"
+        self.step = f"{prefix}_steps"  # completed training steps, counting this one
         self.f = c_float
 
     def shape(self, name: str) -> tuple[int, ...]:

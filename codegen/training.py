@@ -15,18 +15,48 @@ from .ir import ACT, FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node, Ten
 UPDATED = "updated"  # role of an optimizer output: the new value, written in place of its input
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
 @dataclass
 class Optimizer:
+    """The update rule, with PyTorch's semantics (torch.optim.SGD / Adam / AdamW)."""
     lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    nesterov: bool = False
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0  # L2 for sgd/adam, decoupled for adamw
+    nesterov: bool = False  # SGD only
+    kind: str = "sgd"
+    beta1: float = 0.9  # Adam only
+    beta2: float = 0.999
+    eps: float = 1e-8
 
     def __post_init__(self):
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise OptionError("lr must be > 0, momentum and weight_decay >= 0")
+        if self.kind not in OPTIMIZERS:
+            raise OptionError(f"unknown optimizer '{self.kind}'; choose one of: {', '.join(OPTIMIZERS)}")
+        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0 or self.eps <= 0:
+            raise OptionError("lr and eps must be > 0, momentum and weight_decay >= 0")
         if self.nesterov and self.momentum == 0:
             raise OptionError("nesterov needs momentum > 0")
+        if self.kind != "sgd" and (self.momentum or self.nesterov):
+            raise OptionError(f"momentum/nesterov are SGD options; {self.kind} has beta1/beta2")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise OptionError("beta1 and beta2 must be in [0, 1)")
+
+    def state(self) -> list[str]:
+        """Per-parameter state tensors the update keeps between steps."""
+        if self.kind == "sgd":
+            return ["momentum"] if self.momentum else []
+        return ["exp_avg", "exp_avg_sq"]
+
+    def node(self, param: str, grad: str, state: list[str]) -> Node:
+        if self.kind == "sgd":
+            op, attrs = "SGD", {"momentum": self.momentum, "weight_decay": self.weight_decay,
+                                "nesterov": int(self.nesterov)}
+        else:
+            op, attrs = "Adam", {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                                 "weight_decay": self.weight_decay, "decoupled": int(self.kind == "adamw")}
+        outputs = [f"{name}.new" for name in [param, *state]]
+        return Node(op, [param, grad, *state], outputs, {"lr": self.lr, **attrs}, f"update {param}", TRAIN_DOMAIN)
 
 
 @dataclass
@@ -42,32 +72,70 @@ class TrainingGraph:
     frozen: list[str]
 
 
-def select_trainable(graph: Graph, train: list[str] | None, freeze: list[str] | None) -> list[str]:
-    """Glob patterns on parameter names: --train picks a subset (default all), --freeze removes."""
+@dataclass
+class Selection:
+    """Which parameters train. Each given criterion narrows the set; `freeze` then removes."""
+    train: list[str] | None = None  # glob patterns on parameter names
+    freeze: list[str] | None = None
+    last: int | None = None  # only the parameters of the last N parameterised layers
+    bias_only: bool = False  # only biases (1-D parameters added to a layer's output)
+
+
+def _layers(graph: Graph) -> list[list[str]]:
+    """Parameters grouped by the forward node that consumes them, in graph order."""
+    layers, seen = [], set()
+    for node in graph.nodes:
+        names = [i for i in node.inputs if i in graph.tensors and graph.tensors[i].role == PARAM and i not in seen]
+        if names:
+            layers.append(names)
+            seen.update(names)
+    return layers
+
+
+def _biases(graph: Graph) -> set[str]:
+    found = set()
+    for node in graph.nodes:
+        for slot in ops.lookup(node).bias_inputs:
+            t = graph.tensors.get(node.inputs[slot]) if slot < len(node.inputs) else None
+            if t is not None and t.role == PARAM and len(t.shape) == 1:
+                found.add(t.name)
+    return found
+
+
+def select_trainable(graph: Graph, sel: Selection) -> list[str]:
     names = [t.name for t in graph.of_role(PARAM)]
     if not names:
         raise OptionError("the model has no float parameters (initializers) to train")
 
     def matching(pattern):
-        hits = [n for n in names if fnmatchcase(n, pattern)]
+        hits = {n for n in names if fnmatchcase(n, pattern)}
         if not hits:
             raise OptionError(f"pattern '{pattern}' matches no parameter; parameters are: {', '.join(names)}")
         return hits
 
-    chosen = set(names) if not train else {n for p in train for n in matching(p)}
-    chosen -= {n for p in freeze or [] for n in matching(p)}
+    chosen = set(names)
+    if sel.train:
+        chosen &= set().union(*map(matching, sel.train))
+    if sel.last is not None:
+        layers = _layers(graph)
+        if not 1 <= sel.last <= len(layers):
+            raise OptionError(f"--train-last {sel.last}: the model has {len(layers)} parameterised layers")
+        chosen &= {n for layer in layers[-sel.last:] for n in layer}
+    if sel.bias_only:
+        chosen &= _biases(graph)
+    chosen -= set().union(*map(matching, sel.freeze or []))
     if not chosen:
-        raise OptionError("--train/--freeze leave no parameter to train")
+        raise OptionError("the trainable-set options leave no parameter to train")
     return [n for n in names if n in chosen]
 
 
 def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = None,
-          train: list[str] | None = None, freeze: list[str] | None = None) -> TrainingGraph:
+          selection: Selection | None = None) -> TrainingGraph:
     output = _choose_output(graph, output)
     lossdef = ops.LOSSES.get(loss)
     if lossdef is None:
         raise OptionError(f"unknown loss '{loss}'; choose one of: {', '.join(sorted(ops.LOSSES))}")
-    trainable = select_trainable(graph, train, freeze)
+    trainable = select_trainable(graph, selection or Selection())
     for t in graph.of_role(PARAM):
         if t.name not in trainable:
             t.role = FROZEN
@@ -92,7 +160,7 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
 
     grads = {name: back.total(name) for name in trainable}
     # A selected parameter the loss does not depend on has no gradient: nothing to update.
-    updates = [_sgd_node(graph, name, grad, optimizer) for name, grad in grads.items() if grad]
+    updates = [_update_node(graph, name, grad, optimizer) for name, grad in grads.items() if grad]
     schedule = _place_updates(forward + [loss_node, seed_node] + back.nodes, updates)
     graph.nodes = schedule
     graph.outputs = [output]
@@ -121,19 +189,16 @@ def _prune(graph: Graph, output: str) -> list[Node]:
     return kept[::-1]
 
 
-def _sgd_node(graph: Graph, param: str, grad: str, opt: Optimizer) -> Node:
-    inputs, outputs = [param, grad], [f"{param}.new"]
-    graph.tensors[outputs[0]] = Tensor(outputs[0], graph.shape(param), "float32", UPDATED)
-    if opt.momentum:
-        buf = f"{param}.momentum"
-        graph.tensors[buf] = Tensor(buf, graph.shape(param), "float32", STATE,
-                                    np.zeros(graph.shape(param), np.float32))
-        graph.tensors[f"{buf}.new"] = Tensor(f"{buf}.new", graph.shape(param), "float32", UPDATED)
-        inputs.append(buf)
-        outputs.append(f"{buf}.new")
-    attrs = {"lr": opt.lr, "momentum": opt.momentum, "weight_decay": opt.weight_decay,
-             "nesterov": int(opt.nesterov)}
-    return Node("SGD", inputs, outputs, attrs, f"update {param}", TRAIN_DOMAIN)
+def _update_node(graph: Graph, param: str, grad: str, opt: Optimizer) -> Node:
+    """The optimizer node for one parameter; its state tensors start at zero."""
+    shape = graph.shape(param)
+    state = [f"{param}.{kind}" for kind in opt.state()]
+    for name in state:
+        graph.tensors[name] = Tensor(name, shape, "float32", STATE, np.zeros(shape, np.float32))
+    node = opt.node(param, grad, state)
+    for name in node.outputs:
+        graph.tensors[name] = Tensor(name, shape, "float32", UPDATED)
+    return node
 
 
 def _place_updates(schedule: list[Node], updates: list[Node]) -> list[Node]:

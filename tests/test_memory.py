@@ -17,7 +17,8 @@ def mlp_path(tmp_path_factory):
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("train", [None, ["2.*"]], ids=["full", "last-layer"])
 def test_plan_is_valid_and_reuses_memory(mlp_path, momentum, train):
-    tg = training.build(loader.load(mlp_path), "cross_entropy", training.Optimizer(0.1, momentum), train=train)
+    tg = training.build(loader.load(mlp_path), "cross_entropy", training.Optimizer(0.1, momentum),
+                        selection=training.Selection(train=train))
     plan = memory.plan(tg)  # plan() validates every plan it makes
     memory.validate(plan)
     print(f"MLP 64-32-10, batch 16, train={train}: arena {plan.arena_bytes} B, "
@@ -27,7 +28,7 @@ def test_plan_is_valid_and_reuses_memory(mlp_path, momentum, train):
 
 def test_partial_training_needs_less_memory(mlp_path):
     full, last = (memory.plan(training.build(loader.load(mlp_path), "cross_entropy", training.Optimizer(),
-                                             train=t)) for t in (None, ["2.*"]))
+                                             selection=training.Selection(train=t))) for t in (None, ["2.*"]))
     print(f"arena: full {full.arena_bytes} B, last layer only {last.arena_bytes} B")
     assert last.arena_bytes < full.arena_bytes
 

@@ -37,17 +37,22 @@ TORCH_LOSS = {"cross_entropy": torch.nn.functional.cross_entropy,
               "bce_with_logits": torch.nn.functional.binary_cross_entropy_with_logits}
 
 
-def train_side_by_side(tmp_path, model, loss="cross_entropy", dynamo=True, lr=0.05, momentum=0.0,
-                       weight_decay=0.0, train=None, freeze=None):
+TORCH_OPTIM = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
+def train_side_by_side(tmp_path, model, loss="cross_entropy", dynamo=True, lr=0.05, optimizer="sgd",
+                       **options):
+    """options: generate() keywords; the optimizer ones are passed to torch.optim too."""
     path = export_torch(model, torch.zeros(BATCH, 64), tmp_path / "mlp.onnx", dynamo=dynamo)
-    trainer = compile_model(path, tmp_path / "build", loss=loss, lr=lr, momentum=momentum,
-                            weight_decay=weight_decay, train=train, freeze=freeze)
+    trainer = compile_model(path, tmp_path / "build", loss=loss, lr=lr, optimizer=optimizer, **options)
     trainable = list(trainer.get_params())
     params = dict(model.named_parameters())
     for name, p in params.items():
         p.requires_grad_(name in trainable)
-    opt = torch.optim.SGD([params[n] for n in trainable], lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
+    hyper = {k: v for k, v in options.items() if k in ("momentum", "weight_decay", "nesterov")}
+    if "beta1" in options:
+        hyper["betas"] = (options["beta1"], options.get("beta2", 0.999))
+    opt = TORCH_OPTIM[optimizer]([params[n] for n in trainable], lr=lr, **hyper)
     worst = 0.0
     for step, (x, y) in enumerate(batches(loss)):
         ref = TORCH_LOSS[loss](model(torch.tensor(x)), torch.tensor(y))
@@ -92,3 +97,22 @@ def test_mlp_last_layer_only(tmp_path, dynamo):
 @pytest.mark.parametrize("loss", ["mse", "bce_with_logits"])
 def test_mlp_other_losses(tmp_path, loss):
     train_side_by_side(tmp_path, mlp("relu"), loss=loss, lr=0.1)
+
+
+@pytest.mark.parametrize("optimizer, options", [
+    ("adam", {}), ("adam", {"weight_decay": 1e-2, "beta1": 0.8, "beta2": 0.99}),
+    ("adamw", {"weight_decay": 0.05}), ("sgd", {"momentum": 0.9, "nesterov": True})],
+    ids=["adam", "adam-l2-betas", "adamw", "sgd-nesterov"])
+def test_mlp_optimizers(tmp_path, optimizer, options):
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    train_side_by_side(tmp_path, mlp("relu"), lr=lr, optimizer=optimizer, **options)
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"train_last": 1}, ["2.weight", "2.bias"]),
+    ({"train_bias_only": True}, ["0.bias", "2.bias"]),
+    ({"train_last": 1, "train_bias_only": True}, ["2.bias"]),
+    ({"freeze": ["*.bias"]}, ["0.weight", "2.weight"])], ids=["last1", "bias-only", "last-bias", "freeze"])
+def test_trainable_shortcuts(tmp_path, options, expected):
+    trainer, _ = train_side_by_side(tmp_path, mlp("relu"), momentum=0.9, **options)
+    assert list(trainer.get_params()) == expected

@@ -22,6 +22,7 @@ class OpDef:
     view: bool = False  # output 0 is input 0 reinterpreted: same bytes, no code
     check: Callable | None = None  # (node, Graph) -> None; raises UnsupportedError
     domain: str = ""
+    bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
 
 
 @dataclass(frozen=True)

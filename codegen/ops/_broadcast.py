@@ -20,7 +20,7 @@ def check_rank(node, graph):
         raise refuse(node, f"broadcasting over {rank} dimensions (at most {MAX_RANK})")
 
 
-def register_binary(name: str, fn: str, grad) -> None:
+def register_binary(name: str, fn: str, grad, bias_inputs: tuple[int, ...] = ()) -> None:
     def emit(node, c):
         a, b = node.inputs
         y = node.outputs[0]
@@ -30,4 +30,5 @@ def register_binary(name: str, fn: str, grad) -> None:
         shape, sa, sb = c.ints(out), c.ints(strides_over(c.shape(a), out)), c.ints(strides_over(c.shape(b), out))
         return f"{fn}({c.ptr(a)}, {c.ptr(b)}, {c.ptr(y)}, {len(out)}, {shape}, {sa}, {sb}, {c.size(y)});"
 
-    register(name, kernel="binary.h", emit=emit, grad=grad, diff_inputs=(0, 1), check=check_rank)
+    register(name, kernel="binary.h", emit=emit, grad=grad, diff_inputs=(0, 1), check=check_rank,
+             bias_inputs=bias_inputs)

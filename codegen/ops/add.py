@@ -8,4 +8,4 @@ def grad(node, g):
             g.give(i, reduce_to(g, g.dy(), node.inputs[i]))
 
 
-register_binary("Add", "mt_add", grad)
+register_binary("Add", "mt_add", grad, bias_inputs=(0, 1))

@@ -43,4 +43,4 @@ def grad(node, g):
         g.give(2, reduce_to(g, dy, node.inputs[2], scale=beta))
 
 
-register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2))
+register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,))

@@ -8,4 +8,4 @@ def grad(node, g):
             g.give(i, reduce_to(g, g.dy(), node.inputs[i], scale=sign))
 
 
-register_binary("Sub", "mt_sub", grad)
+register_binary("Sub", "mt_sub", grad, bias_inputs=(0, 1))

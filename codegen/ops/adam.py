@@ -1,0 +1,14 @@
+"""Adam / AdamW update of one parameter, in place: inputs (W, dW, exp_avg, exp_avg_sq).
+The learning rate and the step count (for bias correction) are run-time variables of the C."""
+from . import register_train_op
+
+
+def emit(node, c):
+    w, dw, m, v = node.inputs
+    a = node.attrs
+    return (f"mt_adam({c.ptr(w)}, {c.ptr(dw)}, {c.ptr(m)}, {c.ptr(v)}, {c.size(w)}, {c.lr}, "
+            f"{c.f(a['beta1'])}, {c.f(a['beta2'])}, {c.f(a['eps'])}, {c.f(a['weight_decay'])}, "
+            f"{int(a['decoupled'])}, {c.step});")
+
+
+register_train_op("Adam", kernel="adam.h", emit=emit)
