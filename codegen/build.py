@@ -121,7 +121,7 @@ class HostTrainer:
     def check_labels(self, y, count: int | None = None) -> np.ndarray:
         """Labels for `count` samples (default: one batch) as the C expects them, or DataError."""
         y = np.asarray(y)
-        shape = (self.batch if count is None else count,) + self.label_shape[1:]
+        shape = self.label_shape if count is None else (count,) + self.label_shape[1:]
         if y.shape != shape:
             raise DataError(f"labels must have shape {shape} for loss '{self.manifest['loss']}', "
                             f"got {y.shape}")

@@ -24,22 +24,70 @@ class Buffer:
 @dataclass
 class MemoryPlan:
     buffers: dict[str, Buffer]
-    alias: dict[str, str]  # view tensor -> tensor whose buffer it uses
+    alias: dict[str, str]  # view / in-place tensor -> tensor whose buffer it uses
     arena_bytes: int
     naive_bytes: int  # every buffer separate: what no reuse would cost
+    lower_bound: int  # peak of live bytes over the schedule: no offset assignment can beat it
     steps: int
+    order: str  # which placement order won
 
     def root(self, name: str) -> str:
         return self.alias.get(name, name)
 
+    def live_bytes(self) -> list[int]:
+        """Bytes of buffers live at each schedule step (the timeline of the arena)."""
+        live = [0] * (self.steps + 1)
+        for b in self.buffers.values():
+            for step in range(b.start, b.end + 1):
+                live[step] += b.size
+        return live
+
     def to_json(self) -> dict:
-        return {"arena_bytes": self.arena_bytes, "naive_bytes": self.naive_bytes, "steps": self.steps,
+        return {"arena_bytes": self.arena_bytes, "lower_bound_bytes": self.lower_bound,
+                "naive_bytes": self.naive_bytes, "steps": self.steps, "placement_order": self.order,
+                "live_bytes": self.live_bytes(),
                 "buffers": [asdict(b) for b in sorted(self.buffers.values(), key=lambda b: (b.offset, b.start))],
                 "aliases": self.alias}
 
 
 def _aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _reads(nodes) -> dict[str, list[int]]:
+    reads: dict[str, list[int]] = {}
+    for step, node in enumerate(nodes):
+        for name in node.inputs:
+            reads.setdefault(name, []).append(step)
+    return reads
+
+
+def aliases(tg: TrainingGraph) -> dict[str, str]:
+    """Views share their source's buffer; an in-place op's output takes over the buffer of an
+    input of the same size that dies at that op (read by no later step, through any alias)."""
+    graph = tg.graph
+    last = {name: max(steps) for name, steps in _reads(graph.nodes).items()}
+    alias: dict[str, str] = {}
+    root_last: dict[str, int] = {}  # last read of a buffer through any of its aliases so far
+
+    def dies_at(r: str, step: int) -> bool:
+        t = graph.tensors[r]
+        return t.role == ACT and r != tg.loss and root_last.get(r, last.get(r, -1)) <= step
+
+    for step, node in enumerate(graph.nodes):
+        op, out = ops.lookup(node), node.outputs[0]
+        roots = [alias.get(i, i) for i in node.inputs if i]
+        if op.view:
+            target = roots[0]
+        elif op.inplace:
+            size = graph.tensors[out].size
+            target = next((r for r in roots if graph.tensors[r].size == size and dies_at(r, step)), None)
+        else:
+            continue
+        if target is not None:
+            alias[out] = target
+            root_last[target] = max(root_last.get(target, last.get(target, -1)), last.get(out, -1))
+    return alias
 
 
 def lifetimes(tg: TrainingGraph, alias: dict[str, str]) -> dict[str, tuple[int, int]]:
@@ -58,13 +106,19 @@ def lifetimes(tg: TrainingGraph, alias: dict[str, str]) -> dict[str, tuple[int, 
     return {k: (v[0], v[1]) for k, v in life.items()}
 
 
-def plan(tg: TrainingGraph) -> MemoryPlan:
-    """Greedy best-fit: largest buffers first, each at the lowest offset free during its lifetime."""
-    alias = ops.view_roots(tg.graph.nodes)
-    life = lifetimes(tg, alias)
-    sizes = {n: _aligned(tg.graph.tensors[n].size * 4) for n in life}
+# Placement orders tried; the plan keeps the smallest arena (first wins ties: deterministic).
+ORDERS = {
+    "size": lambda life, size, n: (-size[n], life[n][0], n),
+    "start": lambda life, size, n: (life[n][0], -size[n], n),
+    "duration": lambda life, size, n: (-(life[n][1] - life[n][0]), -size[n], n),
+    "size*duration": lambda life, size, n: (-size[n] * (life[n][1] - life[n][0] + 1), n),
+}
+
+
+def _place(names, life, sizes) -> list[Buffer]:
+    """Greedy: each buffer at the lowest offset that is free during its whole lifetime."""
     placed: list[Buffer] = []
-    for name in sorted(life, key=lambda n: (-sizes[n], life[n][0], n)):
+    for name in names:
         start, end = life[name]
         busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= end and start <= b.end)
         offset = 0
@@ -73,8 +127,23 @@ def plan(tg: TrainingGraph) -> MemoryPlan:
                 break
             offset = max(offset, hi)
         placed.append(Buffer(name, offset, sizes[name], start, end))
-    arena = max((b.offset + b.size for b in placed), default=0)
-    result = MemoryPlan({b.name: b for b in placed}, alias, arena, sum(sizes.values()), len(tg.graph.nodes))
+    return placed
+
+
+def plan(tg: TrainingGraph) -> MemoryPlan:
+    alias = aliases(tg)
+    life = lifetimes(tg, alias)
+    sizes = {n: _aligned(tg.graph.tensors[n].size * 4) for n in life}
+    best = None
+    for order, key in ORDERS.items():
+        placed = _place(sorted(life, key=lambda n: key(life, sizes, n)), life, sizes)
+        arena = max((b.offset + b.size for b in placed), default=0)
+        if best is None or arena < best[0]:
+            best = (arena, order, placed)
+    arena, order, placed = best
+    result = MemoryPlan({b.name: b for b in placed}, alias, arena, sum(sizes.values()), 0,
+                        len(tg.graph.nodes), order)
+    result.lower_bound = max(result.live_bytes(), default=0)
     validate(result)
     return result
 

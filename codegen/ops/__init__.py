@@ -23,6 +23,7 @@ class OpDef:
     check: Callable | None = None  # (node, Graph) -> None; raises UnsupportedError
     domain: str = ""
     bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
+    inplace: bool = False  # elementwise: output may overwrite an input of the same size
 
 
 @dataclass(frozen=True)

@@ -31,4 +31,4 @@ def register_binary(name: str, fn: str, grad, bias_inputs: tuple[int, ...] = ())
         return f"{fn}({c.ptr(a)}, {c.ptr(b)}, {c.ptr(y)}, {len(out)}, {shape}, {sa}, {sb}, {c.size(y)});"
 
     register(name, kernel="binary.h", emit=emit, grad=grad, diff_inputs=(0, 1), check=check_rank,
-             bias_inputs=bias_inputs)
+             bias_inputs=bias_inputs, inplace=True)

@@ -25,5 +25,5 @@ def register_softmax(name: str, fn: str):
         dy, y = node.inputs
         return f"{fn}_grad({c.ptr(dy)}, {c.ptr(y)}, {c.ptr(node.outputs[0])}, {dims(node, c)});"
 
-    register(name, kernel="softmax.h", emit=emit, grad=grad)
-    register_train_op(f"{name}Grad", kernel="softmax.h", emit=emit_grad)
+    register(name, kernel="softmax.h", emit=emit, grad=grad, inplace=True)
+    register_train_op(f"{name}Grad", kernel="softmax.h", emit=emit_grad, inplace=True)

@@ -22,5 +22,5 @@ def register_unary(name: str, fn: str, grad_from: str, params=lambda node, c: ""
         dx = node.outputs[0]
         return f"{fn}_grad({c.ptr(dy)}, {c.ptr(source)}, {c.ptr(dx)}, {c.size(dx)}{params(node, c)});"
 
-    register(name, kernel="unary.h", emit=emit, grad=grad)
-    register_train_op(f"{name}Grad", kernel="unary.h", emit=emit_grad)
+    register(name, kernel="unary.h", emit=emit, grad=grad, inplace=True)
+    register_train_op(f"{name}Grad", kernel="unary.h", emit=emit_grad, inplace=True)
