@@ -30,7 +30,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train: list[str] | None = None, freeze: list[str] | None = None,
              batch: int | None = None, name: str | None = None, output: str | None = None,
              optimizer: str = "sgd", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-             train_last: int | None = None, train_bias_only: bool = False) -> dict:
+             train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
@@ -40,7 +40,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
         raise OptionError("--batch must be >= 1")
     opt = training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps)
     graph = loader.load(model, batch)
-    tg = training.build(graph, loss, opt, output, training.Selection(train, freeze, train_last, train_bias_only))
+    tg = training.build(graph, loss, opt, output, training.Selection(train, freeze, train_last, train_bias_only),
+                        fuse_updates)
     plan = memory.plan(tg)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     sources = emit(tg, plan, prefix, banner)

@@ -100,8 +100,15 @@ class EmitContext:
 
 
 def _statement(node, ctx: EmitContext) -> dict:
-    op = ops.lookup(node)
-    code = op.emit(node, ctx) if op.emit else None
+    op, fused = ops.lookup(node), ctx.tg.fused
+    if node.outputs[0] in fused:  # writes the SGD update straight into the parameter
+        decay = ctx.tg.optimizer.weight_decay
+        keep = f"(1.0f - {ctx.lr} * {c_float(decay)})" if decay else "1.0f"
+        code = op.emit_update(node, ctx, f"(-{ctx.lr})", keep)
+    elif len(node.inputs) > 1 and node.inputs[1] in fused and node.op == "SGD":
+        code = None  # done by the gradient's producer
+    else:
+        code = op.emit(node, ctx) if op.emit else None
     return {"comment": f"{node.op} '{node.name}': {', '.join(i for i in node.inputs if i)} -> "
                        f"{', '.join(node.outputs)}", "code": code}
 

@@ -67,7 +67,7 @@ def aliases(tg: TrainingGraph) -> dict[str, str]:
     input of the same size that dies at that op (read by no later step, through any alias)."""
     graph = tg.graph
     last = {name: max(steps) for name, steps in _reads(graph.nodes).items()}
-    alias: dict[str, str] = {}
+    alias: dict[str, str] = dict(tg.fused)  # a fused gradient is written into its parameter
     root_last: dict[str, int] = {}  # last read of a buffer through any of its aliases so far
 
     def dies_at(r: str, step: int) -> bool:

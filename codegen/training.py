@@ -70,6 +70,9 @@ class TrainingGraph:
     optimizer: Optimizer
     trainable: list[str]  # parameter blob order
     frozen: list[str]
+    # Gradient tensor -> parameter: the gradient's producer applies the SGD update directly to
+    # the parameter, so the gradient never needs a buffer (SGD without momentum).
+    fused: dict[str, str]
 
 
 @dataclass
@@ -130,7 +133,7 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
 
 
 def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = None,
-          selection: Selection | None = None) -> TrainingGraph:
+          selection: Selection | None = None, fuse: bool = True) -> TrainingGraph:
     output = _choose_output(graph, output)
     lossdef = ops.LOSSES.get(loss)
     if lossdef is None:
@@ -165,7 +168,33 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     graph.nodes = schedule
     graph.outputs = [output]
     return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer,
-                         trainable, [t.name for t in graph.of_role(FROZEN)])
+                         trainable, [t.name for t in graph.of_role(FROZEN)],
+                         _fusable(schedule) if fuse else {})
+
+
+def _fusable(schedule: list[Node]) -> dict[str, str]:
+    """Updates that can be folded into their gradient's producer: plain SGD (no state), the
+    producer can accumulate into its output (OpDef.emit_update), the gradient has no other
+    reader, and nothing after the producer reads the old weights."""
+    root = ops.view_roots(schedule)
+    steps = {id(n): i for i, n in enumerate(schedule)}
+    producer = {o: n for n in schedule for o in n.outputs}
+    readers: dict[str, list[Node]] = {}
+    for node in schedule:
+        for name in node.inputs:
+            readers.setdefault(root.get(name, name), []).append(node)
+    fused = {}
+    for upd in schedule:
+        if upd.op != "SGD" or len(upd.inputs) != 2:
+            continue
+        param, grad = upd.inputs
+        p = producer.get(grad)
+        if p is None or ops.lookup(p).emit_update is None or grad in root.values():
+            continue
+        late = [n for n in readers.get(param, []) if n is not upd and steps[id(n)] >= steps[id(p)]]
+        if readers.get(grad) == [upd] and not late:
+            fused[grad] = param
+    return fused
 
 
 def _choose_output(graph: Graph, output: str | None) -> str:

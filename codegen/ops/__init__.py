@@ -24,6 +24,9 @@ class OpDef:
     domain: str = ""
     bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
     inplace: bool = False  # elementwise: output may overwrite an input of the same size
+    # (node, c, scale, keep) -> C computing out = keep * out + scale * result: lets a parameter's
+    # gradient be applied as an SGD update directly (scale = -lr, keep = 1 - lr * weight_decay).
+    emit_update: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,27 @@ def _flags(node):
 
 def emit(node, c):
     a, b = node.inputs[:2]
-    y = node.outputs[0]
     alpha, beta, ta, tb = _flags(node)
-    m, n = c.shape(y)
-    k = c.shape(a)[0 if ta else 1]
     bias, csm, csn = "NULL", 0, 0
     if len(node.inputs) > 2 and node.inputs[2]:
         cm, cn = ((1, 1) + tuple(c.shape(node.inputs[2])))[-2:]
         bias, csm, csn = c.ptr(node.inputs[2]), (cn if cm > 1 else 0), (1 if cn > 1 else 0)
-    return (f"mt_gemm({m}, {n}, {k}, {c.f(alpha)}, {c.ptr(a)}, {ta}, {c.ptr(b)}, {tb}, "
-            f"{c.f(beta)}, {bias}, {csm}, {csn}, {c.ptr(y)});")
+    return _call(node, c, c.f(alpha), c.f(beta), bias, csm, csn)
+
+
+def emit_update(node, c, scale, keep):
+    """Y = keep * Y + scale * alpha * op(A) op(B): the bias-free Gemms of the backward pass."""
+    y = c.ptr(node.outputs[0])
+    return _call(node, c, f"{scale} * {c.f(_flags(node)[0])}", keep, y, c.shape(node.outputs[0])[1], 1)
+
+
+def _call(node, c, alpha, beta, bias, csm, csn):
+    a, b = node.inputs[:2]
+    _, _, ta, tb = _flags(node)
+    m, n = c.shape(node.outputs[0])
+    k = c.shape(a)[0 if ta else 1]
+    return (f"mt_gemm({m}, {n}, {k}, {alpha}, {c.ptr(a)}, {ta}, {c.ptr(b)}, {tb}, "
+            f"{beta}, {bias}, {csm}, {csn}, {c.ptr(node.outputs[0])});")
 
 
 def grad(node, g):
@@ -43,4 +54,5 @@ def grad(node, g):
         g.give(2, reduce_to(g, dy, node.inputs[2], scale=beta))
 
 
-register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,))
+register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,),
+         emit_update=emit_update)

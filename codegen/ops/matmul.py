@@ -25,7 +25,8 @@ def check(node, graph):
 def emit(node, c):
     a, b = node.inputs
     batch, m, n, k, sa, sb, sy = plan(c.shape(a), c.shape(b))
-    return f"mt_matmul({batch}, {m}, {n}, {k}, {c.ptr(a)}, {sa}, 0, {c.ptr(b)}, {sb}, 0, {c.ptr(node.outputs[0])}, {sy});"
+    return (f"mt_matmul({batch}, {m}, {n}, {k}, {c.ptr(a)}, {sa}, 0, {c.ptr(b)}, {sb}, 0, "
+            f"{c.ptr(node.outputs[0])}, {sy}, 1.0f, 0.0f);")
 
 
 def grad(node, g):
@@ -34,18 +35,18 @@ def grad(node, g):
             g.give(i, g.op("MatMulGrad", [g.dy(), node.inputs[1 - i]], like=node.inputs[i], attrs={"wrt": i}))
 
 
-def emit_grad(node, c):
+def emit_grad(node, c, scale="1.0f", keep="0.0f"):
     """dA = dY B^T, dB = A^T dY, summed over the batch where that operand was broadcast."""
     dy, other = node.inputs
     out = node.outputs[0]
     if node.attrs["wrt"] == 0:
         batch, m, n, k, sa, sb, sy = plan(c.shape(out), c.shape(other))
         return (f"mt_matmul({batch}, {m}, {k}, {n}, {c.ptr(dy)}, {sy}, 0, {c.ptr(other)}, {sb}, 1, "
-                f"{c.ptr(out)}, {sa});")
+                f"{c.ptr(out)}, {sa}, {scale}, {keep});")
     batch, m, n, k, sa, sb, sy = plan(c.shape(other), c.shape(out))
     return (f"mt_matmul({batch}, {k}, {n}, {m}, {c.ptr(other)}, {sa}, 1, {c.ptr(dy)}, {sy}, 0, "
-            f"{c.ptr(out)}, {sb});")
+            f"{c.ptr(out)}, {sb}, {scale}, {keep});")
 
 
 register("MatMul", kernel="matmul.h", emit=emit, grad=grad, diff_inputs=(0, 1), check=check)
-register_train_op("MatMulGrad", kernel="matmul.h", emit=emit_grad)
+register_train_op("MatMulGrad", kernel="matmul.h", emit=emit_grad, emit_update=emit_grad)

@@ -11,13 +11,13 @@ def reduce_to(g, grad: str, target: str, scale: float = 1.0) -> str:
     return g.op("SumTo", [grad], like=target, attrs={"scale": float(scale)})
 
 
-def emit(node, c):
+def emit(node, c, scale="1.0f", keep="0.0f"):
     x, y = node.inputs[0], node.outputs[0]
     shape = c.shape(x)
     sy = c.ints(strides_over(c.shape(y), shape)) if shape else "NULL"
     dims = c.ints(shape) if shape else "NULL"
     return (f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {len(shape)}, {dims}, {sy}, "
-            f"{c.size(x)}, {c.f(node.attrs['scale'])});")
+            f"{c.size(x)}, {scale} * {c.f(node.attrs['scale'])}, {keep});")
 
 
-register_train_op("SumTo", kernel="sum_to.h", emit=emit)
+register_train_op("SumTo", kernel="sum_to.h", emit=emit, emit_update=emit)

@@ -1,19 +1,20 @@
-/* Batched matrix product Y[b] (+)= op(A[b]) op(B[b]) for b < batch, via mt_gemm.
+/* Batched matrix product Y[b] = alpha * op(A[b]) op(B[b]) + beta * Y[b] for b < batch, via mt_gemm.
  * Batch strides of 0 broadcast an operand; a Y batch stride of 0 sums the products over the batch
- * (the gradient of a broadcast operand). */
+ * (the gradient of a broadcast operand). beta = 0 ignores Y's old contents. */
 #ifndef MT_MATMUL_H
 #define MT_MATMUL_H
 #include "gemm.h"
 
 static inline void mt_matmul(int batch, int M, int N, int K, const float *A, int sa, int transA,
-                             const float *B, int sb, int transB, float *Y, int sy)
+                             const float *B, int sb, int transB, float *Y, int sy, float alpha,
+                             float beta)
 {
     int b;
     for (b = 0; b < batch; ++b) {
         float *y = Y + (size_t)b * sy;
-        const int accumulate = sy == 0 && b > 0;
-        mt_gemm(M, N, K, 1.0f, A + (size_t)b * sa, transA, B + (size_t)b * sb, transB,
-                1.0f, accumulate ? y : NULL, N, 1, y);
+        const float keep = (sy == 0 && b > 0) ? 1.0f : beta;
+        mt_gemm(M, N, K, alpha, A + (size_t)b * sa, transA, B + (size_t)b * sb, transB, keep,
+                keep != 0.0f ? y : NULL, N, 1, y);
     }
 }
 
