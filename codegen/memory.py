@@ -26,7 +26,7 @@ class MemoryPlan:
     buffers: dict[str, Buffer]
     alias: dict[str, str]  # view / in-place tensor -> tensor whose buffer it uses
     arena_bytes: int
-    naive_bytes: int  # every buffer separate: what no reuse would cost
+    naive_bytes: int  # every activation/gradient separate: no reuse, in-place or fusion
     lower_bound: int  # peak of live bytes over the schedule: no offset assignment can beat it
     steps: int
     order: str  # which placement order won
@@ -130,6 +130,13 @@ def _place(names, life, sizes) -> list[Buffer]:
     return placed
 
 
+def _naive(tg: TrainingGraph) -> int:
+    """Every activation and gradient in its own buffer: no reuse, no in-place, no fusion."""
+    graph = tg.graph
+    return sum(_aligned(graph.tensors[o].size * 4) for n in graph.nodes if not ops.lookup(n).view
+               for o in n.outputs if o and graph.tensors[o].role == ACT)
+
+
 def plan(tg: TrainingGraph) -> MemoryPlan:
     alias = aliases(tg)
     life = lifetimes(tg, alias)
@@ -141,8 +148,7 @@ def plan(tg: TrainingGraph) -> MemoryPlan:
         if best is None or arena < best[0]:
             best = (arena, order, placed)
     arena, order, placed = best
-    result = MemoryPlan({b.name: b for b in placed}, alias, arena, sum(sizes.values()), 0,
-                        len(tg.graph.nodes), order)
+    result = MemoryPlan({b.name: b for b in placed}, alias, arena, _naive(tg), 0, len(tg.graph.nodes), order)
     result.lower_bound = max(result.live_bytes(), default=0)
     validate(result)
     return result
