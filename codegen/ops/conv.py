@@ -1,0 +1,65 @@
+"""Conv (1-D and 2-D, grouped incl. depthwise, optional bias) and its gradients: dX is the
+transposed convolution of dY, dW correlates dY with X, dB sums dY per output channel."""
+from . import _window, attr, refuse, register, register_train_op
+
+
+def _has_bias(node) -> bool:
+    return len(node.inputs) > 2 and bool(node.inputs[2])
+
+
+def _sizes(node, c, x, w) -> str:
+    """The kernels' N, C, M, G and window arguments."""
+    (n, ch), m = c.shape(x)[:2], c.shape(w)[0]
+    win = _window.window(node, c.shape(x), c.shape(w)[2:])
+    return f"{n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()}"
+
+
+def check(node, graph):
+    x, w = (graph.shape(i) for i in node.inputs[:2])
+    group = attr(node, "group", 1)
+    if x[1] % group or w[0] % group or w[1] * group != x[1]:
+        raise refuse(node, f"group {group} with input {list(x)} and weight {list(w)}")
+    if attr(node, "kernel_shape") is not None and list(attr(node, "kernel_shape")) != list(w[2:]):
+        raise refuse(node, f"kernel_shape {list(attr(node, 'kernel_shape'))} unlike the weight {list(w)}")
+    if _has_bias(node) and tuple(graph.shape(node.inputs[2])) != (w[0],):
+        raise refuse(node, f"a bias of shape {list(graph.shape(node.inputs[2]))}")
+    _window.check(node, graph, w[2:])
+
+
+def emit(node, c):
+    x, w = node.inputs[:2]
+    b = c.ptr(node.inputs[2]) if _has_bias(node) else "NULL"
+    return f"mt_conv({c.ptr(x)}, {c.ptr(w)}, {b}, {c.ptr(node.outputs[0])}, {_sizes(node, c, x, w)});"
+
+
+def grad(node, g):
+    x, w = node.inputs[:2]
+    dy = g.dy()
+    if g.needs(0):
+        g.give(0, g.op("ConvGradX", [dy, w], like=x, attrs=node.attrs))
+    if g.needs(1):
+        g.give(1, g.op("ConvGradW", [dy, x], like=w, attrs=node.attrs))
+    if g.needs(2):
+        g.give(2, g.op("ConvGradB", [dy], like=node.inputs[2]))
+
+
+def emit_grad_x(node, c):
+    (dy, w), dx = node.inputs, node.outputs[0]
+    return f"mt_conv_grad_x({c.ptr(dy)}, {c.ptr(w)}, {c.ptr(dx)}, {_sizes(node, c, dx, w)});"
+
+
+def emit_grad_w(node, c):
+    (dy, x), dw = node.inputs, node.outputs[0]
+    return f"mt_conv_grad_w({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dw)}, {_sizes(node, c, x, dw)});"
+
+
+def emit_grad_b(node, c):
+    dy, db = node.inputs[0], node.outputs[0]
+    n, m = c.shape(dy)[:2]
+    return f"mt_conv_grad_b({c.ptr(dy)}, {c.ptr(db)}, {n}, {m}, {c.size(dy) // (n * m)});"
+
+
+register("Conv", kernel="conv.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), check=check)
+register_train_op("ConvGradX", kernel="conv.h", emit=emit_grad_x)
+register_train_op("ConvGradW", kernel="conv.h", emit=emit_grad_w)
+register_train_op("ConvGradB", kernel="conv.h", emit=emit_grad_b)

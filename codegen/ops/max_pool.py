@@ -1,0 +1,29 @@
+"""MaxPool (1-D and 2-D): the gradient goes to each window's first maximum, recomputed from X."""
+from . import _window, attr, refuse, register, register_train_op
+
+
+def check(node, graph):
+    if attr(node, "storage_order", 0) != 0:
+        raise refuse(node, "storage_order != 0")
+    if len(node.outputs) > 1 and node.outputs[1]:
+        raise refuse(node, "the Indices output of MaxPool")
+    _window.check_pool(node, graph)
+
+
+def emit(node, c):
+    x, y = node.inputs[0], node.outputs[0]
+    return f"mt_max_pool({c.ptr(x)}, {c.ptr(y)}, {_window.pool_args(node, c, x)});"
+
+
+def grad(node, g):
+    x = node.inputs[0]
+    g.give(0, g.op("MaxPoolGrad", [g.dy(), x], like=x, attrs=node.attrs))
+
+
+def emit_grad(node, c):
+    (dy, x), dx = node.inputs, node.outputs[0]
+    return f"mt_max_pool_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {_window.pool_args(node, c, x)});"
+
+
+register("MaxPool", kernel="pool.h", emit=emit, grad=grad, check=check)
+register_train_op("MaxPoolGrad", kernel="pool.h", emit=emit_grad)
