@@ -62,4 +62,66 @@ static inline void mt_tanh_grad(const float *dy, const float *y, float *dx, int 
     for (i = 0; i < n; ++i) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
+/* Clip: y = min(max(x, *lo), *hi); a NULL bound is absent. hi wins when *lo > *hi (numpy.clip). */
+static inline void mt_clip(const float *x, float *y, int n, const float *lo, const float *hi)
+{
+    const float l = lo ? *lo : 0.0f, h = hi ? *hi : 0.0f;
+    int i;
+    for (i = 0; i < n; ++i) {
+        float v = (lo && x[i] < l) ? l : x[i];
+        y[i] = (hi && v > h) ? h : v;
+    }
+}
+
+/* dx = dy where *lo < x < *hi, strictly: PyTorch's hardtanh/relu6 gradient. */
+static inline void mt_clip_grad(const float *dy, const float *x, float *dx, int n, const float *lo,
+                                const float *hi)
+{
+    const float l = lo ? *lo : 0.0f, h = hi ? *hi : 0.0f;
+    int i;
+    for (i = 0; i < n; ++i) dx[i] = ((!lo || x[i] > l) && (!hi || x[i] < h)) ? dy[i] : 0.0f;
+}
+
+/* y = max(0, min(1, alpha * x + beta)). */
+static inline void mt_hard_sigmoid(const float *x, float *y, int n, float alpha, float beta)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        float v = alpha * x[i] + beta;
+        y[i] = v > 0.0f ? (v < 1.0f ? v : 1.0f) : 0.0f;
+    }
+}
+
+/* dx = alpha * dy where 0 < alpha * x + beta < 1, strictly (as PyTorch's hardsigmoid). */
+static inline void mt_hard_sigmoid_grad(const float *dy, const float *x, float *dx, int n, float alpha,
+                                        float beta)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        float v = alpha * x[i] + beta;
+        dx[i] = (v > 0.0f && v < 1.0f) ? alpha * dy[i] : 0.0f;
+    }
+}
+
+/* y = x * hardsigmoid(x) with alpha = 1/6, beta = 1/2, i.e. x * clamp(x + 3, 0, 6) / 6. */
+static inline void mt_hard_swish(const float *x, float *y, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        float v = x[i] + 3.0f;
+        y[i] = x[i] * (v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f) / 6.0f;
+    }
+}
+
+/* dx = 0 for x <= -3, dy * (x / 3 + 1/2) for -3 < x < 3, dy for x >= 3 (PyTorch's boundaries). */
+static inline void mt_hard_swish_grad(const float *dy, const float *x, float *dx, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        if (x[i] <= -3.0f) dx[i] = 0.0f;
+        else if (x[i] < 3.0f) dx[i] = dy[i] * (x[i] / 3.0f + 0.5f);
+        else dx[i] = dy[i];
+    }
+}
+
 #endif
