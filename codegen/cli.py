@@ -153,3 +153,8 @@ def inspect(
     if "memory_estimate" in info:
         out.print(f"memory estimate (full training, SGD, {info['memory_estimate']['loss']} loss):")
         print_memory({"memory": info["memory_estimate"]})
+
+
+from .cli_boards import register as _register_boards  # noqa: E402  (board commands: build/run/size)
+
+_register_boards(app)

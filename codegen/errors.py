@@ -27,3 +27,11 @@ class DataError(McutrainError):
 
 class BuildError(McutrainError):
     """The C compiler failed on generated code (a bug in mcutrain: please report it)."""
+
+
+class ToolchainError(McutrainError):
+    """A cross compiler, C library or QEMU needed for a target is not installed (names the package)."""
+
+
+class FitError(McutrainError):
+    """The model, data set or firmware does not fit the target's RAM or flash (names the sizes)."""

@@ -1,0 +1,111 @@
+"""Boards as data: one TOML file per target in targets/ (or any .toml path), so adding a board
+means adding one file. This module only reads and checks them; building and running live in
+firmware.py and qemu.py."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import OptionError, ToolchainError
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = ROOT / "targets"
+
+
+@dataclass(frozen=True)
+class Memory:
+    flash_origin: int
+    flash: int
+    ram_origin: int
+    ram: int
+    stack: int  # stack (+ libc heap) reserve at the top of RAM
+
+    def defsyms(self) -> list[str]:
+        """The memory map for the linker scripts (ours and picolibc's use the same names)."""
+        syms = {"__flash": self.flash_origin, "__flash_size": self.flash, "__ram": self.ram_origin,
+                "__ram_size": self.ram, "__stack_size": self.stack}
+        return ["-Wl," + ",".join(f"--defsym={k}={v:#x}" for k, v in syms.items())]
+
+
+@dataclass(frozen=True)
+class Qemu:
+    binary: str
+    packages: list[str]
+    machine: str
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    cc: str
+    packages: list[str]
+    cflags: list[str]
+    ldflags: list[str]
+    probe: str | None = None  # a file of the target's C library, found via `cc -print-file-name`
+    startup: Path | None = None
+    linker_script: Path | None = None
+    memory: Memory | None = None  # None: not checked (host)
+    qemu: Qemu | None = None  # None: the firmware runs natively
+
+    def require_compiler(self) -> None:
+        _require(self.cc, self.packages)
+        if self.probe and not Path(_print_file_name(self.cc, self.probe)).is_absolute():
+            raise ToolchainError(f"{self.cc} has no C library for target '{self.name}' ({self.probe} "
+                                 f"not found): {_install_hint(self.packages)}")
+
+    def require_emulator(self) -> None:
+        if self.qemu:
+            _require(self.qemu.binary, self.qemu.packages)
+
+
+def _print_file_name(cc: str, name: str) -> str:
+    return subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True).stdout.strip()
+
+
+def _install_hint(packages: list[str]) -> str:
+    return f"install the Debian package(s): apt-get install {' '.join(packages)}"
+
+
+def _require(program: str, packages: list[str]) -> None:
+    if not shutil.which(program):
+        raise ToolchainError(f"'{program}' not found: {_install_hint(packages)}")
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+
+
+def load(name: str) -> Target:
+    """A target by name (targets/<name>.toml) or by path to a .toml file."""
+    path = Path(name) if name.endswith(".toml") else TARGETS_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise OptionError(f"unknown target '{name}'; known: {', '.join(names())} (or a path to a .toml)")
+    try:
+        data = tomllib.loads(path.read_text())
+        return _parse(path, data)
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise OptionError(f"target file '{path}' is invalid: {type(e).__name__} {e}") from None
+
+
+def _parse(path: Path, data: dict) -> Target:
+    tc = data["toolchain"]
+    files = {k: _file(path, tc[k]) for k in ("startup", "linker_script") if k in tc}
+    mem = Memory(**data["memory"]) if "memory" in data else None
+    qemu = Qemu(**data["qemu"]) if "qemu" in data else None
+    return Target(name=path.stem, description=data.get("description", ""), cc=tc["cc"],
+                  packages=list(tc["packages"]), cflags=list(tc.get("cflags", [])),
+                  ldflags=list(tc.get("ldflags", [])), probe=tc.get("probe"), memory=mem, qemu=qemu,
+                  **files)
+
+
+def _file(target_file: Path, rel: str) -> Path:
+    """Paths in a target file are relative to the project root, or to the file itself."""
+    for base in (ROOT, target_file.parent):
+        if (base / rel).is_file():
+            return base / rel
+    raise KeyError(f"'{rel}' not found")
