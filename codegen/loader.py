@@ -131,29 +131,38 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _fold_constants(model: onnx.ModelProto):
     """Evaluate, at compile time, every node whose inputs are all known: Constant nodes, chains
-    over integer initializers, and Shape of a fixed-shape tensor. Float initializers are
-    parameters and are never folded into constants."""
-    model = _infer(model)
+    over integer initializers, and Shape of a fixed-shape tensor. Shape inference runs again
+    after each round, since folded values (e.g. a computed Pad or Reshape shape) fix more shapes.
+    Float initializers are parameters and are never folded into constants."""
     known: dict[str, np.ndarray] = {}
     params: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
         value = numpy_helper.to_array(init)
         (params if value.dtype.kind == "f" else known)[init.name] = value
-    shapes = _shapes(model)
-    kept = []
-    for node in model.graph.node:
-        if node.domain in ("", "ai.onnx") and _foldable(node, known, shapes):
-            feeds = {i: known[i] if i in known else np.zeros(shapes[i], np.float32)
-                     for i in node.input if i}
-            try:
-                results = ReferenceEvaluator(node).run(None, feeds)
-            except Exception as e:
-                raise ModelError(f"node '{node.name}' ({node.op_type}): cannot evaluate constant "
-                                 f"inputs ({type(e).__name__}: {e})") from None
-            known.update({o: np.asarray(r) for o, r in zip(node.output, results) if o})
-        else:
-            kept.append(node)
-    return model, kept, known, params, shapes
+    while True:
+        model = _infer(model)
+        shapes = _shapes(model)
+        kept = [node for node in model.graph.node if not _fold(node, known, shapes)]
+        if len(kept) == len(model.graph.node):
+            return model, kept, known, params, shapes
+        inits = {i.name for i in model.graph.initializer}
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+        model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in known.items() if n not in inits)
+
+
+def _fold(node, known: dict, shapes: dict) -> bool:
+    """Evaluate `node` into `known` if its inputs are all known; True if it was folded."""
+    if node.domain not in ("", "ai.onnx") or not _foldable(node, known, shapes):
+        return False
+    feeds = {i: known[i] if i in known else np.zeros(shapes[i], np.float32) for i in node.input if i}
+    try:
+        results = ReferenceEvaluator(node).run(None, feeds)
+    except Exception as e:
+        raise ModelError(f"node '{node.name}' ({node.op_type}): cannot evaluate constant "
+                         f"inputs ({type(e).__name__}: {e})") from None
+    known.update({o: np.asarray(r) for o, r in zip(node.output, results) if o})
+    return True
 
 
 def _foldable(node, known, shapes) -> bool:
