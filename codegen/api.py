@@ -6,10 +6,10 @@ import json
 import re
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import loader, memory, ops, training
+from . import budget, loader, memory, ops, training
 from .emit import c_ident, emit
 from .errors import OptionError
 from .files import write_all
@@ -30,23 +30,22 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train: list[str] | None = None, freeze: list[str] | None = None,
              batch: int | None = None, name: str | None = None, output: str | None = None,
              optimizer: str = "sgd", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-             train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True) -> dict:
+             train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True,
+             accumulate: int = 1, ram_budget: int | None = None) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
         raise OptionError(f"--name '{prefix}' is not a C identifier")
-    if batch is not None and batch < 1:
-        raise OptionError("--batch must be >= 1")
-    opt = training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps)
-    graph = loader.load(model, batch)
-    tg = training.build(graph, loss, opt, output, training.Selection(train, freeze, train_last, train_bias_only),
-                        fuse_updates)
-    plan = memory.plan(tg)
-    banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    sources = emit(tg, plan, prefix, banner)
+    spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
+                training.Selection(train, freeze, train_last, train_bias_only), batch, output,
+                fuse_updates, accumulate)
+    graph, tg, plan = compile_plan(model, spec)
     summary = _summary(tg, plan, prefix, str(model))
-    files = {**sources,
+    if ram_budget is not None:
+        budget.check(ram_budget, summary, lambda s: _summary(*compile_plan(model, s)[1:], prefix, "")["memory"], spec)
+    banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    files = {**emit(tg, plan, prefix, banner),
              "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
              "memory.json": json.dumps(plan.to_json(), indent=1),
              MANIFEST: json.dumps(summary, indent=1),
@@ -57,6 +56,30 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     return summary
 
 
+@dataclass(frozen=True)
+class Spec:
+    """Everything that decides the training graph and its memory plan."""
+    loss: str
+    optimizer: training.Optimizer
+    selection: training.Selection
+    batch: int | None = None
+    output: str | None = None
+    fuse_updates: bool = True
+    accumulate: int = 1
+
+
+def compile_plan(model: Path, spec: Spec):
+    """load -> training graph -> memory plan: (graph, training graph, plan), nothing written."""
+    if spec.batch is not None and spec.batch < 1:
+        raise OptionError("--batch must be >= 1")
+    if spec.accumulate < 1:
+        raise OptionError("--accumulate must be >= 1")
+    graph = loader.load(model, spec.batch)
+    tg = training.build(graph, spec.loss, spec.optimizer, spec.output, spec.selection,
+                        spec.fuse_updates, spec.accumulate)
+    return graph, tg, memory.plan(tg)
+
+
 def _bytes(graph, role) -> int:
     return 4 * sum(t.size for t in graph.of_role(role) if t.dtype == "float32")
 
@@ -65,14 +88,15 @@ def _summary(tg, plan, prefix: str, source: str) -> dict:
     g = tg.graph
     label = g.tensors[tg.label]
     return {
-        "name": prefix, "source": source, "loss": tg.loss_name,
+        "name": prefix, "source": source, "loss": tg.loss_name, "accumulate": tg.accumulate,
         "optimizer": asdict(tg.optimizer),
         "inputs": [{"name": n, "c": f"in_{c_ident(n)}", "shape": list(g.shape(n))} for n in g.inputs],
         "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
         "labels": {"shape": list(label.shape), "dtype": label.dtype},
         "params": [{"name": n, "shape": list(g.shape(n))} for n in tg.trainable],
         "frozen": tg.frozen,
-        "memory": {"arena_bytes": plan.arena_bytes, "naive_bytes": plan.naive_bytes,
+        "memory": {"arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
+                   "naive_bytes": plan.naive_bytes,
                    "param_bytes": _bytes(g, PARAM), "frozen_bytes": _bytes(g, FROZEN),
                    "const_bytes": _bytes(g, CONST), "optimizer_state_bytes": _bytes(g, STATE)},
     }

@@ -92,6 +92,8 @@ class HostTrainer:
         spec.loader.exec_module(mod)
         self._ffi, self._lib, self._p = mod.ffi, mod.lib, m["name"]
         self.batch = m["inputs"][0]["shape"][0] if m["inputs"][0]["shape"] else 1
+        self.accumulate = m.get("accumulate", 1)
+        self.train_batch = self.batch * self.accumulate  # samples per train_step
         self.output_shape = tuple(m["output"]["shape"])
         self.label_shape = tuple(m["labels"]["shape"])
         self.label_dtype = np.dtype(m["labels"]["dtype"])
@@ -105,7 +107,7 @@ class HostTrainer:
     def _ptr(self, arr: np.ndarray, ctype: str):
         return self._ffi.cast(f"{ctype} *", arr.ctypes.data)
 
-    def _inputs(self, x) -> list[np.ndarray]:
+    def _inputs(self, x, micro_batches: int = 1) -> list[np.ndarray]:
         xs = list(x) if isinstance(x, (tuple, list)) else [x]
         specs = self.manifest["inputs"]
         if len(xs) != len(specs):
@@ -113,8 +115,10 @@ class HostTrainer:
         out = []
         for arr, spec in zip(xs, specs):
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-            if arr.shape != tuple(spec["shape"]):
-                raise DataError(f"input '{spec['name']}' must have shape {tuple(spec['shape'])}, got {arr.shape}")
+            shape = tuple(spec["shape"])
+            shape = (shape[0] * micro_batches,) + shape[1:] if shape else shape
+            if arr.shape != shape:
+                raise DataError(f"input '{spec['name']}' must have shape {shape}, got {arr.shape}")
             out.append(arr)
         return out
 
@@ -132,8 +136,10 @@ class HostTrainer:
         return np.ascontiguousarray(y, dtype=self.label_dtype)
 
     def train_step(self, x, y) -> float:
-        """One batch: forward, loss, backward, update. Returns the mean loss before the update."""
-        xs, y = self._inputs(x), self.check_labels(y)
+        """One batch (train_batch samples): forward, loss, backward, update. Returns the mean loss
+        before the update."""
+        k = self.accumulate
+        xs, y = self._inputs(x, k), self.check_labels(y, self.train_batch if k > 1 else None)
         ctype = "int32_t" if self.label_dtype == np.int32 else "float"
         return float(self._fn("train_step")(*[self._ptr(a, "float") for a in xs], self._ptr(y, ctype)))
 

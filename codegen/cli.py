@@ -36,6 +36,8 @@ def print_memory(summary: dict) -> None:
     mem = summary["memory"]
     table = Table(title="memory", show_header=False)
     table.add_row("arena (activations + gradients, shared)", _kib(mem["arena_bytes"]))
+    if "lower_bound_bytes" in mem:
+        table.add_row("  lower bound (peak of live bytes)", _kib(mem["lower_bound_bytes"]))
     table.add_row("  without reuse (every buffer separate)", _kib(mem["naive_bytes"]))
     table.add_row("trainable parameters (RAM)", _kib(mem["param_bytes"]))
     table.add_row("optimizer state (RAM)", _kib(mem["optimizer_state_bytes"]))
@@ -64,18 +66,46 @@ def generate(
     batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
     name: Optional[str] = typer.Option(None, help="C prefix (default: from the model file name)"),
     output: Optional[str] = typer.Option(None, help="graph output the loss is attached to"),
+    accumulate: int = typer.Option(1, help="micro-batches per step (gradient accumulation): "
+                                   "a batch of K x --batch samples in the memory of one micro-batch"),
+    fuse_updates: bool = typer.Option(True, "--fuse-updates/--no-fuse-updates",
+                                      help="apply plain-SGD updates inside the gradient kernels"),
+    ram_budget: Optional[int] = typer.Option(None, "--ram-budget", help="fail unless arena + parameters "
+                                             "+ optimizer state fit in this many bytes"),
 ):
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json."""
     summary = _run(api.generate, model, out_dir, loss=loss, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
                    batch=batch, name=name, output=output, optimizer=optimizer, beta1=beta1,
-                   beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only)
+                   beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
+                   accumulate=accumulate, fuse_updates=fuse_updates, ram_budget=ram_budget)
     out.print(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
               "training_model.onnx, memory.json, mcutrain.json")
     out.print(f"trainable: {', '.join(p['name'] for p in summary['params'])}")
     if summary["frozen"]:
         out.print(f"frozen: {', '.join(summary['frozen'])}")
     print_memory(summary)
+
+
+@app.command()
+def report(
+    build_dir: Path = typer.Argument(..., help="folder written by `mcutrain generate`"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    plot: Optional[Path] = typer.Option(None, help="write the live-memory timeline (.png or .svg)"),
+):
+    """Memory report: arena, lower bound, naive size, parameters, optimizer state, constants."""
+    from .report import memory_report, plot_timeline
+
+    info = _run(memory_report, build_dir)
+    if plot:
+        _run(plot_timeline, info, plot)
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    print_memory({"memory": info})
+    out.print(f"peak at step {info['peak_step']} of {info['steps']}; placement order '{info['placement_order']}'")
+    if plot:
+        out.print(f"timeline written to {plot}")
 
 
 def _load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +128,7 @@ def _train(build_dir: Path, data: Path, epochs: int, lr: Optional[float], seed: 
         trainer.set_lr(lr)
     before = evaluate(trainer, x, y)
     out.print(f"before training: {before}")
-    steps = epochs * (len(x) // trainer.batch)
+    steps = epochs * (len(x) // trainer.train_batch)
     with Progress(console=out, transient=True) as progress:
         task = progress.add_task("training", total=steps)
         for epoch, result in enumerate(fit(trainer, x, y, epochs, seed, lambda: progress.advance(task)), 1):

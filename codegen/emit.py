@@ -66,6 +66,7 @@ class EmitContext:
         self.arrays: list[tuple[str, list[int]]] = []
         self.lr = f"{prefix}_lr"
         self.step = f"{prefix}_steps"  # completed training steps, counting this one
+        self.micro = "mt_micro"  # index of the micro-batch within the step (0 without accumulation)
         self.f = c_float
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -130,7 +131,8 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[
     ctx = EmitContext(tg, plan, prefix, blobs)
     forward = [_statement(n, ctx) for n in nodes[:tg.n_forward]]
     loss = _statement(nodes[tg.n_forward], ctx)
-    backward = [_statement(n, ctx) for n in nodes[tg.n_forward + 1:]]
+    backward = [_statement(n, ctx) for n in nodes[tg.n_forward + 1:tg.n_updates_from]]
+    updates = [_statement(n, ctx) for n in nodes[tg.n_updates_from:]]
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
     label = graph.tensors[tg.label]
     out = graph.tensors[tg.output]
@@ -146,7 +148,8 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[
         "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
-        "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "arrays": ctx.arrays,
+        "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "updates": updates,
+        "accumulate": tg.accumulate, "micro": ctx.micro, "arrays": ctx.arrays,
     }
     return {f"{prefix}.h": _ENV.get_template("model.h.j2").render(**info),
             f"{prefix}.c": _ENV.get_template("model.c.j2").render(**info)}

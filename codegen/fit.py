@@ -57,10 +57,12 @@ def fit(trainer, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
         on_step: Callable[[], None] | None = None) -> Iterator[EpochResult]:
     """Train `epochs` epochs (the last incomplete batch of each epoch is dropped)."""
     _check(trainer, x, y)
+    if len(x) < trainer.train_batch:
+        raise DataError(f"the data set has {len(x)} samples, fewer than one training batch ({trainer.train_batch})")
     rng = np.random.default_rng(seed)
     for _ in range(epochs):
         losses = []
-        for idx in _batches(len(x), trainer.batch, rng):
+        for idx in _batches(len(x), trainer.train_batch, rng):
             losses.append(trainer.train_step(x[idx], y[idx]))
             if on_step:
                 on_step()

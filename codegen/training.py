@@ -55,7 +55,7 @@ class Optimizer:
         else:
             op, attrs = "Adam", {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                                  "weight_decay": self.weight_decay, "decoupled": int(self.kind == "adamw")}
-        outputs = [f"{name}.new" for name in [param, *state]]
+        outputs = [updated(name) for name in [param, *state]]
         return Node(op, [param, grad, *state], outputs, {"lr": self.lr, **attrs}, f"update {param}", TRAIN_DOMAIN)
 
 
@@ -73,6 +73,8 @@ class TrainingGraph:
     # Gradient tensor -> parameter: the gradient's producer applies the SGD update directly to
     # the parameter, so the gradient never needs a buffer (SGD without momentum).
     fused: dict[str, str]
+    accumulate: int = 1  # micro-batches per step; > 1: graph.nodes[n_updates_from:] run once after them
+    n_updates_from: int = 0
 
 
 @dataclass
@@ -133,7 +135,9 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
 
 
 def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = None,
-          selection: Selection | None = None, fuse: bool = True) -> TrainingGraph:
+          selection: Selection | None = None, fuse: bool = True, accumulate: int = 1) -> TrainingGraph:
+    """accumulate = K > 1: one step trains on K micro-batches (the model's batch each), summing
+    gradients into persistent accumulators and updating once, like one batch K times larger."""
     output = _choose_output(graph, output)
     lossdef = ops.LOSSES.get(loss)
     if lossdef is None:
@@ -161,15 +165,43 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     seed_node = Node(f"{lossdef.op}Grad", [output, "labels"], [seed], {}, "loss gradient", TRAIN_DOMAIN)
     back = backward(graph, forward, output, seed, needed)
 
-    grads = {name: back.total(name) for name in trainable}
     # A selected parameter the loss does not depend on has no gradient: nothing to update.
-    updates = [_update_node(graph, name, grad, optimizer) for name, grad in grads.items() if grad]
+    grads = {name: grad for name in trainable if (grad := back.total(name))}
+    frozen = [t.name for t in graph.of_role(FROZEN)]
+    graph.outputs = [output]
+    if accumulate > 1:
+        if out_shape[:1] != graph.shape(graph.inputs[0])[:1]:
+            raise OptionError(f"--accumulate needs the output's first dim to be the batch; '{output}' "
+                              f"has shape {out_shape}")
+        sums = [_accumulate_node(graph, name, grad, accumulate) for name, grad in grads.items()]
+        updates = [_update_node(graph, name, acc.outputs[0], optimizer) for name, acc in zip(grads, sums)]
+        body = forward + [loss_node, seed_node] + back.nodes + sums
+        graph.nodes = body + updates
+        return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer, trainable,
+                             frozen, {}, accumulate, len(body))
+    updates = [_update_node(graph, name, grad, optimizer) for name, grad in grads.items()]
     schedule = _place_updates(forward + [loss_node, seed_node] + back.nodes, updates)
     graph.nodes = schedule
-    graph.outputs = [output]
-    return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer,
-                         trainable, [t.name for t in graph.of_role(FROZEN)],
-                         _fusable(schedule) if fuse else {})
+    return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer, trainable,
+                         frozen, _fusable(schedule) if fuse else {}, 1, len(schedule))
+
+
+def _accumulate_node(graph: Graph, param: str, grad: str, k: int) -> Node:
+    shape = graph.shape(param)
+    acc = f"{param}.grad_sum"
+    graph.tensors[acc] = Tensor(acc, shape, "float32", STATE, np.zeros(shape, np.float32))
+    graph.tensors[updated(acc)] = Tensor(updated(acc), shape, "float32", UPDATED)
+    return Node("Accumulate", [grad, acc], [updated(acc)], {"scale": 1.0 / k}, f"accumulate d{param}",
+                TRAIN_DOMAIN)
+
+
+def updated(name: str) -> str:
+    """Name of the new value of a parameter/state tensor; it is written in place of `name`."""
+    return f"{name}.new"
+
+
+def updated_source(name: str) -> str:
+    return name[:-len(".new")]
 
 
 def _fusable(schedule: list[Node]) -> dict[str, str]:

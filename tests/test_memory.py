@@ -59,3 +59,60 @@ def test_fused_updates_train_like_unfused(tmp_path, mlp_path, weight_decay):
         assert fused.train_step(x, y) == pytest.approx(plain.train_step(x, y), rel=1e-6, abs=1e-7)
     for name, value in fused.get_params().items():
         np.testing.assert_allclose(value, plain.get_params()[name], atol=1e-6)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    """4 micro-batches of 4 == one batch of 16 (float32 tolerance 1e-5: the sum is regrouped),
+    with less arena."""
+    import numpy as np
+
+    from helpers import compile_model
+    from test_train_vs_torch import batches
+
+    path = export_torch(mlp("tanh"), torch.zeros(4, 64), tmp_path / "dyn.onnx", dynamo=True, batch_dynamic=True)
+    options = dict(loss="cross_entropy", lr=0.05, momentum=0.9)
+    full = compile_model(path, tmp_path / "full", batch=16, **options)
+    micro = compile_model(path, tmp_path / "micro", batch=4, accumulate=4, **options)
+    assert micro.train_batch == 16 and micro.batch == 4
+    print(f"arena: batch 16 {full.manifest['memory']['arena_bytes']} B, "
+          f"4 x 4 accumulated {micro.manifest['memory']['arena_bytes']} B")
+    assert micro.manifest["memory"]["arena_bytes"] < full.manifest["memory"]["arena_bytes"]
+    for x, y in batches("cross_entropy", 10):
+        assert micro.train_step(x, y) == pytest.approx(full.train_step(x, y), rel=1e-5)
+    for name, value in micro.get_params().items():
+        np.testing.assert_allclose(value, full.get_params()[name], atol=1e-5)
+
+
+def test_ram_budget_names_sizes_and_options(tmp_path, mlp_path):
+    from typer.testing import CliRunner
+
+    from codegen.cli import app
+
+    args = ["generate", str(mlp_path), "-o", str(tmp_path / "out"), "--loss", "cross_entropy", "--momentum", "0.9"]
+    result = CliRunner().invoke(app, args + ["--ram-budget", "20000"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and not (tmp_path / "out").exists(), text
+    for needle in ("needs 29,536 B", "--ram-budget is 20,000 B", "arena", "--train-last 1", "(fits)"):
+        assert needle in text
+    assert CliRunner().invoke(app, args + ["--ram-budget", "40000"]).exit_code == 0
+
+
+def test_report_json_and_plot(tmp_path, mlp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from codegen.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["generate", str(mlp_path), "-o", str(tmp_path / "b"), "--loss", "mse"]).exit_code == 0
+    result = runner.invoke(app, ["report", str(tmp_path / "b"), "--json", "--plot", str(tmp_path / "t.png")])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["lower_bound_bytes"] <= info["arena_bytes"] <= info["naive_bytes"]
+    assert max(info["live_bytes"]) == info["lower_bound_bytes"]
+    for key in ("param_bytes", "optimizer_state_bytes", "const_bytes", "frozen_bytes"):
+        assert key in info
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    text = runner.invoke(app, ["report", str(tmp_path / "b")]).output
+    assert "lower bound" in text
