@@ -3,6 +3,7 @@ buffers whose lifetimes (schedule steps) do not overlap share bytes. Views share
 buffer. The plan is validated for overlaps every time it is made."""
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass
 
 from . import ops
@@ -116,17 +117,20 @@ ORDERS = {
 }
 
 
-def _place(names, life, sizes) -> list[Buffer]:
-    """Greedy: each buffer at the lowest offset that is free during its whole lifetime."""
+def _place(names, life, sizes, best_fit: bool) -> list[Buffer]:
+    """Greedy: each buffer in a gap that is free during its whole lifetime: the lowest such gap
+    (first fit) or the smallest one that fits (best fit); above everything if none fits."""
     placed: list[Buffer] = []
     for name in names:
         start, end = life[name]
         busy = sorted((b.offset, b.offset + b.size) for b in placed if b.start <= end and start <= b.end)
-        offset = 0
+        gaps, top = [], 0
         for lo, hi in busy:
-            if offset + sizes[name] <= lo:
-                break
-            offset = max(offset, hi)
+            if lo - top >= sizes[name]:
+                gaps.append((lo - top, top))
+            top = max(top, hi)
+        fits = sorted(gaps) if best_fit else sorted(gaps, key=lambda g: g[1])
+        offset = fits[0][1] if fits else top
         placed.append(Buffer(name, offset, sizes[name], start, end))
     return placed
 
@@ -142,17 +146,51 @@ def plan(tg: TrainingGraph) -> MemoryPlan:
     alias = aliases(tg)
     life = lifetimes(tg, alias)
     sizes = {n: _aligned(tg.graph.tensors[n].size * 4) for n in life}
+    bound = _lower_bound(life, sizes, len(tg.graph.nodes))
     best = None
     for order, key in ORDERS.items():
-        placed = _place(sorted(life, key=lambda n: key(life, sizes, n)), life, sizes)
-        arena = max((b.offset + b.size for b in placed), default=0)
-        if best is None or arena < best[0]:
-            best = (arena, order, placed)
-    arena, order, placed = best
-    result = MemoryPlan({b.name: b for b in placed}, alias, arena, _naive(tg), 0, len(tg.graph.nodes), order)
-    result.lower_bound = max(result.live_bytes(), default=0)
+        names = sorted(life, key=lambda n: key(life, sizes, n))
+        for fit in ("first fit", "best fit"):
+            candidate = _try(names, life, sizes, fit, order)
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+    if best[0] > bound:
+        best = _refine(best, life, sizes, bound)
+    arena, order, names, placed = best
+    result = MemoryPlan({b.name: b for b in placed}, alias, arena, _naive(tg), bound, len(tg.graph.nodes), order)
     validate(result)
     return result
+
+
+def _try(names, life, sizes, fit: str, label: str):
+    placed = _place(names, life, sizes, fit == "best fit")
+    return max((b.offset + b.size for b in placed), default=0), f"{label}, {fit}", names, placed
+
+
+def _refine(best, life, sizes, bound: int, tries: int = 100):
+    """Local search from the best greedy order: swap a few neighbours, keep the change if the
+    arena does not grow. A fixed seed keeps the plan deterministic."""
+    rng = random.Random(0)
+    for _ in range(tries):
+        names = list(best[2])
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(names) - 1)
+            names[i], names[i + 1] = names[i + 1], names[i]
+        for fit in ("first fit", "best fit"):
+            candidate = _try(names, life, sizes, fit, "local search")
+            if candidate[0] <= best[0]:
+                best = candidate
+        if best[0] <= bound:
+            break
+    return best
+
+
+def _lower_bound(life, sizes, steps: int) -> int:
+    live = [0] * (steps + 1)
+    for name, (start, end) in life.items():
+        for step in range(start, end + 1):
+            live[step] += sizes[name]
+    return max(live, default=0)
 
 
 def validate(p: MemoryPlan) -> None:

@@ -116,3 +116,26 @@ def test_report_json_and_plot(tmp_path, mlp_path):
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     text = runner.invoke(app, ["report", str(tmp_path / "b")]).output
     assert "lower bound" in text
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("choice", ["full", "last", "bias", "momentum"])
+@pytest.mark.parametrize("suite", ["mlp", "lenet5", "cnn1d", "mobilenet"])
+def test_arena_within_5_percent_of_lower_bound(tmp_path, suite, choice, batch):
+    from benchmarks.models import LR, SUITE
+    from codegen import api
+
+    model = next(s for s in SUITE if s.name == suite)
+    selection = {"last": training.Selection(last=1), "bias": training.Selection(bias_only=True)}.get(
+        choice, training.Selection())
+    spec = api.Spec(model.loss, training.Optimizer(LR, 0.9 if choice == "momentum" else 0.0), selection)
+    _, _, plan = api.compile_plan(model.export(batch, tmp_path / "m.onnx"), spec)
+    print(f"{suite} batch {batch} {choice}: arena {plan.arena_bytes} B, lower bound {plan.lower_bound} B, "
+          f"naive {plan.naive_bytes} B ({plan.order})")
+    assert plan.lower_bound <= plan.arena_bytes <= 1.05 * plan.lower_bound
+
+
+def test_plan_is_deterministic(mlp_path):
+    plans = [memory.plan(training.build(loader.load(mlp_path), "cross_entropy", training.Optimizer(0.1, 0.9)))
+             for _ in range(2)]
+    assert plans[0].to_json() == plans[1].to_json()
