@@ -2,10 +2,12 @@
 from . import register, register_train_op
 
 
-def register_unary(name: str, fn: str, grad_from: str, params=lambda node, c: ""):
+def register_unary(name: str, fn: str, grad_from, params=lambda node, c: ""):
     """Register op `name` (kernel `fn`) and its gradient op `<name>Grad` (kernel `fn_grad`).
 
-    grad_from: "x" if the derivative is computed from the input, "y" if from the output.
+    grad_from: "x" if the derivative is computed from the input, "y" if from the output (or a
+    function of the node giving either). From "y" lets the input die at the op, so the op runs
+    in place and only one of the two tensors stays alive for backward.
     params: extra kernel arguments from the node's attributes, e.g. ", 0.01f".
     """
 
@@ -14,7 +16,8 @@ def register_unary(name: str, fn: str, grad_from: str, params=lambda node, c: ""
         return f"{fn}({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}{params(node, c)});"
 
     def grad(node, g):
-        source = node.inputs[0] if grad_from == "x" else node.outputs[0]
+        side = grad_from(node) if callable(grad_from) else grad_from
+        source = node.inputs[0] if side == "x" else node.outputs[0]
         g.give(0, g.op(f"{name}Grad", [g.dy(), source], like=node.inputs[0], attrs=node.attrs))
 
     def emit_grad(node, c):

@@ -17,15 +17,16 @@ def emit(node, c):
 
 
 def grad(node, g):
-    """ClipGrad(dy, x, min, max): the bounds ride along as the same constant inputs."""
-    g.give(0, g.op("ClipGrad", [g.dy(), *node.inputs], like=node.inputs[0]))
+    """ClipGrad(dy, y, min, max): the bounds ride along as the same constant inputs. The output
+    y = clip(x) lies strictly inside (min, max) exactly where x does, so the input can die here."""
+    g.give(0, g.op("ClipGrad", [g.dy(), node.outputs[0], *node.inputs[1:]], like=node.inputs[0]))
 
 
 def emit_grad(node, c):
-    dy, x = node.inputs[:2]
+    dy, y = node.inputs[:2]
     dx = node.outputs[0]
     lo, hi = optional_ptr(c, node, 2), optional_ptr(c, node, 3)
-    return f"mt_clip_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {c.size(dx)}, {lo}, {hi});"
+    return f"mt_clip_grad({c.ptr(dy)}, {c.ptr(y)}, {c.ptr(dx)}, {c.size(dx)}, {lo}, {hi});"
 
 
 # Elementwise kernels: the output may overwrite a dying input (inplace).

@@ -6,10 +6,10 @@
 static inline void mt_relu(const float *x, float *y, int n)
 {
     int i;
-    for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN passes, as in PyTorch */
 }
 
-/* dx = dy where x > 0. */
+/* dx = dy where s > 0; s is the input x or the output y (positive at the same places). */
 static inline void mt_relu_grad(const float *dy, const float *x, float *dx, int n)
 {
     int i;
@@ -22,6 +22,7 @@ static inline void mt_leaky_relu(const float *x, float *y, int n, float alpha)
     for (i = 0; i < n; ++i) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
 }
 
+/* s: x, or y when alpha >= 0 (then y > 0 exactly where x > 0). */
 static inline void mt_leaky_relu_grad(const float *dy, const float *x, float *dx, int n, float alpha)
 {
     int i;
@@ -74,6 +75,7 @@ static inline void mt_clip(const float *x, float *y, int n, const float *lo, con
 }
 
 /* dx = dy where *lo < x < *hi, strictly: PyTorch's hardtanh/relu6 gradient. */
+/* s: x, or y = clip(x) (strictly inside (lo, hi) exactly where x is). */
 static inline void mt_clip_grad(const float *dy, const float *x, float *dx, int n, const float *lo,
                                 const float *hi)
 {
