@@ -34,4 +34,12 @@ static inline void mt_next_index(int rank, const int32_t *shape, int32_t *idx, c
     }
 }
 
+/* out = keep * out + scale * v: a gradient kernel's store. keep = 0 writes scale * v (the old
+ * contents are ignored); with scale = -lr, keep = 1 - lr * weight_decay it applies plain SGD to the
+ * parameter the gradient belongs to, so the gradient needs no buffer (fused updates). */
+static inline float mt_update(float out, float v, float scale, float keep)
+{
+    return keep == 0.0f ? scale * v : keep * out + scale * v;
+}
+
 #endif

@@ -30,8 +30,9 @@ def compile_model(model_path, out_dir, **options) -> codegen.HostTrainer:
     return codegen.load_host(out_dir)
 
 
-def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = False):
-    """Export with either of torch.onnx's exporters (eval mode, fixed or dynamic batch)."""
+def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = False, keep_bn: bool = False):
+    """Export with either of torch.onnx's exporters (eval mode, fixed or dynamic batch). Both fold
+    eval-mode BatchNorm into the Conv before it; keep_bn (legacy exporter only) keeps it."""
     import torch
 
     module.eval()
@@ -43,6 +44,7 @@ def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = Fals
                               verbose=False)
         else:
             axes = {"x": {0: "batch"}} if batch_dynamic else None
+            mode = torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL
             torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"],
-                              dynamic_axes=axes, opset_version=17)
+                              dynamic_axes=axes, opset_version=17, training=mode)
     return path

@@ -15,13 +15,16 @@ def check(node, graph):
         raise refuse(node, "BatchNormalization of an input with fewer than 2 dimensions")
 
 
-def _emitter(fn: str, with_eps: bool = True):
-    """Emit `fn(inputs..., output, n, c, inner[, eps])`; input 0 (x or dy) has the (N, C, ...) shape."""
-    def emit(node, c):
+def _emitter(fn: str, with_eps: bool = True, update: bool = False):
+    """Emit `fn(inputs..., output, n, c, inner[, eps][, scale, keep])`; input 0 (x or dy) has the
+    (N, C, ...) shape. `update`: the kernel stores keep * output + scale * result (emit_update)."""
+    def emit(node, c, scale="1.0f", keep="0.0f"):
         shape = c.shape(node.inputs[0])
         args = [c.ptr(t) for t in node.inputs] + [c.ptr(node.outputs[0]), shape[0], shape[1], prod(shape[2:])]
         if with_eps:
             args.append(c.f(attr(node, "epsilon", 1e-5)))
+        if update:
+            args += [scale, keep]
         return f"{fn}({', '.join(map(str, args))});"
     return emit
 
@@ -41,7 +44,7 @@ register("BatchNormalization", kernel="batchnorm.h", emit=_emitter("mt_batchnorm
          diff_inputs=(0, 1, 2), bias_inputs=(2,), check=check, inplace=True)
 register_train_op("BatchNormalizationGradX", kernel="batchnorm.h", emit=_emitter("mt_batchnorm_grad_x"),
                   inplace=True)
-register_train_op("BatchNormalizationGradScale", kernel="batchnorm.h",
-                  emit=_emitter("mt_batchnorm_grad_scale"))
-register_train_op("BatchNormalizationGradBias", kernel="batchnorm.h",
-                  emit=_emitter("mt_batchnorm_grad_bias", with_eps=False))
+_grad_scale = _emitter("mt_batchnorm_grad_scale", update=True)
+_grad_bias = _emitter("mt_batchnorm_grad_bias", with_eps=False, update=True)
+register_train_op("BatchNormalizationGradScale", kernel="batchnorm.h", emit=_grad_scale, emit_update=_grad_scale)
+register_train_op("BatchNormalizationGradBias", kernel="batchnorm.h", emit=_grad_bias, emit_update=_grad_bias)

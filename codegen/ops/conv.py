@@ -48,18 +48,20 @@ def emit_grad_x(node, c):
     return f"mt_conv_grad_x({c.ptr(dy)}, {c.ptr(w)}, {c.ptr(dx)}, {_sizes(node, c, dx, w)});"
 
 
-def emit_grad_w(node, c):
+def emit_grad_w(node, c, scale="1.0f", keep="0.0f"):
+    """dW = keep * dW + scale * (dY correlated with X): also the fused SGD update of W."""
     (dy, x), dw = node.inputs, node.outputs[0]
-    return f"mt_conv_grad_w({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dw)}, {_sizes(node, c, x, dw)});"
+    return f"mt_conv_grad_w({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dw)}, {_sizes(node, c, x, dw)}, {scale}, {keep});"
 
 
-def emit_grad_b(node, c):
+def emit_grad_b(node, c, scale="1.0f", keep="0.0f"):
+    """dB = keep * dB + scale * (dY summed per channel): also the fused SGD update of B."""
     dy, db = node.inputs[0], node.outputs[0]
     n, m = c.shape(dy)[:2]
-    return f"mt_conv_grad_b({c.ptr(dy)}, {c.ptr(db)}, {n}, {m}, {c.size(dy) // (n * m)});"
+    return f"mt_conv_grad_b({c.ptr(dy)}, {c.ptr(db)}, {n}, {m}, {c.size(dy) // (n * m)}, {scale}, {keep});"
 
 
-register("Conv", kernel="conv.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), check=check)
+register("Conv", kernel="conv.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,), check=check)
 register_train_op("ConvGradX", kernel="conv.h", emit=emit_grad_x)
-register_train_op("ConvGradW", kernel="conv.h", emit=emit_grad_w)
-register_train_op("ConvGradB", kernel="conv.h", emit=emit_grad_b)
+register_train_op("ConvGradW", kernel="conv.h", emit=emit_grad_w, emit_update=emit_grad_w)
+register_train_op("ConvGradB", kernel="conv.h", emit=emit_grad_b, emit_update=emit_grad_b)

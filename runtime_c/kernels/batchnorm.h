@@ -1,5 +1,6 @@
 /* BatchNormalization in inference form, from running statistics. x, y, dy, dx are (n, c, inner);
- * scale, bias, mean, var and their gradients are (c). */
+ * scale, bias, mean, var and their gradients are (c). The scale and bias gradients are stored
+ * through mt_update (s, keep), so plain SGD can be applied in place. */
 #ifndef MT_BATCHNORM_H
 #define MT_BATCHNORM_H
 #include "../mt_common.h"
@@ -37,7 +38,7 @@ static inline void mt_batchnorm_grad_x(const float *dy, const float *scale, cons
 /* dscale[ch] = sum over n, inner of dy * (x - mean) / sqrt(var + eps). */
 static inline void mt_batchnorm_grad_scale(const float *dy, const float *x, const float *mean,
                                            const float *var, float *dscale, int n, int c, int inner,
-                                           float eps)
+                                           float eps, float s, float keep)
 {
     int b, ch, i;
     for (ch = 0; ch < c; ++ch) {
@@ -47,12 +48,13 @@ static inline void mt_batchnorm_grad_scale(const float *dy, const float *x, cons
             const float *xs = x + ((size_t)b * c + ch) * inner;
             for (i = 0; i < inner; ++i) sum += g[i] * (xs[i] - mean[ch]);
         }
-        dscale[ch] = sum / sqrtf(var[ch] + eps);
+        dscale[ch] = mt_update(dscale[ch], sum / sqrtf(var[ch] + eps), s, keep);
     }
 }
 
 /* dbias[ch] = sum over n, inner of dy. */
-static inline void mt_batchnorm_grad_bias(const float *dy, float *dbias, int n, int c, int inner)
+static inline void mt_batchnorm_grad_bias(const float *dy, float *dbias, int n, int c, int inner, float s,
+                                          float keep)
 {
     int b, ch, i;
     for (ch = 0; ch < c; ++ch) {
@@ -61,7 +63,7 @@ static inline void mt_batchnorm_grad_bias(const float *dy, float *dbias, int n, 
             const float *g = dy + ((size_t)b * c + ch) * inner;
             for (i = 0; i < inner; ++i) sum += g[i];
         }
-        dbias[ch] = sum;
+        dbias[ch] = mt_update(dbias[ch], sum, s, keep);
     }
 }
 
