@@ -6,10 +6,10 @@ import json
 import re
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import budget, loader, memory, ops, training
+from . import blob, budget, export, loader, memory, ops, training
 from .emit import c_ident, emit
 from .errors import OptionError
 from .files import write_all
@@ -31,7 +31,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              batch: int | None = None, name: str | None = None, output: str | None = None,
              optimizer: str = "sgd", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
              train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True,
-             accumulate: int = 1, ram_budget: int | None = None) -> dict:
+             accumulate: int = 1, ram_budget: int | None = None, federated: bool = True) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
@@ -42,10 +42,12 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
                 fuse_updates, accumulate)
     graph, tg, plan = compile_plan(model, spec)
     summary = _summary(tg, plan, prefix, str(model))
+    summary.update(model_hash=blob.model_hash(tg), federated=federated)  # federated: a round-start copy (RAM)
     if ram_budget is not None:
         budget.check(ram_budget, summary, lambda s: _summary(*compile_plan(model, s)[1:], prefix, "")["memory"], spec)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    files = {**emit(tg, plan, prefix, banner),
+    files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),
+             export.SOURCE_MODEL: export.source_bytes(model),
              "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
              "memory.json": json.dumps(plan.to_json(), indent=1),
              MANIFEST: json.dumps(summary, indent=1),
@@ -110,9 +112,12 @@ def read_manifest(build_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def inspect(model: str | Path, batch: int | None = None) -> dict:
-    """Ops (and which are supported), shapes, parameters and a memory estimate (full training,
-    SGD) before generating. A dynamic batch dim is pinned to 1 for the estimate if not given."""
+def inspect(model: str | Path, batch: int | None = None, optimizer: str = "sgd", momentum: float = 0.0,
+            train: list[str] | None = None, freeze: list[str] | None = None, train_last: int | None = None,
+            train_bias_only: bool = False) -> dict:
+    """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
+    (full, last layer, biases, and the given train/freeze/train_last/train_bias_only choice) with
+    the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given."""
     raw = loader.upgraded(Path(model))
     nodes = [{"op": n.op_type, "domain": n.domain, "name": n.name, "outputs": list(n.output),
               "supported": (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY}
@@ -131,6 +136,41 @@ def inspect(model: str | Path, batch: int | None = None) -> dict:
                 params=[{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)])
     if len(graph.outputs) == 1:
         loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
-        tg = training.build(graph, loss, training.Optimizer())
-        info["memory_estimate"] = {"loss": loss, **_summary(tg, memory.plan(tg), "model", str(model))["memory"]}
+        opt = training.Optimizer(momentum=momentum, kind=optimizer)
+        own = training.Selection(train, freeze, train_last, train_bias_only)
+        info.update(loss=loss, optimizer=asdict(opt),
+                    memory_by_choice=_memory_by_choice(Path(model), Spec(loss, opt, own, batch)))
     return info
+
+
+CHOICES = {"full training": training.Selection(), "--train-last 1": training.Selection(last=1),
+           "--train-bias-only": training.Selection(bias_only=True)}
+
+
+def _memory_by_choice(model: Path, spec: Spec) -> list[dict]:
+    """The memory summary of each common trainable set, then of spec's own selection if it has
+    one: what a choice costs in RAM before generating anything."""
+    rows = []
+    for choice, selection in CHOICES.items():
+        try:
+            rows.append({"choice": choice, **_memory(model, replace(spec, selection=selection))})
+        except OptionError as e:  # e.g. --train-bias-only on a model without biases
+            rows.append({"choice": choice, "error": str(e)})
+    if spec.selection != training.Selection():
+        rows.append({"choice": "your choice", "options": _flags(spec.selection), **_memory(model, spec)})
+    return rows
+
+
+def _memory(model: Path, spec: Spec) -> dict:
+    _, tg, plan = compile_plan(model, spec)
+    return _summary(tg, plan, "model", str(model))["memory"]
+
+
+def _flags(sel: training.Selection) -> str:
+    """The command-line options that make `sel`."""
+    flags = [f"--train {p}" for p in sel.train or []] + [f"--freeze {p}" for p in sel.freeze or []]
+    if sel.last is not None:
+        flags.append(f"--train-last {sel.last}")
+    if sel.bias_only:
+        flags.append("--train-bias-only")
+    return " ".join(flags)

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .api import read_manifest
+from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes
 from .errors import BuildError, DataError
+from .export import export_onnx
 
 # -ffp-contract=off: no fused multiply-add, so every target rounds the same way.
 HOST_CFLAGS = ["-std=c99", "-O2", "-ffp-contract=off"]
@@ -34,7 +36,13 @@ def _cdef(m: dict) -> str:
         void {p}_set_lr(float lr);
         float {p}_get_lr(void);
         void {p}_reset_optimizer(void);
-    """
+        int32_t {p}_save_params(uint8_t *dst, uint32_t capacity);
+        int32_t {p}_load_params(const uint8_t *src, uint32_t len);
+    """ + (f"""
+        void {p}_fl_begin_round(void);
+        int32_t {p}_fl_delta(uint8_t *dst, uint32_t capacity, uint32_t samples, int quantize);
+        int32_t {p}_fl_apply_global(const uint8_t *src, uint32_t len);
+    """ if m["federated"] else "")
 
 
 def _sources(folder: Path) -> list[Path]:
@@ -82,6 +90,7 @@ class HostTrainer:
 
     def __init__(self, build_dir: str | Path, extra_cflags: list[str] | None = None):
         self.manifest = m = read_manifest(build_dir)
+        self.build_dir = Path(build_dir)
         built = build_host(build_dir, extra_cflags)
         # A private copy: the C state is static, and a shared library loaded twice from one
         # path is one instance. Each trainer object gets its own model state this way.
@@ -181,6 +190,44 @@ class HostTrainer:
 
     def reset_optimizer(self) -> None:
         self._fn("reset_optimizer")()
+
+    # Lifecycle: the device's blob and delta messages (codegen/blob.py), produced by the C itself.
+    def _message(self, fn: str, size: int, *args) -> bytes:
+        buf = self._ffi.new("uint8_t[]", size)
+        written = self._fn(fn)(buf, size, *args)
+        assert written == size, f"{fn} returned {written}"
+        return bytes(self._ffi.buffer(buf, size))
+
+    def _load(self, fn: str, data: bytes) -> None:
+        data = bytes(data)
+        code = self._fn(fn)(self._ffi.from_buffer("uint8_t[]", data), len(data))
+        if code:
+            check(data, self.manifest, (PARAMS,))  # raises with the field at fault
+            raise DataError(f"parameter blob refused by the C code ({CODES.get(code, code)})")
+
+    def save_params(self) -> bytes:
+        """The trainable weights as a parameter blob (what <prefix>_save_params writes)."""
+        return self._message("save_params", sizes(self.manifest)[PARAMS])
+
+    def load_params(self, data: bytes) -> None:
+        """Load a parameter blob; a refused one raises DataError and changes nothing."""
+        self._load("load_params", data)
+
+    def begin_round(self) -> None:
+        """Start a federated round at the current weights."""
+        self._fn("fl_begin_round")()
+
+    def delta(self, samples: int, int8: bool = False) -> bytes:
+        """The round's delta message (current - round start, with `samples` for FedAvg)."""
+        return self._message("fl_delta", sizes(self.manifest)[DELTA_I8 if int8 else DELTA_F32], samples, int(int8))
+
+    def apply_global(self, data: bytes) -> None:
+        """Load a global-model blob and start a new round from it (optimizer state cleared)."""
+        self._load("fl_apply_global", data)
+
+    def export_onnx(self, path: str | Path) -> None:
+        """The source ONNX model with the current weights: an inference model for any runtime."""
+        export_onnx(self.build_dir, self.get_params(), Path(path))
 
 
 def load_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> HostTrainer:

@@ -12,6 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import api
+from .budget import ram_bytes
 from .errors import DataError, McutrainError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -160,10 +161,17 @@ def train(
 def inspect(
     model: Path = typer.Argument(..., help="ONNX model file"),
     batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
+    optimizer: str = typer.Option("sgd", help="sgd | adam | adamw: its state is part of the estimate"),
+    momentum: float = typer.Option(0.0, help="SGD momentum (needs a state buffer)"),
+    train: Optional[list[str]] = typer.Option(None, help="glob: your trainable set (as for generate)"),
+    freeze: Optional[list[str]] = typer.Option(None, help="glob: freeze matching parameters"),
+    train_last: Optional[int] = typer.Option(None, "--train-last", help="train only the last N parameterised layers"),
+    train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ):
-    """Ops, shapes, parameters and a memory estimate, before generating."""
-    info = _run(api.inspect, model, batch)
+    """Ops, shapes, parameters and the memory each trainable set costs, before generating."""
+    info = _run(api.inspect, model, batch, optimizer=optimizer, momentum=momentum, train=train, freeze=freeze,
+                train_last=train_last, train_bias_only=train_bias_only)
     if as_json:
         out.print_json(json.dumps(info))
         return
@@ -180,11 +188,32 @@ def inspect(
     out.print("parameters: " + ", ".join(f"{p['name']} {tuple(p['shape'])}" for p in info["params"]))
     if "note" in info:
         out.print(info["note"])
-    if "memory_estimate" in info:
-        out.print(f"memory estimate (full training, SGD, {info['memory_estimate']['loss']} loss):")
-        print_memory({"memory": info["memory_estimate"]})
+    if "memory_by_choice" in info:
+        print_choices(info)
+
+
+def print_choices(info: dict) -> None:
+    """One row per trainable set: the RAM it needs (arena, parameters, optimizer state)."""
+    opt = info["optimizer"]
+    momentum = f", momentum {opt['momentum']:g}" if opt["momentum"] else ""
+    table = Table("trainable set", "arena", "parameters", "optimizer state", "RAM total",
+                  title=f"RAM per trainable set, bytes ({info['loss']} loss, {opt['kind']}{momentum})")
+    table.columns[0].no_wrap = True
+    for row in info["memory_by_choice"]:
+        if "error" in row:
+            table.add_row(row["choice"], f"[yellow]{row['error']}[/]")
+            continue
+        parts = [row[k] for k in ("arena_bytes", "param_bytes", "optimizer_state_bytes")] + [ram_bytes(row)]
+        table.add_row(row["choice"], *(f"{n:,}" for n in parts))
+    out.print(table)
+    for row in info["memory_by_choice"]:
+        if "options" in row:
+            out.print(f"{row['choice']}: {row['options']}", highlight=False)
 
 
 from .cli_boards import register as _register_boards  # noqa: E402  (board commands: build/run/size)
 
 _register_boards(app)
+
+from .cli_lifecycle import register as _register_lifecycle  # noqa: E402  (export/delta/aggregate)
+_register_lifecycle(app)

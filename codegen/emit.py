@@ -120,7 +120,8 @@ def _referenced(graph: Graph, role: str, nodes) -> list[str]:
             and t.dtype == "float32"]
 
 
-def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[str, str]:
+def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_hash: int,
+         federated: bool) -> dict[str, str]:
     """Return {filename: text} for the generated header and source."""
     graph = tg.graph
     nodes = graph.nodes
@@ -144,7 +145,9 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str) -> dict[
         "output": {"name": out.name, "shape": out.shape, "size": out.size, "ptr": ctx.ptr(out.name)},
         "label": {"ctype": "int32_t" if label.dtype == "int32" else "float", "shape": label.shape,
                   "size": label.size},
-        "params": [{"name": n, "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n)} for n in tg.trainable],
+        "params": [{"name": n, "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n), "size": graph.tensors[n].size}
+                   for n in tg.trainable],
+        "model_hash": f"0x{model_hash:08X}u", "federated": federated,
         "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),

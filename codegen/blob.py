@@ -1,0 +1,181 @@
+"""Host side of the device's persistence/transport format (layout: runtime_c/kernels/blob.h).
+Python writes and reads the same bytes as the generated C, so a parameter blob or a delta moves
+between device, server and CLI unchanged; every field is checked before anything is used."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .files import write_atomic
+
+HEADER = struct.Struct("<4sHHIII")  # magic, version, tensors, model hash, payload bytes, CRC-32
+VERSION = 1
+PARAMS, DELTA_F32, DELTA_I8 = b"MTPB", b"MTDF", b"MTDQ"
+KIND = {PARAMS: "parameter blob", DELTA_F32: "float32 delta", DELTA_I8: "int8 delta"}
+# The C functions' return codes (MT_BLOB_ERR_* in blob.h).
+CODES = {-1: "size", -2: "magic", -3: "version", -4: "hash", -5: "count", -6: "length", -7: "crc"}
+
+
+def _canon(value):
+    """Attribute values in a form json can hash the same way on every run."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return value if isinstance(value, (int, float, str)) else repr(value)
+
+
+def model_hash(tg) -> int:
+    """32-bit hash of the forward graph's structure and the trainable names/shapes: blobs and
+    deltas are only exchanged between builds of the same model and trainable set. The batch size,
+    loss and optimizer do not change which weights fit, so they are left out."""
+    g = tg.graph
+    nodes = [[n.op, n.domain, n.inputs, n.outputs, sorted((k, _canon(v)) for k, v in n.attrs.items())]
+             for n in g.nodes[:tg.n_forward]]
+    params = [[n, list(g.shape(n))] for n in tg.trainable]
+    text = json.dumps({"nodes": nodes, "params": params}, sort_keys=True)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def layout(manifest: dict) -> list[tuple[str, tuple[int, ...]]]:
+    return [(p["name"], tuple(p["shape"])) for p in manifest["params"]]
+
+
+def sizes(manifest: dict) -> dict[bytes, int]:
+    """Total message bytes of each kind for this model (the C's *_BLOB_BYTES / *_DELTA_*_BYTES)."""
+    count = sum(int(np.prod(s)) for _, s in layout(manifest))
+    tensors = len(manifest["params"])
+    return {PARAMS: HEADER.size + 4 * count, DELTA_F32: HEADER.size + 4 + 4 * count,
+            DELTA_I8: HEADER.size + 4 + 4 * tensors + count}
+
+
+def _finish(magic: bytes, manifest: dict, payload: bytes) -> bytes:
+    header = HEADER.pack(magic, VERSION, len(manifest["params"]), manifest["model_hash"], len(payload),
+                         zlib.crc32(payload))
+    return header + payload
+
+
+def check(data: bytes, manifest: dict, magics: tuple[bytes, ...]) -> tuple[bytes, bytes]:
+    """(magic, payload) of a valid message of one of `magics` for this model; otherwise DataError
+    naming the field at fault. The same checks, in the same order, as mt_blob_check in C."""
+    data = bytes(data)
+    what = " or ".join(KIND[m] for m in magics)
+    if len(data) < HEADER.size:
+        raise DataError(f"{what} refused: {len(data)} bytes is shorter than the {HEADER.size}-byte header")
+    magic, version, tensors, hash_, length, crc = HEADER.unpack_from(data)
+    if magic not in magics:
+        raise DataError(f"{what} refused: magic {magic!r} (expected {' or '.join(map(repr, magics))})")
+    if version != VERSION:
+        raise DataError(f"{what} refused: format version {version}; this mcutrain reads version {VERSION}")
+    if hash_ != manifest["model_hash"]:
+        raise DataError(f"{what} refused: model hash 0x{hash_:08X} is not this build's "
+                        f"0x{manifest['model_hash']:08X} (it comes from another model or trainable set)")
+    if tensors != len(manifest["params"]):
+        raise DataError(f"{what} refused: {tensors} tensors, this model trains {len(manifest['params'])}")
+    expected = sizes(manifest)[magic] - HEADER.size
+    if length != expected:
+        raise DataError(f"{what} refused: payload length field {length}, this model's is {expected}")
+    if len(data) != HEADER.size + length:
+        raise DataError(f"{what} refused: {len(data)} bytes, expected {HEADER.size + length} "
+                        "(truncated or trailing bytes)")
+    payload = data[HEADER.size:]
+    if zlib.crc32(payload) != crc:
+        raise DataError(f"{what} refused: CRC-32 mismatch (0x{zlib.crc32(payload):08X} != 0x{crc:08X}): "
+                        "the payload is corrupted")
+    return magic, payload
+
+
+def _split(flat: np.ndarray, manifest: dict) -> dict[str, np.ndarray]:
+    out, offset = {}, 0
+    for name, shape in layout(manifest):
+        n = int(np.prod(shape))
+        out[name] = flat[offset:offset + n].reshape(shape).copy()
+        offset += n
+    return out
+
+
+def _flat(params: dict[str, np.ndarray], manifest: dict) -> np.ndarray:
+    return np.concatenate([np.asarray(params[n], "<f4").ravel() for n, _ in layout(manifest)])
+
+
+def encode_params(params: dict[str, np.ndarray], manifest: dict) -> bytes:
+    return _finish(PARAMS, manifest, _flat(params, manifest).tobytes())
+
+
+def decode_params(data: bytes, manifest: dict) -> dict[str, np.ndarray]:
+    _, payload = check(data, manifest, (PARAMS,))
+    return _split(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
+
+
+def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
+    """(scale, int8) as mt_delta_i8 computes them in float32: the same bytes as the device."""
+    d = np.asarray(d, np.float32).ravel()
+    scale = np.float32(np.abs(d).max(initial=np.float32(0)) / np.float32(127))
+    if scale == 0:
+        return scale, np.zeros(d.shape, np.int8)
+    q = np.floor(d / scale + np.float32(0.5))
+    return scale, np.where(q >= -127, np.minimum(q, 127), -127).astype(np.int8)
+
+
+def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: dict, int8: bool = False) -> bytes:
+    head = struct.pack("<I", samples)
+    if not int8:
+        return _finish(DELTA_F32, manifest, head + _flat(delta, manifest).tobytes())
+    pairs = [quantize(delta[n]) for n, _ in layout(manifest)]
+    scales = np.array([s for s, _ in pairs], "<f4").tobytes()
+    return _finish(DELTA_I8, manifest, head + scales + b"".join(q.tobytes() for _, q in pairs))
+
+
+def decode_delta(data: bytes, manifest: dict) -> tuple[dict[str, np.ndarray], int]:
+    """(delta as float32 by tensor name, sample count); int8 deltas are dequantized (q * scale)."""
+    magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
+    (samples,) = struct.unpack_from("<I", payload)
+    if magic == DELTA_F32:
+        return _split(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
+    tensors = len(manifest["params"])
+    scales = np.frombuffer(payload, "<f4", count=tensors, offset=4)
+    q = np.frombuffer(payload, np.int8, offset=4 + 4 * tensors)
+    out = _split(q.astype(np.float32), manifest)
+    return {n: v * scales[i] for i, (n, v) in enumerate(out.items())}, samples
+
+
+def read_params(path: Path, manifest: dict) -> dict[str, np.ndarray]:
+    """Trainable weights from a parameter blob or an .npz of name -> array (`train --save`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"parameter file '{path}' not found")
+    data = path.read_bytes()
+    if data[:4] == PARAMS:
+        return decode_params(data, manifest)
+    try:
+        with np.load(io.BytesIO(data)) as npz:
+            params = {k: npz[k] for k in npz.files}
+    except Exception:
+        raise DataError(f"'{path}' is neither a parameter blob (magic {PARAMS!r}) nor an .npz file") from None
+    expected = dict(layout(manifest))
+    if set(params) != set(expected):
+        raise DataError(f"'{path}' has tensors {sorted(params)}; this model trains {sorted(expected)}")
+    for name, shape in expected.items():
+        if params[name].shape != shape:
+            raise DataError(f"'{path}': '{name}' has shape {params[name].shape}, expected {shape}")
+    return {n: params[n].astype(np.float32) for n in expected}
+
+
+def write_params(path: Path, params: dict[str, np.ndarray], manifest: dict) -> None:
+    """An .npz when the name ends in .npz, a parameter blob otherwise."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        buf = io.BytesIO()
+        np.savez(buf, **{n: np.asarray(params[n], np.float32) for n, _ in layout(manifest)})
+        write_atomic(path, buf.getvalue())
+    else:
+        write_atomic(path, encode_params(params, manifest))

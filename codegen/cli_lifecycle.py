@@ -1,0 +1,105 @@
+"""`mcutrain export | delta | aggregate | import-ort`: the trained model's way out of the device,
+and ONNX Runtime training artifacts as a way in.
+Thin like cli.py: parse options, call export/blob/federated, print; errors exit 2."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import blob, export, federated, ort_import
+from .api import read_manifest
+from .cli import _run, out, print_memory
+from .errors import DataError
+from .files import write_atomic
+
+say = partial(out.print, soft_wrap=True, highlight=False)
+BUILD_HELP = "folder written by `mcutrain generate`"
+PARAMS_HELP = "parameter blob (MTPB) or .npz of name -> array (`mcutrain train --save`)"
+
+
+def _params_or_initial(build_dir: Path, path: Optional[Path], manifest: dict):
+    return blob.read_params(path, manifest) if path else export.initial_params(build_dir, manifest)
+
+
+def _export(build_dir: Path, params: Path, dest: Path) -> None:
+    manifest = read_manifest(build_dir)
+    export.export_onnx(build_dir, blob.read_params(params, manifest), dest)
+    say(f"wrote {dest}: {manifest['source']} with the weights of {params}")
+
+
+def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, int8: bool, dest: Path) -> None:
+    if samples < 1:
+        raise DataError("--samples must be >= 1 (the sample count weights the average)")
+    manifest = read_manifest(build_dir)
+    change = federated.delta(blob.read_params(params, manifest), _params_or_initial(build_dir, base, manifest))
+    data = blob.encode_delta(change, samples, manifest, int8)
+    write_atomic(dest, data)
+    say(f"wrote {dest}: {'int8' if int8 else 'float32'} delta, {samples} samples, {len(data):,} bytes")
+
+
+def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], dest: Path) -> None:
+    manifest = read_manifest(build_dir)
+    for path in deltas:
+        if not path.is_file():
+            raise DataError(f"delta file '{path}' not found")
+    decoded = [blob.decode_delta(p.read_bytes(), manifest) for p in deltas]  # all checked before use
+    blob.write_params(dest, federated.fedavg(_params_or_initial(build_dir, base, manifest), decoded), manifest)
+    counts = ", ".join(str(n) for _, n in decoded)
+    say(f"wrote {dest}: FedAvg of {len(deltas)} deltas ({sum(n for _, n in decoded):,} samples: {counts})")
+
+
+def _import_ort(artifacts: Path, dest: Path, lr: float, batch: Optional[int], name: Optional[str]) -> None:
+    summary = ort_import.generate_from_artifacts(artifacts, dest, lr=lr, batch=batch, name=name or "model")
+    opt = summary["optimizer"]
+    say(f"wrote {dest}/{summary['name']}.h, .c, ...: loss {summary['loss']}, optimizer {opt['kind']} "
+        f"(lr {opt['lr']}, weight decay {opt['weight_decay']}), trainable: "
+        + ", ".join(p["name"] for p in summary["params"]))
+    print_memory(summary)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export_cmd(
+        build_dir: Path = typer.Argument(..., help=BUILD_HELP),
+        params: Path = typer.Option(..., help=PARAMS_HELP),
+        dest: Path = typer.Option(..., "-o", "--out", help="inference ONNX model to write"),
+    ):
+        """The source ONNX model with trained weights, for onnxruntime or any ONNX runtime."""
+        _run(_export, build_dir, params, dest)
+
+    @app.command()
+    def delta(
+        build_dir: Path = typer.Argument(..., help=BUILD_HELP),
+        params: Path = typer.Option(..., help="the client's trained weights: " + PARAMS_HELP),
+        base: Optional[Path] = typer.Option(None, help="the round's global weights (default: as generated)"),
+        samples: int = typer.Option(..., help="samples trained on this round (FedAvg weight)"),
+        int8: bool = typer.Option(False, "--int8", help="int8 with a per-tensor scale (~4x smaller)"),
+        dest: Path = typer.Option(..., "-o", "--out", help="delta message to write (same bytes as the device's)"),
+    ):
+        """A federated delta (trained - base) as the device's fl_delta writes it."""
+        _run(_delta, build_dir, params, base, samples, int8, dest)
+
+    @app.command()
+    def aggregate(
+        build_dir: Path = typer.Argument(..., help=BUILD_HELP),
+        deltas: list[Path] = typer.Argument(..., help="delta messages (device's fl_delta or `mcutrain delta`)"),
+        base: Optional[Path] = typer.Option(None, "--global", help="this round's global weights (default: as generated)"),
+        dest: Path = typer.Option(..., "-o", "--out", help="new global model: .npz, else a parameter blob"),
+    ):
+        """FedAvg: global + sum(samples_k * delta_k) / sum(samples_k)."""
+        _run(_aggregate, build_dir, deltas, base, dest)
+
+    @app.command("import-ort")
+    def import_ort(
+        artifacts: Path = typer.Argument(..., help="folder of generate_artifacts: training_model.onnx, "
+                                         "optimizer_model.onnx, checkpoint"),
+        dest: Path = typer.Option(..., "-o", "--out", help="output folder (as `mcutrain generate -o`)"),
+        lr: float = typer.Option(0.01, help="learning rate (ORT sets it at run time, not in the artifacts)"),
+        batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
+        name: Optional[str] = typer.Option(None, help="C prefix (default: model)"),
+    ):
+        """Compile ONNX Runtime training artifacts: their forward graph, loss, optimizer, weights."""
+        _run(_import_ort, artifacts, dest, lr, batch, name)
