@@ -41,10 +41,11 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
                 training.Selection(train, freeze, train_last, train_bias_only), batch, output,
                 fuse_updates, accumulate)
     graph, tg, plan = compile_plan(model, spec)
-    summary = _summary(tg, plan, prefix, str(model))
-    summary.update(model_hash=blob.model_hash(tg), federated=federated)  # federated: a round-start copy (RAM)
+    summary = _summary(tg, plan, prefix, str(model), federated)
+    summary["model_hash"] = blob.model_hash(tg)
     if ram_budget is not None:
-        budget.check(ram_budget, summary, lambda s: _summary(*compile_plan(model, s)[1:], prefix, "")["memory"], spec)
+        budget.check(ram_budget, summary,
+                     lambda s: _summary(*compile_plan(model, s)[1:], prefix, "", federated)["memory"], spec)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),
              export.SOURCE_MODEL: export.source_bytes(model),
@@ -86,7 +87,8 @@ def _bytes(graph, role) -> int:
     return 4 * sum(t.size for t in graph.of_role(role) if t.dtype == "float32")
 
 
-def _summary(tg, plan, prefix: str, source: str) -> dict:
+def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dict:
+    """federated: the C keeps a copy of the round-start weights for deltas (parameter-sized RAM)."""
     g = tg.graph
     label = g.tensors[tg.label]
     return {
@@ -100,7 +102,9 @@ def _summary(tg, plan, prefix: str, source: str) -> dict:
         "memory": {"arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
                    "naive_bytes": plan.naive_bytes,
                    "param_bytes": _bytes(g, PARAM), "frozen_bytes": _bytes(g, FROZEN),
-                   "const_bytes": _bytes(g, CONST), "optimizer_state_bytes": _bytes(g, STATE)},
+                   "const_bytes": _bytes(g, CONST), "optimizer_state_bytes": _bytes(g, STATE),
+                   "round_start_bytes": _bytes(g, PARAM) if federated else 0},
+        "federated": federated,
     }
 
 

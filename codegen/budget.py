@@ -10,8 +10,9 @@ from .errors import FitError, McutrainError
 
 
 def ram_bytes(mem: dict) -> int:
-    """Static RAM of the trainer: arena + trainable parameters + optimizer state."""
-    return mem["arena_bytes"] + mem["param_bytes"] + mem["optimizer_state_bytes"]
+    """Static RAM of the trainer: arena + trainable parameters + optimizer state (+ the
+    round-start copy of a federated build)."""
+    return mem["arena_bytes"] + mem["param_bytes"] + mem["optimizer_state_bytes"] + mem.get("round_start_bytes", 0)
 
 
 def _alternatives(spec) -> dict[str, object]:
@@ -31,7 +32,9 @@ def check(budget: int, summary: dict, memory_of: Callable, spec) -> None:
         return
     lines = [f"the trainer needs {need:,} B of RAM but --ram-budget is {budget:,} B: arena "
              f"{mem['arena_bytes']:,} B (activations and gradients at the peak), trainable parameters "
-             f"{mem['param_bytes']:,} B, optimizer state {mem['optimizer_state_bytes']:,} B."]
+             f"{mem['param_bytes']:,} B, optimizer state {mem['optimizer_state_bytes']:,} B"
+             + (f", federated round-start copy {mem['round_start_bytes']:,} B (--no-federated drops it)."
+                if mem.get("round_start_bytes") else ".")]
     options = []
     for flag, alt in _alternatives(spec).items():
         try:

@@ -42,6 +42,8 @@ def print_memory(summary: dict) -> None:
     table.add_row("  without reuse (every buffer separate)", _kib(mem["naive_bytes"]))
     table.add_row("trainable parameters (RAM)", _kib(mem["param_bytes"]))
     table.add_row("optimizer state (RAM)", _kib(mem["optimizer_state_bytes"]))
+    if mem.get("round_start_bytes"):
+        table.add_row("federated round-start copy (RAM)", _kib(mem["round_start_bytes"]))
     table.add_row("frozen parameters (const, flash)", _kib(mem["frozen_bytes"]))
     table.add_row("other constants (const, flash)", _kib(mem["const_bytes"]))
     out.print(table)
@@ -73,13 +75,16 @@ def generate(
                                       help="apply plain-SGD updates inside the gradient kernels"),
     ram_budget: Optional[int] = typer.Option(None, "--ram-budget", help="fail unless arena + parameters "
                                              "+ optimizer state fit in this many bytes"),
+    federated: bool = typer.Option(True, "--federated/--no-federated",
+                                   help="keep round-start weights for federated deltas (parameter-sized RAM)"),
 ):
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json."""
     summary = _run(api.generate, model, out_dir, loss=loss, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
                    batch=batch, name=name, output=output, optimizer=optimizer, beta1=beta1,
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
-                   accumulate=accumulate, fuse_updates=fuse_updates, ram_budget=ram_budget)
+                   accumulate=accumulate, fuse_updates=fuse_updates, ram_budget=ram_budget,
+                   federated=federated)
     out.print(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
               "training_model.onnx, memory.json, mcutrain.json")
     out.print(f"trainable: {', '.join(p['name'] for p in summary['params'])}")

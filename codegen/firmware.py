@@ -78,8 +78,10 @@ def check_fit(m: dict, target: targets.Target, x: np.ndarray, y: np.ndarray) -> 
         return
     b = m["memory"]
     ram = {"arena": b["arena_bytes"], "parameters": b["param_bytes"],
-           "optimizer state": b["optimizer_state_bytes"], "stack reserve": mem.stack}
+           "optimizer state": b["optimizer_state_bytes"],
+           "federated round-start copy": b.get("round_start_bytes", 0), "stack reserve": mem.stack}
     flash = {"data set": x.nbytes + y.nbytes, "initial parameters": b["param_bytes"],
+             "round-start initial values": b.get("round_start_bytes", 0),
              "frozen parameters": b["frozen_bytes"], "constants": b["const_bytes"]}
     for region, parts, size in (("RAM", ram, mem.ram), ("flash", flash, mem.flash)):
         need = sum(parts.values())

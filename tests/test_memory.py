@@ -88,13 +88,16 @@ def test_ram_budget_names_sizes_and_options(tmp_path, mlp_path):
 
     from codegen.cli import app
 
-    args = ["generate", str(mlp_path), "-o", str(tmp_path / "out"), "--loss", "cross_entropy", "--momentum", "0.9"]
+    args = ["generate", str(mlp_path), "-o", str(tmp_path / "out"), "--loss", "cross_entropy", "--momentum", "0.9",
+            "--no-federated"]
     result = CliRunner().invoke(app, args + ["--ram-budget", "20000"])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and not (tmp_path / "out").exists(), text
     for needle in ("needs 29,536 B", "--ram-budget is 20,000 B", "arena", "--train-last 1", "(fits)"):
         assert needle in text
     assert CliRunner().invoke(app, args + ["--ram-budget", "40000"]).exit_code == 0
+    federated = CliRunner().invoke(app, args[:-1] + ["--ram-budget", "30000"])
+    assert federated.exit_code == 2 and "round-start copy 9,640 B" in " ".join(federated.output.split())
 
 
 def test_report_json_and_plot(tmp_path, mlp_path):
