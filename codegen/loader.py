@@ -137,7 +137,7 @@ def _fold_constants(model: onnx.ModelProto):
     known: dict[str, np.ndarray] = {}
     params: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
-        value = numpy_helper.to_array(init)
+        value = _array(init)
         (params if value.dtype.kind == "f" else known)[init.name] = value
     while True:
         model = _infer(model)
@@ -149,6 +149,15 @@ def _fold_constants(model: onnx.ModelProto):
         del model.graph.node[:]
         model.graph.node.extend(kept)
         model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in known.items() if n not in inits)
+
+
+def _array(init: onnx.TensorProto) -> np.ndarray:
+    """An initializer's value; its data must match its declared shape (the checker does not look)."""
+    try:
+        return numpy_helper.to_array(init)
+    except Exception as e:
+        raise ModelError(f"initializer '{init.name}' is corrupt: its data does not match its shape "
+                         f"{list(init.dims)} ({type(e).__name__}: {e})") from None
 
 
 def _fold(node, known: dict, shapes: dict) -> bool:
@@ -216,6 +225,7 @@ def _to_ir(model, kept, known, params, shapes) -> Graph:
                 tensors[name] = Tensor(name, shapes[name], _dtype(model, name), ACT)
     for name in inputs:
         tensors[name] = Tensor(name, shapes[name], "float32", INPUT)
+    _check_sizes(tensors)
     graph = Graph(tensors, nodes, inputs, outputs, default_opset(model))
     _mark_parameters(graph)
     for node in nodes:
@@ -223,6 +233,17 @@ def _to_ir(model, kept, known, params, shapes) -> Graph:
         if op.check:
             op.check(node, graph)
     return graph
+
+
+# The kernels count elements in C int; 2**28 float32 (1 GiB) is also far beyond any target's RAM.
+MAX_ELEMENTS = 2**28
+
+
+def _check_sizes(tensors: dict[str, Tensor]) -> None:
+    for t in tensors.values():
+        if int(np.prod(t.shape, dtype=object)) > MAX_ELEMENTS:
+            raise ShapeError(f"tensor '{t.name}' of shape {list(t.shape)} has more than {MAX_ELEMENTS:,} "
+                             "elements; use a smaller model or --batch")
 
 
 def _mark_parameters(graph: Graph) -> None:

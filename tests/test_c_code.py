@@ -63,6 +63,19 @@ def test_no_recursion(build):
     assert not [f for f in edges if f in reaches(f)]
 
 
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    """A small LeNet with Conv (padded, strided), MaxPool and AveragePool, cross-entropy."""
+    tmp = tmp_path_factory.mktemp("lenet")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Conv2d(4, 6, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                torch.nn.AvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(24, 3))
+    path = export_torch(model, torch.zeros(2, 1, 16, 16), tmp / "net.onnx", dynamo=True)
+    compile_model(path, tmp / "build", loss="cross_entropy", lr=0.1, momentum=0.9)
+    return tmp / "build"
+
+
 HARNESS = r"""
 #include <stdio.h>
 #include "net.h"
@@ -72,7 +85,7 @@ int main(void) {
     int i, step;
     float loss = 0.0f;
     for (i = 0; i < NET_INPUT_SIZE; ++i) x[i] = (float)((i * 37) % 11) / 11.0f - 0.5f;
-    for (i = 0; i < NET_LABEL_SIZE; ++i) y[i] = (float)(i % 3) / 3.0f;
+    for (i = 0; i < NET_LABEL_SIZE; ++i) y[i] = (net_label_t)(LABEL);
     for (step = 0; step < 20; ++step) loss = net_train_step(x, y);
     net_predict(x, out);
     net_get_params(params);
@@ -83,10 +96,13 @@ int main(void) {
 """
 
 
-def test_sanitizers(build):
+@pytest.mark.parametrize("which, label", [("build", "(float)(i % 3) / 3.0f"), ("lenet", "i % 3")],
+                         ids=["mlp", "lenet"])
+def test_sanitizers(request, which, label):
     """ASan + UBSan over 20 training steps, predict and the parameter blob round trip."""
+    build = request.getfixturevalue(which)
     (build / "main.c").write_text(HARNESS)
-    flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1"]
+    flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1", f"-DLABEL={label}"]
     subprocess.run(["gcc", *STRICT, *flags, "main.c", "net.c", "-lm", "-o", "san"], cwd=build, check=True)
     run = subprocess.run(["./san"], cwd=build, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

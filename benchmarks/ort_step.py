@@ -1,0 +1,47 @@
+"""Run inside the ORT virtual environment, without torch (it would inflate the process memory):
+time onnxruntime-training steps (forward + loss + backward, SGD step, reset gradients) on one
+fixed batch; print JSON with the median seconds per step and the peak RSS.
+Usage: python ort_step.py ARTIFACTS_DIR LOSS BATCH CLASSES STEPS REPEATS LR"""
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.training import api
+
+
+def main(folder, loss, batch, classes, steps, repeats, lr):
+    batch, classes, steps, repeats = int(batch), int(classes), int(steps), int(repeats)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    state = api.CheckpointState.load_checkpoint(f"{folder}/checkpoint")
+    module = api.Module(f"{folder}/training_model.onnx", state, f"{folder}/eval_model.onnx", device="cpu",
+                        session_options=so)
+    optimizer = api.Optimizer(f"{folder}/optimizer_model.onnx", module)
+    optimizer.set_learning_rate(float(lr))
+    x = np.load(f"{folder}/x.npy")
+    y = (np.arange(batch) % classes).astype(np.int64) if loss == "cross_entropy" else \
+        ((np.arange(batch * classes) % 5) * 0.25).astype(np.float32).reshape(batch, classes)
+    module.train()
+
+    def step():
+        module(x, y)
+        optimizer.step()
+        module.lazy_reset_grad()
+
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - t0) / steps)
+    print(json.dumps({"seconds": statistics.median(times),
+                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

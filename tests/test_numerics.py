@@ -1,0 +1,78 @@
+"""Numerical robustness: losses and sigmoid stay finite (and match PyTorch) for huge logits, and a
+step whose loss is not finite changes nothing: weights and momentum are as they were, so the
+next normal step matches a trainer that never saw the bad batch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from onnx import helper
+
+from helpers import compile_model, onnx_model
+
+LOGITS = [100.0, -100.0, 1e4, -1e4]
+
+
+def scaled(tmp_path, op: str | None, loss: str, classes: int = 4):
+    """y = op(x * w), w a trainable vector of ones: the logits are the inputs."""
+    nodes = [helper.make_node("Mul", ["x", "w"], ["z" if op else "y"])]
+    if op:
+        nodes.append(helper.make_node(op, ["z"], ["y"]))
+    onnx_model(nodes, {"x": [2, classes]}, {"y": [2, classes]}, {"w": np.ones(classes, np.float32)},
+               path=tmp_path / "m.onnx")
+    return compile_model(tmp_path / "m.onnx", tmp_path / "build", loss=loss, lr=0.1)
+
+
+@pytest.mark.parametrize("big", LOGITS)
+def test_cross_entropy_large_logits(tmp_path, big):
+    trainer = scaled(tmp_path, None, "cross_entropy")
+    x = np.array([[big, 0, -big, 1], [0, big, 2, -big]], np.float32)
+    y = np.array([2, 1])
+    ref = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(y)).item()
+    assert trainer.train_step(x, y) == pytest.approx(ref, rel=1e-5)
+    assert np.all(np.isfinite(trainer.get_params()["w"]))
+
+
+@pytest.mark.parametrize("big", LOGITS)
+@pytest.mark.parametrize("op, loss", [("Sigmoid", "mse"), (None, "bce_with_logits")])
+def test_sigmoid_large_logits(tmp_path, big, op, loss):
+    trainer = scaled(tmp_path, op, loss)
+    x = np.array([[big, -big, 0, 1], [-big, big, 3, -3]], np.float32)
+    y = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], np.float32)
+    z = torch.tensor(x)
+    ref = (torch.nn.functional.mse_loss(torch.sigmoid(z), torch.tensor(y)) if op
+           else torch.nn.functional.binary_cross_entropy_with_logits(z, torch.tensor(y))).item()
+    assert np.all(np.isfinite(trainer.predict(x)))
+    assert trainer.train_step(x, y) == pytest.approx(ref, rel=1e-5, abs=1e-7)
+    assert np.all(np.isfinite(trainer.get_params()["w"]))
+
+
+def mlp_trainer(tmp_path, name):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], transB=1)]
+    onnx_model(nodes, {"x": [4, 6]}, {"y": [4, 3]},
+               {"W1": rng.normal(size=(5, 6)).astype(np.float32), "b1": np.zeros(5, np.float32),
+                "W2": rng.normal(size=(3, 5)).astype(np.float32), "b2": np.zeros(3, np.float32)},
+               path=tmp_path / "mlp.onnx")
+    return compile_model(tmp_path / "mlp.onnx", tmp_path / name, loss="cross_entropy", lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_step_changes_nothing(tmp_path, bad):
+    rng = np.random.default_rng(1)
+    batches = [(rng.normal(size=(4, 6)).astype(np.float32), rng.integers(0, 3, 4)) for _ in range(3)]
+    hit, clean = mlp_trainer(tmp_path, "a"), mlp_trainer(tmp_path, "b")
+    for t in (hit, clean):  # some momentum first
+        t.train_step(*batches[0])
+    before = hit.get_params()
+    x = batches[1][0].copy()
+    x[1, 2] = bad
+    assert not np.isfinite(hit.train_step(x, batches[1][1]))
+    for name, value in hit.get_params().items():
+        np.testing.assert_array_equal(value, before[name])
+    # The momentum buffers were not touched either: the next steps match the clean trainer exactly.
+    for x, y in batches[1:]:
+        assert hit.train_step(x, y) == clean.train_step(x, y)
+    for name, value in hit.get_params().items():
+        np.testing.assert_array_equal(value, clean.get_params()[name])
