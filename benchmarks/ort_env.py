@@ -1,34 +1,46 @@
 """onnxruntime-training lives in its own virtual environment (it needs onnx <= 1.17; the project
-uses a newer onnx), created once and cached. torch is installed there only to build the training
-artifacts; the timing process never imports it."""
+uses a newer onnx), created once and cached, shared by the benchmarks and the tests. The venv sees
+this environment's packages (torch, to build training artifacts), its own onnx shadowing ours;
+the timing process keeps torch out (ort_step.py)."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import venv
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PACKAGES = ["onnxruntime-training-cpu==1.19.2", "onnx<=1.17", "numpy"]
-ARTIFACT_PACKAGES = ["torch==2.13.0"]
+PACKAGES = ["onnxruntime-training-cpu==1.19.2", "onnx<=1.17"]
 
 
 def location() -> Path:
     cache = Path(os.environ.get("MCUTRAIN_CACHE", Path.home() / ".cache" / "mcutrain"))
-    return cache / "ort-venv"
+    return cache / "ort-training-1.19.2"
 
 
 def python() -> Path:
-    """The venv's interpreter, creating the venv first if needed (a marker says it is complete)."""
+    """The venv's interpreter, creating the venv first if needed (built aside, then renamed into
+    place: a concurrent builder may win, and an interrupted one leaves nothing half-made).
+    Raises subprocess.CalledProcessError / TimeoutExpired when pip cannot install the packages."""
     where = location()
-    exe, ready = where / "bin" / "python", where / "ready"
-    if not ready.is_file():
-        venv.create(where, with_pip=True, clear=True)
-        for packages in (PACKAGES, ARTIFACT_PACKAGES):  # two steps, as the artifacts alone need torch
-            subprocess.run([str(exe), "-m", "pip", "install", "-q", *packages], check=True)
-        ready.write_text("\n".join(PACKAGES + ARTIFACT_PACKAGES))
+    exe = where / "bin" / "python"
+    if exe.exists():
+        return exe
+    where.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=where.parent, prefix="ort-venv-"))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(staging)], check=True,
+                       capture_output=True, text=True)
+        subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *PACKAGES], check=True,
+                       capture_output=True, text=True, timeout=300)
+        os.replace(staging, where)
+    except OSError:
+        pass  # another process put its venv in place first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return exe
 
 

@@ -1,4 +1,4 @@
-"""Run inside the ORT virtual environment, without torch (it would inflate the process memory):
+"""Run inside the ORT virtual environment, keeping torch out (it would inflate the process memory):
 time onnxruntime-training steps (forward + loss + backward, SGD step, reset gradients) on one
 fixed batch; print JSON with the median seconds per step and the peak RSS.
 Usage: python ort_step.py ARTIFACTS_DIR LOSS BATCH CLASSES STEPS REPEATS LR"""
@@ -8,9 +8,19 @@ import statistics
 import sys
 import time
 
+import types
+
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.training import api
+
+# onnxruntime (and onnxruntime.training's package __init__) import torch when it is installed;
+# it would inflate the measured memory. Block it, and load only the training.api subpackage.
+sys.modules["torch"] = None
+import onnxruntime as ort  # noqa: E402
+
+_training = types.ModuleType("onnxruntime.training")
+_training.__path__ = [f"{ort.__path__[0]}/training"]
+sys.modules["onnxruntime.training"] = _training
+from onnxruntime.training import api  # noqa: E402
 
 
 def main(folder, loss, batch, classes, steps, repeats, lr):

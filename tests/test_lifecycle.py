@@ -3,12 +3,10 @@ persistence/transport, refused whole when any field is wrong), federated deltas 
 the federated example end to end."""
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -293,7 +291,6 @@ def test_federated_example(tmp_path):
 
 # --- ONNX Runtime training artifacts ------------------------------------------------------------
 
-ORT_PINS = ["onnxruntime-training-cpu==1.19.2", "onnx==1.17.0"]  # it refuses onnx >= 1.18's IR version
 ORT_SCRIPT = r'''
 import io, os, sys, numpy as np, onnx, torch
 from onnxruntime.training import artifacts
@@ -328,28 +325,14 @@ np.savez(f"{out}/ort_trained.npz", losses=np.array(losses), **{k: p.data for k, 
 
 
 def _ort_python() -> Path:
-    """A virtual environment with onnxruntime-training (cached; sees this environment's torch)."""
-    from codegen.build import cache_dir
+    """The shared onnxruntime-training venv (benchmarks/ort_env.py)."""
+    from benchmarks import ort_env
 
-    venv = cache_dir() / "ort-training-1.19.2"
-    python = venv / "bin" / "python"
-    if python.exists():
-        return python
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="ort-venv-"))
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(staging)], check=True,
-                       capture_output=True, text=True)
-        subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *ORT_PINS], check=True,
-                       capture_output=True, text=True, timeout=150)
-        os.replace(staging, venv)  # atomic; a concurrent worker may have won
+        return ort_env.python()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot create a venv with {' '.join(ORT_PINS)}: {(getattr(e, 'stderr', '') or str(e))[-500:]}")
-    except OSError:
-        pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return python
+        pytest.skip(f"cannot create a venv with {' '.join(ort_env.PACKAGES)}: "
+                    f"{(getattr(e, 'stderr', '') or str(e))[-500:]}")
 
 
 @pytest.fixture(scope="module")
