@@ -76,3 +76,24 @@ def test_non_finite_step_changes_nothing(tmp_path, bad):
         assert hit.train_step(x, y) == clean.train_step(x, y)
     for name, value in hit.get_params().items():
         np.testing.assert_array_equal(value, clean.get_params()[name])
+
+
+def test_nan_input_through_max_pool_changes_nothing(tmp_path):
+    """Conv -> MaxPool -> Gemm: a NaN pixel reaches the loss (max pooling propagates NaN, as
+    PyTorch's does), so the step is refused instead of writing NaN into the conv weights."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Conv", ["x", "W", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "W2", "b2"], ["y"], transB=1)]
+    onnx_model(nodes, {"x": [2, 1, 4, 4]}, {"y": [2, 3]},
+               {"W": rng.normal(size=(2, 1, 3, 3)).astype(np.float32), "b": np.zeros(2, np.float32),
+                "W2": rng.normal(size=(3, 8)).astype(np.float32), "b2": np.zeros(3, np.float32)},
+               path=tmp_path / "cnn.onnx")
+    trainer = compile_model(tmp_path / "cnn.onnx", tmp_path / "b", loss="cross_entropy", lr=0.1)
+    before = trainer.get_params()
+    x = rng.normal(size=(2, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 1, 2] = np.nan
+    assert np.isnan(trainer.train_step(x, np.array([0, 1])))
+    for name, value in trainer.get_params().items():
+        np.testing.assert_array_equal(value, before[name])

@@ -47,7 +47,8 @@ static inline int mt_tap_offset(const mt_window *g, const mt_taps *t, int i)
     return (t->ih + i * g->dh) * g->w + t->iw + t->j0 * g->dw;
 }
 
-/* Offset in the plane of the first (max-)largest input tap; -1 for a window of padding only.
+/* Offset in the plane of the first (max-)largest input tap (a NaN propagates); -1 for a window
+ * of padding only.
  * Ties keep the first in row-major window order, as PyTorch does. */
 static inline int mt_max_tap(const float *x, const mt_window *g, int oh, int ow)
 {
@@ -58,7 +59,7 @@ static inline int mt_max_tap(const float *x, const mt_window *g, int oh, int ow)
         const int row = mt_tap_offset(g, &t, i);
         for (j = 0; j < t.j1 - t.j0; ++j) {
             const float v = x[row + j * g->dw];
-            if (best < 0 || v > m) {
+            if (best < 0 || v > m || isnan(v)) { /* NaN wins, as in PyTorch */
                 m = v;
                 best = row + j * g->dw;
             }
