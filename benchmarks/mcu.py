@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from elftools.elf.elffile import ELFFile
 
-from codegen import firmware, qemu, targets
+from codegen import budget, firmware, qemu, targets
 from codegen.build import HOST_CFLAGS
 from codegen.errors import FitError
 
@@ -35,7 +35,7 @@ def fake_data(m: dict, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return x, rng.uniform(0, 1, (steps * batch, *m["labels"]["shape"][1:])).astype(np.float32)
 
 
-def _callgraph(ci: str) -> tuple[dict[str, int], dict[str, set[str]]]:
+def callgraph(ci: str) -> tuple[dict[str, int], dict[str, set[str]]]:
     """Frame bytes per function and call edges from gcc's -fcallgraph-info=su (static functions
     are titled 'file.c:name')."""
     name = lambda t: t.split(":")[-1]  # noqa: E731
@@ -46,7 +46,7 @@ def _callgraph(ci: str) -> tuple[dict[str, int], dict[str, set[str]]]:
     return frames, edges
 
 
-def _reachable(edges: dict[str, set[str]], root: str) -> set[str]:
+def reachable(edges: dict[str, set[str]], root: str) -> set[str]:
     seen, todo = set(), [root]
     while todo:
         f = todo.pop()
@@ -65,8 +65,8 @@ def trainer_cost(folder: Path, m: dict, target: targets.Target) -> tuple[int, in
         specs = [f for f in target.ldflags if f.startswith("--specs")]  # the C library's headers
         subprocess.run([target.cc, *HOST_CFLAGS, *target.cflags, *specs, "-ffunction-sections", "-fcallgraph-info=su",
                         f"-I{folder}", "-c", str(folder / f"{m['name']}.c"), "-o", str(obj)], check=True, cwd=tmp)
-        frames, edges = _callgraph(obj.with_suffix(".ci").read_text())
-        used = _reachable(edges, root)
+        frames, edges = callgraph(obj.with_suffix(".ci").read_text())
+        used = reachable(edges, root)
         with open(obj, "rb") as f:
             code = sum(s["sh_size"] for s in ELFFile(f).iter_sections() if s.name.startswith(".text.")
                        and s.name[len(".text."):] in used)
@@ -89,6 +89,5 @@ def measure(folder: Path, m: dict, target_name: str, steps: int = 4) -> McuResul
     if run.code:
         raise RuntimeError(f"firmware for {target_name} exited with {run.code}:\n{run.output[-2000:]}")
     code, stack = trainer_cost(folder, m, target)
-    mem = m["memory"]
-    ram = mem["arena_bytes"] + mem["param_bytes"] + mem["optimizer_state_bytes"] + stack
+    ram = budget.ram_bytes(m["memory"]) + stack
     return McuResult(run.work.per_step if run.work else None, ram, stack, code)

@@ -2,12 +2,7 @@
 time onnxruntime-training steps (forward + loss + backward, SGD step, reset gradients) on one
 fixed batch; print JSON with the median seconds per step and the peak RSS.
 Usage: python ort_step.py ARTIFACTS_DIR LOSS BATCH CLASSES STEPS REPEATS LR"""
-import json
-import resource
-import statistics
 import sys
-import time
-
 import types
 
 import numpy as np
@@ -21,6 +16,7 @@ _training = types.ModuleType("onnxruntime.training")
 _training.__path__ = [f"{ort.__path__[0]}/training"]
 sys.modules["onnxruntime.training"] = _training
 from onnxruntime.training import api  # noqa: E402
+from timing import report  # noqa: E402  (this script's folder is on sys.path)
 
 
 def main(folder, loss, batch, classes, steps, repeats, lr):
@@ -42,15 +38,7 @@ def main(folder, loss, batch, classes, steps, repeats, lr):
         optimizer.step()
         module.lazy_reset_grad()
 
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - t0) / steps)
-    print(json.dumps({"seconds": statistics.median(times),
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    report(step, steps, repeats)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,13 @@
 on one fixed batch, like the others: forward, loss, backward, SGD step. Prints JSON with the
 median seconds per step and the process's peak RSS.
 Usage: python -m benchmarks.torch_step MODEL BATCH STEPS REPEATS"""
-import json
-import resource
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
 from benchmarks.models import LR, SUITE
+from benchmarks.timing import report
 
 
 def main(name: str, batch: str, steps: str, repeats: str) -> None:
@@ -32,15 +29,7 @@ def main(name: str, batch: str, steps: str, repeats: str) -> None:
         loss_fn(model(x), y).backward()
         opt.step()
 
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - t0) / steps)
-    print(json.dumps({"seconds": statistics.median(times),
-                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    report(step, steps, repeats)
 
 
 if __name__ == "__main__":

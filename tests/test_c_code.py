@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.mcu import callgraph, reachable
 from helpers import compile_model, export_torch
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wvla", "-O2", "-ffp-contract=off"]
@@ -44,23 +45,9 @@ def test_no_recursion(build):
     """No function calls itself, directly or through others (call graph from the object file)."""
     subprocess.run(["gcc", "-std=c99", "-O0", "-fcallgraph-info", "-c", "net.c", "-o", "cg.o"],
                    cwd=build, check=True)
-    edges: dict[str, set[str]] = {}
-    for line in (build / "cg.ci").read_text().splitlines():
-        m = re.match(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"', line.strip())
-        if m:
-            edges.setdefault(m[1].split(":")[-1], set()).add(m[2].split(":")[-1])
+    _, edges = callgraph((build / "cg.ci").read_text())
     assert edges, "no call graph found"
-
-    def reaches(start):
-        seen, todo = set(), list(edges.get(start, ()))
-        while todo:
-            f = todo.pop()
-            if f not in seen:
-                seen.add(f)
-                todo.extend(edges.get(f, ()))
-        return seen
-
-    assert not [f for f in edges if f in reaches(f)]
+    assert not [f for f, callees in edges.items() if any(f in reachable(edges, g) for g in callees)]
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,6 @@ register("BatchNormalization", kernel="batchnorm.h", emit=_emitter("mt_batchnorm
 register_train_op("BatchNormalizationGradX", kernel="batchnorm.h", emit=_emitter("mt_batchnorm_grad_x"),
                   inplace=True)
 _grad_scale = _emitter("mt_batchnorm_grad_scale", update=True)
-_grad_bias = _emitter("mt_batchnorm_grad_bias", with_eps=False, update=True)
+_grad_bias = _emitter("mt_channel_sum", with_eps=False, update=True)
 register_train_op("BatchNormalizationGradScale", kernel="batchnorm.h", emit=_grad_scale, emit_update=_grad_scale)
-register_train_op("BatchNormalizationGradBias", kernel="batchnorm.h", emit=_grad_bias, emit_update=_grad_bias)
+register_train_op("BatchNormalizationGradBias", kernel="channel_sum.h", emit=_grad_bias, emit_update=_grad_bias)

@@ -58,10 +58,10 @@ def emit_grad_b(node, c, scale="1.0f", keep="0.0f"):
     """dB = keep * dB + scale * (dY summed per channel): also the fused SGD update of B."""
     dy, db = node.inputs[0], node.outputs[0]
     n, m = c.shape(dy)[:2]
-    return f"mt_conv_grad_b({c.ptr(dy)}, {c.ptr(db)}, {n}, {m}, {c.size(dy) // (n * m)}, {scale}, {keep});"
+    return f"mt_channel_sum({c.ptr(dy)}, {c.ptr(db)}, {n}, {m}, {c.size(dy) // (n * m)}, {scale}, {keep});"
 
 
 register("Conv", kernel="conv.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,), check=check)
 register_train_op("ConvGradX", kernel="conv.h", emit=emit_grad_x)
 register_train_op("ConvGradW", kernel="conv.h", emit=emit_grad_w, emit_update=emit_grad_w)
-register_train_op("ConvGradB", kernel="conv.h", emit=emit_grad_b, emit_update=emit_grad_b)
+register_train_op("ConvGradB", kernel="channel_sum.h", emit=emit_grad_b, emit_update=emit_grad_b)

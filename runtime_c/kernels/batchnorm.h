@@ -52,19 +52,4 @@ static inline void mt_batchnorm_grad_scale(const float *dy, const float *x, cons
     }
 }
 
-/* dbias[ch] = sum over n, inner of dy. */
-static inline void mt_batchnorm_grad_bias(const float *dy, float *dbias, int n, int c, int inner, float s,
-                                          float keep)
-{
-    int b, ch, i;
-    for (ch = 0; ch < c; ++ch) {
-        float sum = 0.0f;
-        for (b = 0; b < n; ++b) {
-            const float *g = dy + ((size_t)b * c + ch) * inner;
-            for (i = 0; i < inner; ++i) sum += g[i];
-        }
-        dbias[ch] = mt_update(dbias[ch], sum, s, keep);
-    }
-}
-
 #endif

@@ -74,21 +74,6 @@ static inline void mt_conv_grad_w(const float *dY, const float *X, float *dW, in
     }
 }
 
-/* dB[m] = sum of dY over the batch and the output plane. */
-static inline void mt_conv_grad_b(const float *dY, float *dB, int N, int M, int plane, float scale,
-                                  float keep)
-{
-    int n, m, k;
-    for (m = 0; m < M; ++m) {
-        float acc = 0.0f;
-        for (n = 0; n < N; ++n) {
-            const float *dy = dY + ((size_t)n * M + m) * plane;
-            for (k = 0; k < plane; ++k) acc += dy[k];
-        }
-        dB[m] = mt_update(dB[m], acc, scale, keep);
-    }
-}
-
 /* dX = the transposed convolution of dY with W, scattered tap by tap: each weight adds a scaled
  * dY row to the input row it was read from. Every dX pixel sums output channels, then taps in
  * row-major order. */

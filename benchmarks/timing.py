@@ -1,0 +1,19 @@
+"""The timing loop shared by the framework processes (torch_step.py, ort_step.py): one warm-up
+step, then the median over `repeats` loops of `steps` steps; prints JSON with the seconds per step
+and the process's peak RSS. Standard library only: it also runs inside the ORT venv."""
+import json
+import resource
+import statistics
+import time
+
+
+def report(step, steps: int, repeats: int) -> None:
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        times.append((time.perf_counter() - t0) / steps)
+    print(json.dumps({"seconds": statistics.median(times),
+                      "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
