@@ -3,7 +3,7 @@
 For each suite model and trainable set: bytes if every activation/gradient had its own buffer
 (naive), the lower bound for the schedule (peak of live bytes), the arena the planner assigns,
 parameters + optimizer state, and PyTorch's measured peak RSS growth over one training step of the
-same model (a fresh process per case; max resident set size before vs. after the step).
+same model (a fresh process per case; its peak resident set before vs. after the step).
 
     python benchmarks/memory.py [--quick]
 """
@@ -29,10 +29,11 @@ CHOICES = {"full": training.Selection(), "last layer": training.Selection(last=1
            "bias only": training.Selection(bias_only=True)}
 
 TORCH_STEP = r"""
-import json, resource, sys
+import json, sys
 import torch
 sys.path.insert(0, {root!r})
 from benchmarks.models import SUITE
+from benchmarks.timing import peak_rss
 torch.set_num_threads(1)
 suite = next(s for s in SUITE if s.name == {name!r})
 model = suite.module()
@@ -42,10 +43,9 @@ opt = torch.optim.SGD(params, lr={lr!r}, momentum={momentum!r})
 x = torch.randn({batch}, *suite.sample)
 y = torch.randint(0, suite.outputs, ({batch},)) if suite.loss == "cross_entropy" else torch.rand({batch}, suite.outputs)
 loss_fn = torch.nn.functional.cross_entropy if suite.loss == "cross_entropy" else torch.nn.functional.mse_loss
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_rss()
 opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_growth_bytes": (after - before) * 1024}}))
+print(json.dumps({{"peak_growth_bytes": peak_rss() - before}}))
 """
 
 

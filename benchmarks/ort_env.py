@@ -21,13 +21,18 @@ def location() -> Path:
     return cache / "ort-training-1.19.2"
 
 
+def ready() -> bool:
+    """Whether the venv exists already (creating it takes a minute or more)."""
+    return (location() / "bin" / "python").exists()
+
+
 def python() -> Path:
     """The venv's interpreter, creating the venv first if needed (built aside, then renamed into
     place: a concurrent builder may win, and an interrupted one leaves nothing half-made).
     Raises subprocess.CalledProcessError / TimeoutExpired when pip cannot install the packages."""
     where = location()
     exe = where / "bin" / "python"
-    if exe.exists():
+    if ready():
         return exe
     where.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=where.parent, prefix="ort-venv-"))

@@ -64,7 +64,8 @@ def ort_run(suite, batch: int, model: Path, work: Path, steps: int, repeats: int
 def host_row(suite, batch: int, work: Path, quick: bool, with_ort: bool) -> dict:
     model = suite.export(batch, work / f"{suite.name}_b{batch}.onnx")
     folder = work / f"{suite.name}_b{batch}"
-    summary = codegen.generate(model, folder, loss=suite.loss, lr=LR, name=suite.name)
+    # federated=False: the trainer alone, like the hand-written reference (no round-start copy).
+    summary = codegen.generate(model, folder, loss=suite.loss, lr=LR, name=suite.name, federated=False)
     fl = flops.per_step(model, suite.loss)
     steps, repeats = _steps(fl, 0.002 if quick else 0.05), 3 if quick else 7
     exe = standalone.build(folder, summary)
@@ -149,7 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="also write the tables (markdown) here")
     args = ap.parse_args(argv)
     # --quick uses ORT only if its venv is already cached: creating it takes minutes.
-    with_ort = not args.no_ort and (not args.quick or (ort_env.location() / "ready").is_file())
+    with_ort = not args.no_ort and (not args.quick or ort_env.ready())
     names = QUICK_MODELS if args.quick else [s.name for s in SUITE]
     with tempfile.TemporaryDirectory(prefix="mcutrain-bench-") as tmp:
         work = Path(tmp)
