@@ -100,14 +100,15 @@ class EmitContext:
         return name
 
 
-def _statement(node, ctx: EmitContext) -> dict:
-    op, fused = ops.lookup(node), ctx.tg.fused
-    if node.outputs[0] in fused:  # writes the SGD update straight into the parameter
-        decay = ctx.tg.optimizer.weight_decay
-        keep = f"(1.0f - {ctx.lr} * {c_float(decay)})" if decay else "1.0f"
-        code = op.emit_update(node, ctx, f"(-{ctx.lr})", keep)
-    elif len(node.inputs) > 1 and node.inputs[1] in fused and node.op == "SGD":
-        code = None  # done by the gradient's producer
+def _statement(node, ctx: EmitContext, updates: dict) -> dict:
+    """updates: fused gradient -> the optimizer node that consumes it."""
+    op = ops.lookup(node)
+    if node.outputs[0] in updates:  # accumulates the gradient into the optimizer's target
+        upd = updates[node.outputs[0]]
+        scale, keep, _ = ops.lookup(upd).emit_fused(upd, ctx)
+        code = op.emit_update(node, ctx, scale, keep)
+    elif len(node.inputs) > 1 and updates.get(node.inputs[1]) is node:
+        code = op.emit_fused(node, ctx)[2]  # the rest of the update, if any
     else:
         code = op.emit(node, ctx) if op.emit else None
     return {"comment": f"{node.op} '{node.name}': {', '.join(i for i in node.inputs if i)} -> "
@@ -130,10 +131,11 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
              CONST: Blob.pack("consts", graph, _referenced(graph, CONST, nodes)),
              STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)])}
     ctx = EmitContext(tg, plan, prefix, blobs)
-    forward = [_statement(n, ctx) for n in nodes[:tg.n_forward]]
-    loss = _statement(nodes[tg.n_forward], ctx)
-    backward = [_statement(n, ctx) for n in nodes[tg.n_forward + 1:tg.n_updates_from]]
-    updates = [_statement(n, ctx) for n in nodes[tg.n_updates_from:]]
+    fused = {n.inputs[1]: n for n in nodes if len(n.inputs) > 1 and n.inputs[1] in tg.fused}
+    forward, loss, backward, updates = ([_statement(n, ctx, fused) for n in part] for part in (
+        nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
+        nodes[tg.n_updates_from:]))
+    loss = loss[0]
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
     label = graph.tensors[tg.label]
     out = graph.tensors[tg.output]

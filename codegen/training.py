@@ -178,7 +178,7 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
         body = forward + [loss_node, seed_node] + back.nodes + sums
         graph.nodes = body + updates
         return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer, trainable,
-                             frozen, {}, accumulate, len(body))
+                             frozen, _fusable(body) if fuse else {}, accumulate, len(body))
     updates = [_update_node(graph, name, grad, optimizer) for name, grad in grads.items()]
     schedule = _place_updates(forward + [loss_node, seed_node] + back.nodes, updates)
     graph.nodes = schedule
@@ -191,7 +191,7 @@ def _accumulate_node(graph: Graph, param: str, grad: str, k: int) -> Node:
     acc = f"{param}.grad_sum"
     graph.tensors[acc] = Tensor(acc, shape, "float32", STATE, np.zeros(shape, np.float32))
     graph.tensors[updated(acc)] = Tensor(updated(acc), shape, "float32", UPDATED)
-    return Node("Accumulate", [grad, acc], [updated(acc)], {"scale": 1.0 / k}, f"accumulate d{param}",
+    return Node("Accumulate", [acc, grad], [updated(acc)], {"scale": 1.0 / k}, f"accumulate d{param}",
                 TRAIN_DOMAIN)
 
 
@@ -205,9 +205,10 @@ def updated_source(name: str) -> str:
 
 
 def _fusable(schedule: list[Node]) -> dict[str, str]:
-    """Updates that can be folded into their gradient's producer: plain SGD (no state), the
-    producer can accumulate into its output (OpDef.emit_update), the gradient has no other
-    reader, and nothing after the producer reads the old weights."""
+    """Gradients that need no buffer: the optimizer op can take them accumulated into a tensor it
+    owns (OpDef.fuse_into: the parameter, or a momentum buffer), the producer can accumulate into
+    its output (OpDef.emit_update), the gradient has no other reader, and, when the parameter
+    itself is written, nothing after the producer reads the old weights. -> {gradient: target}."""
     root = ops.view_roots(schedule)
     steps = {id(n): i for i, n in enumerate(schedule)}
     producer = {o: n for n in schedule for o in n.outputs}
@@ -217,15 +218,17 @@ def _fusable(schedule: list[Node]) -> dict[str, str]:
             readers.setdefault(root.get(name, name), []).append(node)
     fused = {}
     for upd in schedule:
-        if upd.op != "SGD" or len(upd.inputs) != 2:
+        into = ops.lookup(upd).fuse_into
+        target = into(upd) if into else None
+        if target is None:
             continue
-        param, grad = upd.inputs
+        param, grad = upd.inputs[:2]
         p = producer.get(grad)
         if p is None or ops.lookup(p).emit_update is None or grad in root.values():
             continue
-        late = [n for n in readers.get(param, []) if n is not upd and steps[id(n)] >= steps[id(p)]]
+        late = [n for n in readers.get(target, []) if n is not upd and steps[id(n)] >= steps[id(p)]]
         if readers.get(grad) == [upd] and not late:
-            fused[grad] = param
+            fused[grad] = target
     return fused
 
 

@@ -93,7 +93,7 @@ def test_ram_budget_names_sizes_and_options(tmp_path, mlp_path):
     result = CliRunner().invoke(app, args + ["--ram-budget", "20000"])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and not (tmp_path / "out").exists(), text
-    for needle in ("needs 29,536 B", "--ram-budget is 20,000 B", "arena", "--train-last 1", "(fits)"):
+    for needle in ("needs 24,032 B", "--ram-budget is 20,000 B", "arena", "--train-last 1", "(fits)"):
         assert needle in text
     assert CliRunner().invoke(app, args + ["--ram-budget", "40000"]).exit_code == 0
     federated = CliRunner().invoke(app, args[:-1] + ["--ram-budget", "30000"])

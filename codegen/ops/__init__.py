@@ -27,6 +27,12 @@ class OpDef:
     # (node, c, scale, keep) -> C computing out = keep * out + scale * result: lets a parameter's
     # gradient be applied as an SGD update directly (scale = -lr, keep = 1 - lr * weight_decay).
     emit_update: Callable | None = None
+    # Optimizer ops (inputs: target, gradient, ...): (node) -> the tensor the gradient's producer
+    # may accumulate into instead of writing the gradient (the parameter, a momentum buffer, a
+    # gradient sum), or None; and
+    # (node, c) -> (scale, keep, C for the rest of the update, or None) when that happens.
+    fuse_into: Callable | None = None
+    emit_fused: Callable | None = None
 
 
 @dataclass(frozen=True)

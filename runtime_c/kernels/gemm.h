@@ -37,7 +37,7 @@ static inline void mt_gemm(int M, int N, int K, float alpha, const float *MT_RES
     for (m = 0; m < M; ++m) {
         float *y = Y + (size_t)m * N;
         const float *a = A + (size_t)m * (transA ? 1 : K);
-        const float *c = C ? C + (size_t)m * csm : NULL;
+        const float *c = C && beta != 0.0f ? C + (size_t)m * csm : NULL; /* beta 0: C's contents unread */
         if (transB) {
             /* B rows are contiguous along k: dot products, four outputs at a time. */
             const int n4 = N - N % 4;

@@ -22,4 +22,15 @@ static inline void mt_sgd(float *w, const float *grad, float *buf, int n, float 
     }
 }
 
+/* The rest of a momentum step whose gradient was already folded into buf (buf = momentum * buf
+ * + grad, by the kernel that computed the gradient): buf += weight_decay * w; w -= lr * buf. */
+static inline void mt_sgd_apply(float *w, float *buf, int n, float lr, float weight_decay)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        if (weight_decay != 0.0f) buf[i] += weight_decay * w[i];
+        w[i] -= lr * buf[i];
+    }
+}
+
 #endif
