@@ -41,17 +41,19 @@ def test_validator_catches_overlap(mlp_path):
         memory.validate(plan)
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_fused_updates_train_like_unfused(tmp_path, mlp_path, weight_decay):
-    """SGD folded into the gradient producers: the same losses and weights as the unfused plan
-    (tolerance 1e-6: the fused Gemm accumulates -lr * a * b into W in a different order)."""
+def test_fused_updates_train_like_unfused(tmp_path, mlp_path, weight_decay, momentum):
+    """SGD (with and without momentum) folded into the gradient producers: the same losses and
+    weights as the unfused plan (tolerance 1e-6: the fused kernels add in a different order)."""
     import numpy as np
 
     from helpers import compile_model
     from test_train_vs_torch import batches
 
     fused, plain = (compile_model(mlp_path, tmp_path / str(f), loss="cross_entropy", lr=0.05,
-                                  weight_decay=weight_decay, fuse_updates=f) for f in (True, False))
+                                  weight_decay=weight_decay, momentum=momentum, fuse_updates=f)
+                    for f in (True, False))
     assert fused.manifest["memory"]["arena_bytes"] < plain.manifest["memory"]["arena_bytes"]
     print(f"arena: fused {fused.manifest['memory']['arena_bytes']} B, "
           f"unfused {plain.manifest['memory']['arena_bytes']} B")
