@@ -50,20 +50,37 @@ def mlp(tmp, sizes, name="mlp"):
     return tmp / name
 
 
+def clusters(features: int) -> tuple[np.ndarray, np.ndarray]:
+    """4 noisy clusters in `features` dimensions and their labels."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, features)).astype(np.float32)
+    y = rng.integers(0, 4, SAMPLES)
+    return (centers[y] + 0.8 * rng.normal(size=(SAMPLES, features))).astype(np.float32), y
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A 32-16-4 MLP and 4 noisy clusters (as the .npz `mcutrain build --data` takes)."""
     tmp = tmp_path_factory.mktemp("boards")
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, 32)).astype(np.float32)
-    y = rng.integers(0, 4, SAMPLES)
-    x = (centers[y] + 0.8 * rng.normal(size=(SAMPLES, 32))).astype(np.float32)
+    x, y = clusters(32)
     np.savez(tmp / "data.npz", x=x, y=y)
     return mlp(tmp, [32, 16, 4]), x, y
 
 
 @pytest.fixture(scope="module")
-def host(model):
+def cnn_model(tmp_path_factory):
+    """A small CNN (Conv 3x3, ReLU, MaxPool, Linear) on the clusters as 1x8x8 images."""
+    tmp = tmp_path_factory.mktemp("cnn")
+    x, y = clusters(64)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    path = export_torch(net, torch.zeros(BATCH, 1, 8, 8), tmp / "cnn.onnx", dynamo=False)
+    codegen.generate(path, tmp / "cnn", loss="cross_entropy", lr=0.05)
+    return tmp / "cnn", x.reshape(SAMPLES, 1, 8, 8), y
+
+
+def host_training(model):
     """The same batches, in the same order, through the cffi host build: per-epoch mean loss
     (float32 sum over the steps / steps, as the harness computes it), accuracy, final weights."""
     build, x, y = model
@@ -80,6 +97,16 @@ def host(model):
     return np.array(losses, np.float32), correct / SAMPLES, params
 
 
+@pytest.fixture(scope="module")
+def host(model):
+    return host_training(model)
+
+
+@pytest.fixture(scope="module")
+def cnn_host(cnn_model):
+    return host_training(cnn_model)
+
+
 def train_on(model, target: str) -> tuple[firmware.Report, qemu.RunResult]:
     build, x, y = model
     firmware.build(build, target, x, y, EPOCHS)
@@ -91,11 +118,14 @@ def train_on(model, target: str) -> tuple[firmware.Report, qemu.RunResult]:
 
 
 @pytest.mark.parametrize("target", BOARDS)
-def test_firmware_trains_like_host(model, host, target):
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_firmware_trains_like_host(request, kind, target):
     need(target)
+    model = request.getfixturevalue("model" if kind == "mlp" else "cnn_model")
+    host = request.getfixturevalue("host" if kind == "mlp" else "cnn_host")
     report, result = train_on(model, target)
     losses, accuracy, params = host
-    print(f"{target}: losses {report.losses} (host {losses}), max |w - host| "
+    print(f"{kind} on {target}: losses {report.losses} (host {losses}), max |w - host| "
           f"{np.abs(report.params - params).max():.2e}, {result.work}")
     np.testing.assert_allclose(report.losses, losses, rtol=1e-5)
     assert report.metric == "accuracy" and report.value == pytest.approx(accuracy, abs=1 / SAMPLES)
