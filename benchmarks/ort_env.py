@@ -1,7 +1,7 @@
 """onnxruntime-training lives in its own virtual environment (it needs onnx <= 1.17; the project
-uses a newer onnx), created once and cached, shared by the benchmarks and the tests. The venv sees
-this environment's packages (torch, to build training artifacts), its own onnx shadowing ours;
-the timing process keeps torch out (ort_step.py)."""
+uses a newer onnx), created once and cached, shared by the benchmarks and the tests. The venv also
+sees this environment's packages (torch, to build training artifacts), its own onnx shadowing
+ours; the timing process keeps torch out (ort_step.py)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def ready() -> bool:
     return (location() / "bin" / "python").exists()
 
 
+def _see_this_environment(venv: Path) -> None:
+    """A .pth file puts this environment's site-packages after the venv's own (whether this is
+    a venv or not, which --system-site-packages would not cover): torch is found, while the
+    venv's onnx 1.17 shadows ours."""
+    paths = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "mcutrain-parent.pth").write_text("\n".join(sorted(paths)) + "\n")
+
+
 def python() -> Path:
     """The venv's interpreter, creating the venv first if needed (built aside, then renamed into
     place: a concurrent builder may win, and an interrupted one leaves nothing half-made).
@@ -37,8 +47,8 @@ def python() -> Path:
     where.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=where.parent, prefix="ort-venv-"))
     try:
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(staging)], check=True,
-                       capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, capture_output=True, text=True)
+        _see_this_environment(staging)
         subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *PACKAGES], check=True,
                        capture_output=True, text=True, timeout=300)
         os.replace(staging, where)
