@@ -25,8 +25,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.models import LR, SUITE  # noqa: E402
 from codegen import api, training  # noqa: E402
 
-CHOICES = {"full": training.Selection(), "last layer": training.Selection(last=1),
-           "bias only": training.Selection(bias_only=True)}
 
 TORCH_STEP = r"""
 import json, sys
@@ -57,7 +55,7 @@ def torch_peak(name: str, batch: int, trainable: list[str], momentum: float) -> 
 
 def measure(suite, batch: int, choice: str, momentum: float, tmp: Path) -> dict:
     path = suite.export(batch, tmp / f"{suite.name}_{batch}.onnx")
-    spec = api.Spec(suite.loss, training.Optimizer(LR, momentum), CHOICES[choice])
+    spec = api.Spec(suite.loss, training.Optimizer(LR, momentum), api.CHOICES[choice])
     _, tg, plan = api.compile_plan(path, spec)
     mem = api._summary(tg, plan, suite.name, str(path))["memory"]
     return {"model": suite.name, "batch": batch, "train": choice, "momentum": momentum,
@@ -71,7 +69,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1, plain SGD only (CI)")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
-    cases = [(b, c, m) for b in ((1,) if args.quick else (1, 32)) for c in CHOICES
+    cases = [(b, c, m) for b in ((1,) if args.quick else (1, 32)) for c in api.CHOICES
              for m in ((0.0,) if args.quick else (0.0, 0.9))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

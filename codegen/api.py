@@ -44,8 +44,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     summary = _summary(tg, plan, prefix, str(model), federated)
     summary["model_hash"] = blob.model_hash(tg)
     if ram_budget is not None:
-        budget.check(ram_budget, summary,
-                     lambda s: _summary(*compile_plan(model, s)[1:], prefix, "", federated)["memory"], spec)
+        budget.check(ram_budget, summary, lambda alt: _memory(model, alt, federated), spec)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),
              export.SOURCE_MODEL: export.source_bytes(model),
@@ -165,9 +164,10 @@ def _memory_by_choice(model: Path, spec: Spec) -> list[dict]:
     return rows
 
 
-def _memory(model: Path, spec: Spec) -> dict:
+def _memory(model: Path, spec: Spec, federated: bool = False) -> dict:
+    """The memory summary of `spec` for `model`, nothing written."""
     _, tg, plan = compile_plan(model, spec)
-    return _summary(tg, plan, "model", str(model))["memory"]
+    return _summary(tg, plan, "model", str(model), federated)["memory"]
 
 
 def _flags(sel: training.Selection) -> str:

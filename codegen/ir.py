@@ -55,16 +55,5 @@ class Graph:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
 
-    def producers(self) -> dict[str, Node]:
-        return {o: n for n in self.nodes for o in n.outputs}
-
-    def consumers(self) -> dict[str, list[Node]]:
-        users: dict[str, list[Node]] = {}
-        for n in self.nodes:
-            for i in n.inputs:
-                if i:
-                    users.setdefault(i, []).append(n)
-        return users
-
     def of_role(self, role: str) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.role == role]

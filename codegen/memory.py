@@ -37,11 +37,7 @@ class MemoryPlan:
 
     def live_bytes(self) -> list[int]:
         """Bytes of buffers live at each schedule step (the timeline of the arena)."""
-        live = [0] * (self.steps + 1)
-        for b in self.buffers.values():
-            for step in range(b.start, b.end + 1):
-                live[step] += b.size
-        return live
+        return live_bytes(((b.start, b.end, b.size) for b in self.buffers.values()), self.steps)
 
     def to_json(self) -> dict:
         return {"arena_bytes": self.arena_bytes, "lower_bound_bytes": self.lower_bound,
@@ -146,7 +142,9 @@ def plan(tg: TrainingGraph) -> MemoryPlan:
     alias = aliases(tg)
     life = lifetimes(tg, alias)
     sizes = {n: _aligned(tg.graph.tensors[n].size * 4) for n in life}
-    bound = _lower_bound(life, sizes, len(tg.graph.nodes))
+    steps = len(tg.graph.nodes)
+    # The peak of live bytes: no placement of these lifetimes can use less.
+    bound = max(live_bytes(((*life[n], sizes[n]) for n in life), steps), default=0)
     best = None
     for order, key in ORDERS.items():
         names = sorted(life, key=lambda n: key(life, sizes, n))
@@ -157,7 +155,7 @@ def plan(tg: TrainingGraph) -> MemoryPlan:
     if best[0] > bound:
         best = _refine(best, life, sizes, bound)
     arena, order, names, placed = best
-    result = MemoryPlan({b.name: b for b in placed}, alias, arena, _naive(tg), bound, len(tg.graph.nodes), order)
+    result = MemoryPlan({b.name: b for b in placed}, alias, arena, _naive(tg), bound, steps, order)
     validate(result)
     return result
 
@@ -185,12 +183,13 @@ def _refine(best, life, sizes, bound: int, tries: int = 100):
     return best
 
 
-def _lower_bound(life, sizes, steps: int) -> int:
+def live_bytes(intervals, steps: int) -> list[int]:
+    """Sum of the sizes live at each step, for (first step, last step, bytes) intervals."""
     live = [0] * (steps + 1)
-    for name, (start, end) in life.items():
+    for start, end, size in intervals:
         for step in range(start, end + 1):
-            live[step] += sizes[name]
-    return max(live, default=0)
+            live[step] += size
+    return live
 
 
 def validate(p: MemoryPlan) -> None:
