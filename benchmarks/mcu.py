@@ -13,7 +13,7 @@ import numpy as np
 from elftools.elf.elffile import ELFFile
 
 from codegen import budget, firmware, qemu, targets
-from codegen.build import HOST_CFLAGS
+from codegen.build import C_FLAGS
 from codegen.errors import FitError
 
 
@@ -63,7 +63,7 @@ def trainer_cost(folder: Path, m: dict, target: targets.Target) -> tuple[int, in
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "trainer.o"
         specs = [f for f in target.ldflags if f.startswith("--specs")]  # the C library's headers
-        subprocess.run([target.cc, *HOST_CFLAGS, *target.cflags, *specs, "-ffunction-sections", "-fcallgraph-info=su",
+        subprocess.run([target.cc, *C_FLAGS, *target.cflags, *specs, "-ffunction-sections", "-fcallgraph-info=su",
                         f"-I{folder}", "-c", str(folder / f"{m['name']}.c"), "-o", str(obj)], check=True, cwd=tmp)
         frames, edges = callgraph(obj.with_suffix(".ci").read_text())
         used = reachable(edges, root)

@@ -8,7 +8,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from codegen.build import HOST_CFLAGS
+from codegen.build import host_cflags
 
 MAIN = r"""
 #define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
@@ -49,12 +49,12 @@ int main(int argc, char **argv)
 
 
 def build(folder: Path, manifest: dict) -> Path:
-    """Compile the trainer with the host flags (-O2 -ffp-contract=off) plus the timing main."""
+    """Compile the trainer with the host flags (codegen.build.host_cflags) plus the timing main."""
     p = manifest["name"]
     label = "i % classes" if manifest["labels"]["dtype"] == "int32" else "(i % 5) * 0.25f"
     (folder / "bench_main.c").write_text(MAIN.format(p=p, P=p.upper(), label=label))
     exe = folder / "bench"
-    subprocess.run(["cc", *HOST_CFLAGS, "bench_main.c", f"{p}.c", "-lm", "-o", exe.name], cwd=folder,
+    subprocess.run(["cc", *host_cflags(), "bench_main.c", f"{p}.c", "-lm", "-o", exe.name], cwd=folder,
                    check=True)
     return exe
 

@@ -2,10 +2,13 @@
 Builds are cached by content hash, so loading the same C again costs no compile."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,8 +20,21 @@ from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes
 from .errors import BuildError, DataError
 from .export import export_onnx
 
-# -ffp-contract=off: no fused multiply-add, so every target rounds the same way.
-HOST_CFLAGS = ["-std=c99", "-O2", "-ffp-contract=off"]
+# Every target: -ffp-contract=off, no fused multiply-add, so every target rounds the same way.
+C_FLAGS = ["-std=c99", "-O2", "-ffp-contract=off"]
+
+
+@functools.cache
+def host_cflags() -> list[str]:
+    """C_FLAGS at -O3 with the host's vector unit: AVX2 (x86-64-v3) where the CPU has it, so the
+    MT_SIMD kernels use 8-float registers; the baseline instruction set otherwise. Not
+    -march=native: valgrind (benchmarks/) decodes AVX2 but not AVX-512."""
+    flags = ["-std=c99", "-O3", "-ffp-contract=off"]
+    probe = subprocess.run(["cc", "-march=native", "-dM", "-E", "-x", "c", os.devnull], capture_output=True, text=True)
+    macros = set(probe.stdout.split())
+    if platform.machine().lower() in ("x86_64", "amd64") and {"__AVX2__", "__FMA__", "__BMI2__"} <= macros:
+        flags.append("-march=x86-64-v3")
+    return flags
 
 
 def cache_dir() -> Path:
@@ -53,7 +69,7 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
     """Compile the folder into a CPython extension (cached); returns its path."""
     folder = Path(build_dir).resolve()
     m = read_manifest(folder)
-    cflags = HOST_CFLAGS + list(extra_cflags or [])
+    cflags = host_cflags() + list(extra_cflags or [])
     h = hashlib.sha256(repr((cflags, sys.version, _cdef(m))).encode())
     for src in _sources(folder):
         h.update(src.relative_to(folder).as_posix().encode() + src.read_bytes())

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import elfsize, targets
 from .api import read_manifest
-from .build import HOST_CFLAGS
+from .build import C_FLAGS
 from .emit import _ENV
 from .errors import BuildError, DataError, FitError, OptionError
 from .files import write_atomic
@@ -93,7 +93,7 @@ def check_fit(m: dict, target: targets.Target, x: np.ndarray, y: np.ndarray) -> 
 
 
 def _compile_cmd(m: dict, target: targets.Target, folder: Path, harness: Path, elf: Path) -> list[str]:
-    cmd = [target.cc, *HOST_CFLAGS, *WARNINGS, *target.cflags, f"-I{folder}", "-o", str(elf),
+    cmd = [target.cc, *C_FLAGS, *WARNINGS, *target.cflags, f"-I{folder}", "-o", str(elf),
            str(harness), str(folder / f"{m['name']}.c")]
     if target.startup:
         cmd.append(str(target.startup))

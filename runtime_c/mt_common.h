@@ -15,6 +15,19 @@
 #define MT_RESTRICT
 #endif
 
+/* MT_SIMD: kernels for cores with a vector unit (hosts, Cortex-A): register tiles of GNU C
+ * vectors (kernels/vec.h). Otherwise (microcontrollers) plain scalar loops, which need fewer
+ * registers and less code. Both sum every output in the order fixed by their code; the
+ * reductions of weight gradients differ between the two (lanes vs one running sum), so a host
+ * and a board agree to float32 rounding. Define MT_SIMD as 0 or 1 to choose. */
+#ifndef MT_SIMD
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__SSE2__) || defined(__ARM_NEON))
+#define MT_SIMD 1
+#else
+#define MT_SIMD 0
+#endif
+#endif
+
 /* Broadcasting kernels walk at most this many dimensions (the emitter refuses more). */
 #define MT_MAX_RANK 6
 

@@ -25,9 +25,14 @@ def onnx_model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
     return model
 
 
-def compile_model(model_path, out_dir, **options) -> codegen.HostTrainer:
+# The two kernel implementations (runtime_c/mt_common.h, MT_SIMD): host builds use the vector
+# tiles; the scalar rows are what microcontrollers run, built here on the host too.
+KERNELS = {"simd": [], "scalar": ["-DMT_SIMD=0"]}
+
+
+def compile_model(model_path, out_dir, cflags=None, **options) -> codegen.HostTrainer:
     codegen.generate(model_path, out_dir, **options)
-    return codegen.load_host(out_dir)
+    return codegen.load_host(out_dir, cflags)
 
 
 def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = False, keep_bn: bool = False):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnx import helper
 
-from helpers import compile_model, onnx_model
+from helpers import KERNELS, compile_model, onnx_model
 
 RNG = np.random.default_rng(1234)
 
@@ -21,8 +21,9 @@ def rand(*shape, low=-1.0, high=1.0):
     return RNG.uniform(low, high, size=shape).astype(np.float32)
 
 
-def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None):
-    """operands: float arrays (become parameters); consts: int64 arrays appended as inputs."""
+def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None, kernels="simd"):
+    """operands: float arrays (become parameters); consts: int64 arrays appended as inputs;
+    kernels: which implementation of the C kernels (helpers.KERNELS)."""
     consts = consts or {}
     names = [f"p{i}" for i in range(len(operands))]
     x_shape = operands[0].shape
@@ -34,7 +35,7 @@ def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None):
     path = tmp_path / "op.onnx"
     onnx_model(nodes, {"x": list(x_shape)}, {"y": list(y_ref.shape)},
                {**dict(zip(names, operands)), **consts}, path=path)
-    trainer = compile_model(path, tmp_path / "build", loss="mse", lr=1.0)
+    trainer = compile_model(path, tmp_path / "build", KERNELS[kernels], loss="mse", lr=1.0)
     x = np.zeros(x_shape, np.float32)
     np.testing.assert_allclose(trainer.predict(x), y_ref.detach().numpy(), rtol=1e-5, atol=1e-6)
 
@@ -94,7 +95,20 @@ def test_softmax(tmp_path, op, fn, shape, axis):
 @pytest.mark.parametrize("trans_b", [0, 1])
 @pytest.mark.parametrize("c_shape", [None, (5,), (3, 5), (1, 5), (3, 1), ()], ids=str)
 def test_gemm(tmp_path, trans_a, trans_b, c_shape):
-    m, k, n, alpha, beta = 3, 4, 5, 0.7, 1.3
+    gemm_case(tmp_path, (3, 4, 5), trans_a, trans_b, c_shape, "simd")
+
+
+# Sizes around the kernels' tiles (4 rows x 8 lanes): full tiles, tails, fewer rows than a tile.
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
+@pytest.mark.parametrize("trans_a, trans_b", [(0, 0), (0, 1), (1, 0), (1, 1)])
+@pytest.mark.parametrize("mkn", [(9, 19, 13), (1, 8, 16), (6, 33, 3)], ids=str)
+def test_gemm_tiles(tmp_path, mkn, trans_a, trans_b, kernels):
+    m, _, n = mkn
+    gemm_case(tmp_path, mkn, trans_a, trans_b, (m, n), kernels)
+
+
+def gemm_case(tmp_path, mkn, trans_a, trans_b, c_shape, kernels):
+    (m, k, n), alpha, beta = mkn, 0.7, 1.3
     a = rand(*((k, m) if trans_a else (m, k)))
     b = rand(*((n, k) if trans_b else (k, n)))
     operands = [a, b] + ([rand(*c_shape)] if c_shape is not None else [])
@@ -104,7 +118,7 @@ def test_gemm(tmp_path, trans_a, trans_b, c_shape):
         return y if c is None else y + beta * c
 
     run_case(tmp_path, "Gemm", operands, ref,
-             {"alpha": alpha, "beta": beta, "transA": trans_a, "transB": trans_b})
+             {"alpha": alpha, "beta": beta, "transA": trans_a, "transB": trans_b}, kernels=kernels)
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),

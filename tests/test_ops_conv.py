@@ -17,7 +17,7 @@ from onnx.reference import ReferenceEvaluator
 import codegen
 import test_ops
 from codegen.errors import UnsupportedError
-from helpers import compile_model, export_torch, onnx_model
+from helpers import KERNELS, compile_model, export_torch, onnx_model
 from test_ops import rand, run_case
 
 
@@ -83,11 +83,35 @@ def conv_ref(attrs, size, kernel):
     return ref
 
 
+# Shapes around the kernels' tiles (4 channels x 8 pixels of a row): rows longer than a tile and
+# not a multiple of it, channel counts not a multiple of 4, padding and strides across tile edges.
+CONV_TILES = {
+    "2d_wide": ((2, 3, 13, 21), (6, 3, 3, 3), {"pads": [1, 2, 0, 1]}, True),
+    "2d_wide_s2_d2": ((1, 5, 11, 27), (9, 5, 3, 3), {"strides": [2, 2], "dilations": [1, 2], "pads": [2, 1, 2, 1]},
+                      True),
+    "2d_group2_wide": ((1, 6, 9, 19), (8, 3, 3, 5), {"group": 2, "pads": [1, 2, 1, 2]}, False),
+    "2d_depthwise_wide": ((2, 6, 10, 17), (6, 1, 3, 3), {"group": 6, "pads": [1, 1, 1, 1]}, True),
+    "2d_depthwise_s2": ((1, 5, 12, 19), (5, 1, 3, 3), {"group": 5, "strides": [2, 2], "pads": [1, 1, 1, 1]}, True),
+    "2d_pointwise": ((2, 7, 6, 11), (10, 7, 1, 1), {}, True),
+    "1d_long": ((2, 5, 45), (7, 5, 5), {"pads": [2, 2]}, True),
+    "1d_long_s3": ((1, 4, 50), (5, 4, 4), {"strides": [3], "pads": [1, 3]}, True),
+}
+
+
 @pytest.mark.parametrize("case", CONV)
 def test_conv(tmp_path, case):
-    x_shape, w_shape, attrs, bias = CONV[case]
+    conv_case(tmp_path, *CONV[case], "simd")
+
+
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
+@pytest.mark.parametrize("case", CONV_TILES)
+def test_conv_tiles(tmp_path, case, kernels):
+    conv_case(tmp_path, *CONV_TILES[case], kernels)
+
+
+def conv_case(tmp_path, x_shape, w_shape, attrs, bias, kernels):
     operands = [rand(*x_shape), rand(*w_shape)] + ([rand(w_shape[0])] if bias else [])
-    run_case(tmp_path, "Conv", operands, conv_ref(attrs, x_shape[2:], w_shape[2:]), attrs)
+    run_case(tmp_path, "Conv", operands, conv_ref(attrs, x_shape[2:], w_shape[2:]), attrs, kernels=kernels)
 
 
 # ---- MaxPool / AveragePool ----

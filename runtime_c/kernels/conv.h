@@ -1,110 +1,15 @@
-/* Grouped 2-D convolution (1-D: H = 1) and its gradients, on the windows of pool.h.
+/* Grouped 2-D convolution (1-D: H = 1) and its gradients: mt_conv, mt_conv_grad_x, mt_conv_grad_w.
  * X (N, C, h, w), W (M, C/G, kh, kw), B (M) or NULL, Y (N, M, oh, ow); output channel m reads
- * input channels of group m / (M/G). The forward and dX kernels write their output; the dW and dB
- * kernels store through mt_update (scale, keep), so plain SGD can be applied in place. */
+ * input channels of group m / (M/G). The forward and dX kernels write their output; the dW kernel
+ * stores through mt_update (scale, keep), so plain SGD can be applied in place.
+ * Two implementations with one interface (mt_common.h, MT_SIMD): register tiles of vectors for
+ * cores with a vector unit, scalar rows for microcontrollers. */
 #ifndef MT_CONV_H
 #define MT_CONV_H
 #include "../mt_common.h"
-#include "pool.h"
-
-/* Y = conv(X, W) + B, tap by tap: for each weight, a scaled input row is added to a contiguous
- * output row (no per-pixel window bookkeeping). Every output still sums
- * bias, then channels, then taps in row-major order, like a per-pixel dot product. */
-static inline void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT W, const float *MT_RESTRICT B,
-                           float *MT_RESTRICT Y, int N, int C, int M, int G, mt_window g)
-{
-    const int cg = C / G, mg = M / G, plane = g.h * g.w, oplane = g.oh * g.ow;
-    int n, m, c, i, j, o, q, o0, o1, q0, q1, k;
-    for (n = 0; n < N; ++n) {
-        for (m = 0; m < M; ++m) {
-            const float *x = X + ((size_t)n * C + (size_t)(m / mg) * cg) * plane;
-            const float *wm = W + (size_t)m * cg * g.kh * g.kw;
-            float *y = Y + ((size_t)n * M + m) * oplane;
-            const float b = B ? B[m] : 0.0f;
-            for (k = 0; k < oplane; ++k) y[k] = b;
-            for (c = 0; c < cg; ++c) {
-                for (i = 0; i < g.kh; ++i) {
-                    mt_span(i * g.dh - g.pt, g.sh, g.oh, g.h, &o0, &o1);
-                    for (j = 0; j < g.kw; ++j) {
-                        const float w = *wm++;
-                        mt_span(j * g.dw - g.pl, g.sw, g.ow, g.w, &q0, &q1);
-                        for (o = o0; o < o1; ++o) {
-                            float *yr = y + o * g.ow + q0;
-                            const float *xr = x + (size_t)c * plane + (o * g.sh + i * g.dh - g.pt) * g.w +
-                                              q0 * g.sw + j * g.dw - g.pl;
-                            for (q = 0; q < q1 - q0; ++q) yr[q] += w * xr[q * g.sw];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/* dW[m][c][i][j] = sum over n and output pixels of dY * the input tap (i, j) of that pixel. */
-static inline void mt_conv_grad_w(const float *dY, const float *X, float *dW, int N, int C, int M,
-                                  int G, mt_window g, float scale, float keep)
-{
-    const int cg = C / G, mg = M / G, plane = g.h * g.w;
-    int m, c, i, j, n, o, q, o0, o1, q0, q1;
-    for (m = 0; m < M; ++m) {
-        for (c = 0; c < cg; ++c) {
-            const size_t xc = (size_t)(m / mg) * cg + c;
-            for (i = 0; i < g.kh; ++i) {
-                /* output rows o whose tap i lands inside the input */
-                mt_span(i * g.dh - g.pt, g.sh, g.oh, g.h, &o0, &o1);
-                for (j = 0; j < g.kw; ++j) {
-                    float acc = 0.0f;
-                    mt_span(j * g.dw - g.pl, g.sw, g.ow, g.w, &q0, &q1);
-                    for (n = 0; n < N; ++n) {
-                        const float *dy = dY + ((size_t)n * M + m) * g.oh * g.ow;
-                        const float *x = X + ((size_t)n * C + xc) * plane;
-                        for (o = o0; o < o1; ++o) {
-                            const float *dr = dy + o * g.ow + q0;
-                            const float *xr = x + (o * g.sh + i * g.dh - g.pt) * g.w +
-                                              q0 * g.sw + j * g.dw - g.pl;
-                            for (q = 0; q < q1 - q0; ++q) acc += dr[q] * xr[q * g.sw];
-                        }
-                    }
-                    float *out = dW + (((size_t)m * cg + c) * g.kh + i) * g.kw + j;
-                    *out = mt_update(*out, acc, scale, keep);
-                }
-            }
-        }
-    }
-}
-
-/* dX = the transposed convolution of dY with W, scattered tap by tap: each weight adds a scaled
- * dY row to the input row it was read from. Every dX pixel sums output channels, then taps in
- * row-major order. */
-static inline void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_RESTRICT W, float *MT_RESTRICT dX,
-                                  int N, int C, int M, int G, mt_window g)
-{
-    const int cg = C / G, mg = M / G, kk = g.kh * g.kw, oplane = g.oh * g.ow, plane = g.h * g.w;
-    int n, c, m, i, j, o, q, o0, o1, q0, q1, k;
-    for (n = 0; n < N; ++n) {
-        for (c = 0; c < C; ++c) {
-            const float *dy = dY + ((size_t)n * M + (size_t)(c / cg) * mg) * oplane;
-            const float *wc = W + ((size_t)(c / cg) * mg * cg + c % cg) * kk;
-            float *dx = dX + ((size_t)n * C + c) * plane;
-            for (k = 0; k < plane; ++k) dx[k] = 0.0f;
-            for (m = 0; m < mg; ++m) {
-                const float *dm = dy + (size_t)m * oplane, *wr = wc + (size_t)m * cg * kk;
-                for (i = 0; i < g.kh; ++i) {
-                    mt_span(i * g.dh - g.pt, g.sh, g.oh, g.h, &o0, &o1);
-                    for (j = 0; j < g.kw; ++j) {
-                        const float w = *wr++;
-                        mt_span(j * g.dw - g.pl, g.sw, g.ow, g.w, &q0, &q1);
-                        for (o = o0; o < o1; ++o) {
-                            const float *dr = dm + o * g.ow + q0;
-                            float *xr = dx + (o * g.sh + i * g.dh - g.pt) * g.w + q0 * g.sw + j * g.dw - g.pl;
-                            for (q = 0; q < q1 - q0; ++q) xr[q * g.sw] += w * dr[q];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
+#if MT_SIMD
+#include "conv_tiles.h"
+#else
+#include "conv_rows.h"
+#endif
 #endif
