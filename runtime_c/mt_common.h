@@ -11,8 +11,11 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MT_RESTRICT __restrict__
+/* A kernel shared by many call sites, kept out of line: one copy in flash. */
+#define MT_OUTLINE static __attribute__((noinline, unused))
 #else
 #define MT_RESTRICT
+#define MT_OUTLINE static
 #endif
 
 /* MT_SIMD: kernels for cores with a vector unit (hosts, Cortex-A): register tiles of GNU C

@@ -29,4 +29,16 @@ static inline void mt_sum_to(const float *x, float *y, int ny, int rank, const i
     }
 }
 
+/* The common case, a broadcast along leading dims only (a bias over a batch): x is (rows, ny) and
+ * y[i] = keep * y[i] + scale * (the sum of column i, in row order), stored through mt_update. */
+static inline void mt_sum_rows(const float *x, float *y, int rows, int ny, float scale, float keep)
+{
+    int i, r;
+    for (i = 0; i < ny; ++i) {
+        float acc = x[i];
+        for (r = 1; r < rows; ++r) acc += x[(size_t)r * ny + i];
+        y[i] = mt_update(y[i], acc, scale, keep);
+    }
+}
+
 #endif
