@@ -14,34 +14,29 @@ MT_TILE void mt_vload_stride(mt_vec *v, const float *p, int k, int s, int n)
     else mt_vgather(v, p, &at, &inside);
 }
 
-/* Rows m..m+rows (tm >= rows computed, later rows repeat the last) of Y, columns from n. */
-MT_TILE void mt_gemm_tile(int tm, int rows, int m, int n, int N, int K, float alpha, const float *A, int sam,
-                          int sak, const float *B, float beta, const float *C, int csm, int csn, float *Y)
+/* Rows m..m+tm of Y, columns from n. */
+MT_TILE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const float *A, int sam, int sak,
+                          const float *B, float beta, const float *C, int csm, int csn, float *Y)
 {
     mt_vec acc[MT_TILE_M], v;
     int r, k;
     for (r = 0; r < tm; ++r) {
-        const int i = m + (r < rows ? r : rows - 1);
         mt_vset(&acc[r], 0.0f);
         if (C) {
-            mt_vload_stride(&v, C + (size_t)i * csm, n, csn, N);
+            mt_vload_stride(&v, C + (size_t)(m + r) * csm, n, csn, N);
             acc[r] = beta * v;
         }
     }
     for (k = 0; k < K; ++k) {
         mt_vload_row(&v, B + (size_t)k * N, n, N);
-        for (r = 0; r < tm; ++r) {
-            const int i = m + (r < rows ? r : rows - 1);
-            mt_vaxpy(&acc[r], alpha * A[(size_t)i * sam + (size_t)k * sak], &v);
-        }
+        for (r = 0; r < tm; ++r) mt_vaxpy(&acc[r], alpha * A[(size_t)(m + r) * sam + (size_t)k * sak], &v);
     }
-    for (r = 0; r < rows; ++r) mt_vstore(Y + (size_t)(m + r) * N + n, &acc[r], N - n < MT_VEC ? N - n : MT_VEC);
+    for (r = 0; r < tm; ++r) mt_vstore(Y + (size_t)(m + r) * N + n, &acc[r], N - n < MT_VEC ? N - n : MT_VEC);
 }
 
-/* Y[m][n..n+rows] (tm >= rows computed) for transB: dot products of A's row m and B's rows. */
-MT_TILE void mt_gemm_dot_tile(int tm, int rows, int m, int n, int K, float alpha, const float *A, int sam,
-                              int sak, const float *B, float beta, const float *C, int csm, int csn, float *Y,
-                              int N)
+/* Y[m][n..n+tm] for transB: dot products of A's row m and tm rows of B. */
+MT_TILE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, const float *A, int sam, int sak,
+                              const float *B, float beta, const float *C, int csm, int csn, float *Y, int N)
 {
     mt_vec acc[MT_TILE_M], a, b;
     int r, k;
@@ -49,11 +44,11 @@ MT_TILE void mt_gemm_dot_tile(int tm, int rows, int m, int n, int K, float alpha
     for (k = 0; k < K; k += MT_VEC) {
         mt_vload_stride(&a, A + (size_t)m * sam, k, sak, K);
         for (r = 0; r < tm; ++r) {
-            mt_vload_row(&b, B + (size_t)(n + (r < rows ? r : rows - 1)) * K, k, K);
+            mt_vload_row(&b, B + (size_t)(n + r) * K, k, K);
             mt_vmla(&acc[r], &a, &b);
         }
     }
-    for (r = 0; r < rows; ++r)
+    for (r = 0; r < tm; ++r)
         Y[(size_t)m * N + n + r] = alpha * mt_lanes_sum(&acc[r]) +
                                    (C ? beta * C[(size_t)m * csm + (size_t)(n + r) * csn] : 0.0f);
 }
@@ -66,19 +61,17 @@ MT_TILE void mt_gemm(int M, int N, int K, float alpha, const float *MT_RESTRICT 
     if (beta == 0.0f) C = NULL; /* C's contents unread */
     if (transB) {
         for (m = 0; m < M; ++m) {
-            for (n = 0; n < N; n += MT_TILE_M) {
-                const int rows = N - n < MT_TILE_M ? N - n : MT_TILE_M;
-                mt_gemm_dot_tile(MT_TILE_M, rows, m, n, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y, N);
+            for (n = 0; n < N; n += tm) {
+                tm = mt_tile_height(N - n);
+                MT_BY_HEIGHT(tm, mt_gemm_dot_tile, m, n, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y, N);
             }
         }
         return;
     }
     for (m = 0; m < M; m += tm) {
-        tm = M - m >= MT_TILE_M ? MT_TILE_M : 1; /* the last rows one at a time */
-        for (n = 0; n < N; n += MT_VEC) {
-            if (tm == 1) mt_gemm_tile(1, 1, m, n, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
-            else mt_gemm_tile(MT_TILE_M, MT_TILE_M, m, n, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
-        }
+        tm = mt_tile_height(M - m);
+        for (n = 0; n < N; n += MT_VEC)
+            MT_BY_HEIGHT(tm, mt_gemm_tile, m, n, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
     }
 }
 

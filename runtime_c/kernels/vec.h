@@ -10,10 +10,18 @@
 #endif
 
 #define MT_VEC 8
-#ifndef MT_TILE_M
 #define MT_TILE_M 4
-#endif
 #define MT_TILE static inline __attribute__((always_inline))
+
+/* Tiles are MT_TILE_M, 2 or 1 rows high: the highest that fits the rows left. */
+static inline int mt_tile_height(int left)
+{
+    return left >= MT_TILE_M ? MT_TILE_M : left >= 2 ? 2 : 1;
+}
+
+/* f(tm, ...) with the tile height tm as a constant, so each height is compiled on its own. */
+#define MT_BY_HEIGHT(tm, f, ...) \
+    ((tm) == MT_TILE_M ? f(MT_TILE_M, __VA_ARGS__) : (tm) == 2 ? f(2, __VA_ARGS__) : f(1, __VA_ARGS__))
 
 typedef float mt_vec __attribute__((vector_size(MT_VEC * sizeof(float))));
 typedef int32_t mt_veci __attribute__((vector_size(MT_VEC * sizeof(int32_t))));
