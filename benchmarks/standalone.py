@@ -36,7 +36,11 @@ int main(int argc, char **argv)
     const int classes = {P}_OUTPUT_SIZE / {P}_BATCH;
     int i, r;
     float loss = 0.0f;
-    for (i = 0; i < {P}_INPUT_SIZE; ++i) x[i] = (float)((i * 37) % 17) / 17.0f - 0.5f;
+    unsigned state = 12345u;
+    for (i = 0; i < {P}_INPUT_SIZE; ++i) {{ /* uniform in [-1, 1), like the other frameworks' batch */
+        state = state * 1664525u + 1013904223u;
+        x[i] = (float)(state >> 8) / 8388608.0f - 1.0f;
+    }}
     for (i = 0; i < {P}_LABEL_SIZE; ++i) y[i] = ({p}_label_t)({label});
     for (r = 0; r < repeats; ++r) {{
         const double t0 = now();

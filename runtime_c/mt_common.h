@@ -31,6 +31,15 @@
 #endif
 #endif
 
+/* Kernels shared by both implementations that pay for being compiled for their call site's
+ * constant sizes (the pooling windows): forced inline on cores with a vector unit, where code
+ * size is cheap; left to the compiler on microcontrollers. */
+#if MT_SIMD
+#define MT_SPECIALIZE static inline __attribute__((always_inline))
+#else
+#define MT_SPECIALIZE static inline
+#endif
+
 /* Broadcasting kernels walk at most this many dimensions (the emitter refuses more). */
 #define MT_MAX_RANK 6
 

@@ -22,16 +22,22 @@ typedef struct {
 } mt_taps;
 
 /* The i in [0, k) with base + i*d inside [0, size): [*lo, *hi), empty when *lo == *hi. */
-static inline void mt_span(int base, int d, int k, int size, int *lo, int *hi)
+MT_SPECIALIZE void mt_span(int base, int d, int k, int size, int *lo, int *hi)
 {
-    const int l = base < 0 ? (-base + d - 1) / d : 0;
-    int h = size > base ? (size - base + d - 1) / d : 0;
+    int l, h;
+    if (d == 1) { /* no division in the common case: this runs once per pooling window */
+        l = base < 0 ? -base : 0;
+        h = size > base ? size - base : 0;
+    } else {
+        l = base < 0 ? (-base + d - 1) / d : 0;
+        h = size > base ? (size - base + d - 1) / d : 0;
+    }
     if (h > k) h = k;
     *lo = l;
     *hi = h > l ? h : l;
 }
 
-static inline mt_taps mt_window_at(const mt_window *g, int oh, int ow)
+MT_SPECIALIZE mt_taps mt_window_at(const mt_window *g, int oh, int ow)
 {
     mt_taps t;
     t.ih = oh * g->sh - g->pt;
@@ -42,15 +48,37 @@ static inline mt_taps mt_window_at(const mt_window *g, int oh, int ow)
 }
 
 /* Offset in the plane of window row i's first input tap (column j0). */
-static inline int mt_tap_offset(const mt_window *g, const mt_taps *t, int i)
+MT_SPECIALIZE int mt_tap_offset(const mt_window *g, const mt_taps *t, int i)
 {
     return (t->ih + i * g->dh) * g->w + t->iw + t->j0 * g->dw;
+}
+
+/* The running maximum m and its offset best, as tap v at offset k comes in: NaN wins, as in
+ * PyTorch; ties keep the first. Cores with a vector unit (deep pipelines, MT_SIMD) select with
+ * masks, not branches, which random data would mispredict; microcontrollers branch. */
+MT_SPECIALIZE void mt_max_take(float v, int k, float *m, int *best)
+{
+    const int take = (*best < 0) | (v > *m) | (v != v);
+#if MT_SIMD
+    const uint32_t mask = (uint32_t)-take;
+    uint32_t bm, bv;
+    memcpy(&bm, m, sizeof bm);
+    memcpy(&bv, &v, sizeof bv);
+    bm ^= (bm ^ bv) & mask;
+    memcpy(m, &bm, sizeof bm);
+    *best ^= (*best ^ k) & (int)mask;
+#else
+    if (take) {
+        *m = v;
+        *best = k;
+    }
+#endif
 }
 
 /* Offset in the plane of the first (max-)largest input tap (a NaN propagates); -1 for a window
  * of padding only.
  * Ties keep the first in row-major window order, as PyTorch does. */
-static inline int mt_max_tap(const float *x, const mt_window *g, int oh, int ow)
+MT_SPECIALIZE int mt_max_tap(const float *x, const mt_window *g, int oh, int ow)
 {
     const mt_taps t = mt_window_at(g, oh, ow);
     int i, j, best = -1;
@@ -58,18 +86,14 @@ static inline int mt_max_tap(const float *x, const mt_window *g, int oh, int ow)
     for (i = t.i0; i < t.i1; ++i) {
         const int row = mt_tap_offset(g, &t, i);
         for (j = 0; j < t.j1 - t.j0; ++j) {
-            const float v = x[row + j * g->dw];
-            if (best < 0 || v > m || isnan(v)) { /* NaN wins, as in PyTorch */
-                m = v;
-                best = row + j * g->dw;
-            }
+            mt_max_take(x[row + j * g->dw], row + j * g->dw, &m, &best);
         }
     }
     return best;
 }
 
 /* X (P, h, w) -> Y (P, oh, ow) over P = N*C planes; a window of padding only gives -inf. */
-static inline void mt_max_pool(const float *X, float *Y, int P, mt_window g)
+MT_SPECIALIZE void mt_max_pool(const float *X, float *Y, int P, mt_window g)
 {
     int p, oh, ow;
     for (p = 0; p < P; ++p) {
@@ -85,7 +109,7 @@ static inline void mt_max_pool(const float *X, float *Y, int P, mt_window g)
 }
 
 /* dX = dY routed to each window's argmax (recomputed from X: no index buffer is kept). */
-static inline void mt_max_pool_grad(const float *dY, const float *X, float *dX, int P, mt_window g)
+MT_SPECIALIZE void mt_max_pool_grad(const float *dY, const float *X, float *dX, int P, mt_window g)
 {
     int p, oh, ow;
     memset(dX, 0, (size_t)P * g.h * g.w * sizeof(float));
@@ -104,7 +128,7 @@ static inline void mt_max_pool_grad(const float *dY, const float *X, float *dX, 
 
 /* The averaging divisor of a window: its input taps, or (count_pad) its taps inside the padded
  * input; taps beyond the padding (ceil_mode's last window) never count. */
-static inline float mt_avg_divisor(const mt_window *g, const mt_taps *t, int count_pad)
+MT_SPECIALIZE float mt_avg_divisor(const mt_window *g, const mt_taps *t, int count_pad)
 {
     int i0, i1, j0, j1;
     if (!count_pad) return (float)((t->i1 - t->i0) * (t->j1 - t->j0));
@@ -114,7 +138,7 @@ static inline float mt_avg_divisor(const mt_window *g, const mt_taps *t, int cou
 }
 
 /* X (P, h, w) -> Y (P, oh, ow): window sums over mt_avg_divisor. */
-static inline void mt_avg_pool(const float *X, float *Y, int P, mt_window g, int count_pad)
+MT_SPECIALIZE void mt_avg_pool(const float *X, float *Y, int P, mt_window g, int count_pad)
 {
     int p, oh, ow, i, j;
     for (p = 0; p < P; ++p) {
@@ -135,7 +159,7 @@ static inline void mt_avg_pool(const float *X, float *Y, int P, mt_window g, int
 }
 
 /* dX: each window's dY / divisor spread over its input taps (windows may overlap). */
-static inline void mt_avg_pool_grad(const float *dY, float *dX, int P, mt_window g, int count_pad)
+MT_SPECIALIZE void mt_avg_pool_grad(const float *dY, float *dX, int P, mt_window g, int count_pad)
 {
     int p, oh, ow, i, j;
     memset(dX, 0, (size_t)P * g.h * g.w * sizeof(float));
