@@ -1,6 +1,7 @@
 """Shared test helpers: build small ONNX models, compile them, and compare with PyTorch."""
 from __future__ import annotations
 
+import platform
 import warnings
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def onnx_model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
 
 
 # The two kernel implementations (runtime_c/mt_common.h, MT_SIMD): host builds use the vector
-# tiles; the scalar rows are what microcontrollers run, built here on the host too.
-KERNELS = {"simd": [], "scalar": ["-DMT_SIMD=0"]}
+# tiles (with AVX2 where the CPU has it); the scalar rows are what microcontrollers run, built here
+# on the host too. On x86-64 also the vector tiles without AVX2 (SSE2: the fallback loads).
+KERNELS = {"simd": [], "scalar": ["-DMT_SIMD=0"],
+           **({"sse2": ["-march=x86-64"]} if platform.machine().lower() in ("x86_64", "amd64") else {})}
 
 
 def compile_model(model_path, out_dir, cflags=None, **options) -> codegen.HostTrainer:
