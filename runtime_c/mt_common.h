@@ -31,9 +31,9 @@
 #endif
 #endif
 
-/* Kernels shared by both implementations that pay for being compiled for their call site's
- * constant sizes (the pooling windows): forced inline on cores with a vector unit, where code
- * size is cheap; left to the compiler on microcontrollers. */
+/* Kernels that pay for being compiled for their call site's constant sizes (the vector tiles,
+ * the pooling windows): forced inline on cores with a vector unit, where code size is cheap;
+ * left to the compiler on microcontrollers. */
 #if MT_SIMD
 #define MT_SPECIALIZE static inline __attribute__((always_inline))
 #else

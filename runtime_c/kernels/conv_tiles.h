@@ -10,7 +10,7 @@
 
 /* One strided tap: v[t] = row[c0 + t*s] (s < 0: row[(c0 + t) / -s] where -s divides c0 + t, the
  * transposed read), 0 outside [0, len). */
-MT_TILE void mt_vload_strided(mt_vec *v, const float *row, int c0, int s, int len)
+MT_SPECIALIZE void mt_vload_strided(mt_vec *v, const float *row, int c0, int s, int len)
 {
     const mt_veci lane = {0, 1, 2, 3, 4, 5, 6, 7};
     mt_veci at, inside;
@@ -33,14 +33,14 @@ static inline int mt_tile_col(int q, int n)
 }
 
 /* acc[r] += w[r * ws] * v for the tile's tm rows. */
-MT_TILE void mt_tile_axpy(mt_vec *acc, int tm, const float *w, size_t ws, const mt_vec *v)
+MT_SPECIALIZE void mt_tile_axpy(mt_vec *acc, int tm, const float *w, size_t ws, const mt_vec *v)
 {
     int r;
     for (r = 0; r < tm; ++r) mt_vaxpy(&acc[r], w[(size_t)r * ws], v);
 }
 
 /* v = the MT_VEC values row[c0 + t*s] (s < 0: transposed, see mt_vload_strided), 0 outside [0, len). */
-MT_TILE void mt_vload_tap(mt_vec *v, const float *row, int c0, int s, int len)
+MT_SPECIALIZE void mt_vload_tap(mt_vec *v, const float *row, int c0, int s, int len)
 {
     if (s == 1) mt_vload_row(v, row, c0, len);
     else mt_vload_strided(v, row, c0, s, len);
@@ -48,7 +48,7 @@ MT_TILE void mt_vload_tap(mt_vec *v, const float *row, int c0, int s, int len)
 
 /* The kw taps of one tile row: acc[r] += w[r * ws + j] * (the values tap j reads in the row of
  * channel r, row + r * xs: one row for all when xs = 0), tap j reading from column c0 + j*step. */
-MT_TILE void mt_tile_taps(mt_vec *acc, int tm, const float *w, size_t ws, const float *row, size_t xs, int c0,
+MT_SPECIALIZE void mt_tile_taps(mt_vec *acc, int tm, const float *w, size_t ws, const float *row, size_t xs, int c0,
                           int step, int s, int len, int kw)
 {
     mt_vec v;
@@ -67,7 +67,7 @@ MT_TILE void mt_tile_taps(mt_vec *acc, int tm, const float *w, size_t ws, const 
 }
 
 /* Stores the first n lanes of the tile's tm rows; row r goes to y + r * ys. */
-MT_TILE void mt_tile_store(const mt_vec *acc, int tm, int n, float *y, size_t ys)
+MT_SPECIALIZE void mt_tile_store(const mt_vec *acc, int tm, int n, float *y, size_t ys)
 {
     int r;
     for (r = 0; r < tm; ++r) mt_vstore(y + (size_t)r * ys, &acc[r], n);
@@ -75,7 +75,7 @@ MT_TILE void mt_tile_store(const mt_vec *acc, int tm, int n, float *y, size_t ys
 
 /* Forward tile: output channels m..m+tm of image x (the planes of their group), output row o,
  * columns from q. */
-MT_TILE void mt_conv_tile(int tm, const float *x, size_t xs, const float *W, const float *B, float *y, int m,
+MT_SPECIALIZE void mt_conv_tile(int tm, const float *x, size_t xs, const float *W, const float *B, float *y, int m,
                           int o, int q, int cg, mt_window g)
 {
     const size_t kk = (size_t)cg * g.kh * g.kw;
@@ -94,7 +94,7 @@ MT_TILE void mt_conv_tile(int tm, const float *x, size_t xs, const float *W, con
                   (size_t)g.oh * g.ow);
 }
 
-MT_TILE void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT W, const float *MT_RESTRICT B,
+MT_SPECIALIZE void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT W, const float *MT_RESTRICT B,
                            float *MT_RESTRICT Y, int N, int C, int M, int G, mt_window g)
 {
     const int cg = C / G, mg = M / G, dw = cg == 1 && mg == 1;
@@ -115,7 +115,7 @@ MT_TILE void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT W, con
 
 /* dX tile: input channels c..c+tc of one image, input row h0, columns from w0: each pixel sums,
  * over the group's output channels then taps, W times the dY pixel that read it. */
-MT_TILE void mt_conv_grad_x_tile(int tc, const float *dy, size_t ds, const float *W, float *dx, int c, int h0,
+MT_SPECIALIZE void mt_conv_grad_x_tile(int tc, const float *dy, size_t ds, const float *W, float *dx, int c, int h0,
                                  int w0, int cg, int mg, mt_window g)
 {
     const int kk = g.kh * g.kw, oplane = g.oh * g.ow, gi = c / cg;
@@ -135,7 +135,7 @@ MT_TILE void mt_conv_grad_x_tile(int tc, const float *dy, size_t ds, const float
                   (size_t)g.h * g.w);
 }
 
-MT_TILE void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_RESTRICT W, float *MT_RESTRICT dX,
+MT_SPECIALIZE void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_RESTRICT W, float *MT_RESTRICT dX,
                                   int N, int C, int M, int G, mt_window g)
 {
     const int cg = C / G, mg = M / G, dw = cg == 1 && mg == 1;
@@ -157,7 +157,7 @@ MT_TILE void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_RESTRIC
 /* dW tile: tap (i, j) of input channel c (within the group) for output channels m..m+tm: MT_VEC
  * lanes of dY times the input the tap read, over images, rows, columns. The last column tile
  * overlaps the one before; its repeated lanes are masked in the input. */
-MT_TILE void mt_conv_grad_w_tile(int tm, const float *dY, const float *X, size_t xs, float *dW, int m, int c,
+MT_SPECIALIZE void mt_conv_grad_w_tile(int tm, const float *dY, const float *X, size_t xs, float *dW, int m, int c,
                                  int i, int j, int N, int C, int M, int cg, int mg, mt_window g, float scale,
                                  float keep)
 {
@@ -191,7 +191,7 @@ MT_TILE void mt_conv_grad_w_tile(int tm, const float *dY, const float *X, size_t
     }
 }
 
-MT_TILE void mt_conv_grad_w(const float *dY, const float *X, float *dW, int N, int C, int M,
+MT_SPECIALIZE void mt_conv_grad_w(const float *dY, const float *X, float *dW, int N, int C, int M,
                                   int G, mt_window g, float scale, float keep)
 {
     const int cg = C / G, mg = M / G, dw = cg == 1 && mg == 1;

@@ -6,8 +6,9 @@
 #include "../mt_common.h"
 #include "vec.h"
 
-/* v = the MT_VEC values p[(k + t) * s] with k + t < n, 0 beyond. */
-MT_TILE void mt_vload_stride(mt_vec *v, const float *p, int k, int s, int n)
+/* v = the MT_VEC values p[(k + t) * s] with k + t < n, 0 beyond: a stretch of a row (s = 1), of a
+ * column (s = the row length) or one value repeated (s = 0, a broadcast bias). */
+MT_SPECIALIZE void mt_vload_spaced(mt_vec *v, const float *p, int k, int s, int n)
 {
     const mt_veci lane = {0, 1, 2, 3, 4, 5, 6, 7}, at = (k + lane) * s, inside = k + lane < n;
     if (s == 1) mt_vload_row(v, p, k, n);
@@ -15,7 +16,7 @@ MT_TILE void mt_vload_stride(mt_vec *v, const float *p, int k, int s, int n)
 }
 
 /* Rows m..m+tm of Y, columns from n. */
-MT_TILE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const float *A, int sam, int sak,
+MT_SPECIALIZE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const float *A, int sam, int sak,
                           const float *B, float beta, const float *C, int csm, int csn, float *Y)
 {
     mt_vec acc[MT_TILE_M], v;
@@ -23,7 +24,7 @@ MT_TILE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const
     for (r = 0; r < tm; ++r) {
         mt_vset(&acc[r], 0.0f);
         if (C) {
-            mt_vload_stride(&v, C + (size_t)(m + r) * csm, n, csn, N);
+            mt_vload_spaced(&v, C + (size_t)(m + r) * csm, n, csn, N);
             acc[r] = beta * v;
         }
     }
@@ -35,14 +36,14 @@ MT_TILE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const
 }
 
 /* Y[m][n..n+tm] for transB: dot products of A's row m and tm rows of B. */
-MT_TILE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, const float *A, int sam, int sak,
+MT_SPECIALIZE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, const float *A, int sam, int sak,
                               const float *B, float beta, const float *C, int csm, int csn, float *Y, int N)
 {
     mt_vec acc[MT_TILE_M], a, b;
     int r, k;
     for (r = 0; r < tm; ++r) mt_vset(&acc[r], 0.0f);
     for (k = 0; k < K; k += MT_VEC) {
-        mt_vload_stride(&a, A + (size_t)m * sam, k, sak, K);
+        mt_vload_spaced(&a, A + (size_t)m * sam, k, sak, K);
         for (r = 0; r < tm; ++r) {
             mt_vload_row(&b, B + (size_t)(n + r) * K, k, K);
             mt_vmla(&acc[r], &a, &b);
@@ -53,7 +54,7 @@ MT_TILE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, const fl
                                    (C ? beta * C[(size_t)m * csm + (size_t)(n + r) * csn] : 0.0f);
 }
 
-MT_TILE void mt_gemm(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
+MT_SPECIALIZE void mt_gemm(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
                      const float *MT_RESTRICT B, int transB, float beta, const float *C, int csm, int csn, float *Y)
 {
     const int sam = transA ? 1 : K, sak = transA ? M : 1;
