@@ -49,7 +49,7 @@ MT_SPECIALIZE void mt_vload_tap(mt_vec *v, const float *row, int c0, int s, int 
 /* The kw taps of one tile row: acc[r] += w[r * ws + j] * (the values tap j reads in the row of
  * channel r, row + r * xs: one row for all when xs = 0), tap j reading from column c0 + j*step. */
 MT_SPECIALIZE void mt_tile_taps(mt_vec *acc, int tm, const float *w, size_t ws, const float *row, size_t xs, int c0,
-                          int step, int s, int len, int kw)
+                                int step, int s, int len, int kw)
 {
     mt_vec v;
     int j, r;
@@ -76,7 +76,7 @@ MT_SPECIALIZE void mt_tile_store(const mt_vec *acc, int tm, int n, float *y, siz
 /* Forward tile: output channels m..m+tm of image x (the planes of their group), output row o,
  * columns from q. */
 MT_SPECIALIZE void mt_conv_tile(int tm, const float *x, size_t xs, const float *W, const float *B, float *y, int m,
-                          int o, int q, int cg, mt_window g)
+                                int o, int q, int cg, mt_window g)
 {
     const size_t kk = (size_t)cg * g.kh * g.kw;
     mt_vec acc[MT_TILE_M];
@@ -116,7 +116,7 @@ MT_SPECIALIZE void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT 
 /* dX tile: input channels c..c+tc of one image, input row h0, columns from w0: each pixel sums,
  * over the group's output channels then taps, W times the dY pixel that read it. */
 MT_SPECIALIZE void mt_conv_grad_x_tile(int tc, const float *dy, size_t ds, const float *W, float *dx, int c, int h0,
-                                 int w0, int cg, int mg, mt_window g)
+                                       int w0, int cg, int mg, mt_window g)
 {
     const int kk = g.kh * g.kw, oplane = g.oh * g.ow, gi = c / cg;
     mt_vec acc[MT_TILE_M];
@@ -158,8 +158,8 @@ MT_SPECIALIZE void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_R
  * lanes of dY times the input the tap read, over images, rows, columns. The last column tile
  * overlaps the one before; its repeated lanes are masked in the input. */
 MT_SPECIALIZE void mt_conv_grad_w_tile(int tm, const float *dY, const float *X, size_t xs, float *dW, int m, int c,
-                                 int i, int j, int N, int C, int M, int cg, int mg, mt_window g, float scale,
-                                 float keep)
+                                       int i, int j, int N, int C, int M, int cg, int mg, mt_window g, float scale,
+                                       float keep)
 {
     const size_t oplane = (size_t)g.oh * g.ow, kk = (size_t)cg * g.kh * g.kw;
     mt_vec acc[MT_TILE_M], v, d;

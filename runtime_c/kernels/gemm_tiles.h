@@ -17,7 +17,7 @@ MT_SPECIALIZE void mt_vload_spaced(mt_vec *v, const float *p, int k, int s, int 
 
 /* Rows m..m+tm of Y, columns from n. */
 MT_SPECIALIZE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha, const float *A, int sam, int sak,
-                          const float *B, float beta, const float *C, int csm, int csn, float *Y)
+                                const float *B, float beta, const float *C, int csm, int csn, float *Y)
 {
     mt_vec acc[MT_TILE_M], v;
     int r, k;
@@ -37,7 +37,7 @@ MT_SPECIALIZE void mt_gemm_tile(int tm, int m, int n, int N, int K, float alpha,
 
 /* Y[m][n..n+tm] for transB: dot products of A's row m and tm rows of B. */
 MT_SPECIALIZE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, const float *A, int sam, int sak,
-                              const float *B, float beta, const float *C, int csm, int csn, float *Y, int N)
+                                    const float *B, float beta, const float *C, int csm, int csn, float *Y, int N)
 {
     mt_vec acc[MT_TILE_M], a, b;
     int r, k;
@@ -55,7 +55,8 @@ MT_SPECIALIZE void mt_gemm_dot_tile(int tm, int m, int n, int K, float alpha, co
 }
 
 MT_SPECIALIZE void mt_gemm(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
-                     const float *MT_RESTRICT B, int transB, float beta, const float *C, int csm, int csn, float *Y)
+                           const float *MT_RESTRICT B, int transB, float beta, const float *C, int csm, int csn,
+                           float *Y)
 {
     const int sam = transA ? 1 : K, sak = transA ? M : 1;
     int m, n, tm;
