@@ -26,10 +26,10 @@ C_FLAGS = ["-std=c99", "-O2", "-ffp-contract=off"]
 
 @functools.cache
 def host_cflags() -> list[str]:
-    """C_FLAGS at -O3 with the host's vector unit: AVX2 (x86-64-v3) where the CPU has it, so the
-    MT_SIMD kernels use 8-float registers; the baseline instruction set otherwise. Not
-    -march=native: valgrind (benchmarks/) decodes AVX2 but not AVX-512."""
-    flags = ["-std=c99", "-O3", "-ffp-contract=off"]
+    """C_FLAGS at -O3 (the later flag wins) with the host's vector unit: AVX2 (x86-64-v3) where the
+    CPU has it, so the MT_SIMD kernels use 8-float registers; the baseline instruction set
+    otherwise. Not -march=native: valgrind (benchmarks/) decodes AVX2 but not AVX-512."""
+    flags = [*C_FLAGS, "-O3"]
     probe = subprocess.run(["cc", "-march=native", "-dM", "-E", "-x", "c", os.devnull], capture_output=True, text=True)
     macros = set(probe.stdout.split())
     if platform.machine().lower() in ("x86_64", "amd64") and {"__AVX2__", "__FMA__", "__BMI2__"} <= macros:

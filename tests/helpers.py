@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import codegen
+from codegen.build import host_cflags
 
 
 def onnx_model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
@@ -26,10 +27,11 @@ def onnx_model(nodes, inputs: dict, outputs: dict, inits: dict, opset: int = 18,
     return model
 
 
-# The two kernel implementations (runtime_c/mt_common.h, MT_SIMD): host builds use the vector
-# tiles (with AVX2 where the CPU has it); the scalar rows are what microcontrollers run, built here
-# on the host too. On x86-64 also the vector tiles without AVX2 (SSE2: the fallback loads).
-KERNELS = {"simd": [], "scalar": ["-DMT_SIMD=0"],
+# The two kernel implementations (runtime_c/mt_common.h, MT_SIMD) as extra C flags: the vector
+# tiles with this host's instruction set (AVX2 where the CPU has it, as host builds use them); the
+# scalar rows that microcontrollers run, built here on the host too; on x86-64 also the vector
+# tiles without AVX2 (SSE2: the fallback loads).
+KERNELS = {"simd": [f for f in host_cflags() if f.startswith("-march")], "scalar": ["-DMT_SIMD=0"],
            **({"sse2": ["-march=x86-64"]} if platform.machine().lower() in ("x86_64", "amd64") else {})}
 
 

@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from benchmarks.mcu import callgraph, reachable
-from codegen.build import host_cflags
 from helpers import KERNELS, compile_model, export_torch
 
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wvla", "-O2", "-ffp-contract=off"]
-# Both kernel implementations, the vector one with this host's instruction set (AVX2 on x86-64
-# where present) and with the compiler's baseline (SSE2 on x86-64: the fallback loads).
-FLAVOURS = {"host": [f for f in host_cflags() if f.startswith("-march")], "baseline": [], "scalar": KERNELS["scalar"]}
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +27,14 @@ def build(tmp_path_factory):
     return tmp / "build"
 
 
-@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
 @pytest.mark.parametrize("which", ["build", "lenet"], ids=["mlp", "lenet"])
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
-def test_compiles_strictly(request, cc, which, flavour):
+def test_compiles_strictly(request, cc, which, kernels):
     if not shutil.which(cc):
         pytest.skip(f"{cc} not installed (CI installs it)")
     build = request.getfixturevalue(which)
-    subprocess.run([cc, *STRICT, *FLAVOURS[flavour], "-c", "net.c", "-o", f"net_{cc}_{flavour}.o"], cwd=build,
+    subprocess.run([cc, *STRICT, *KERNELS[kernels], "-c", "net.c", "-o", f"net_{cc}_{kernels}.o"], cwd=build,
                    check=True)
 
 
@@ -91,16 +87,16 @@ int main(void) {
 """
 
 
-@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+@pytest.mark.parametrize("kernels", sorted(KERNELS))
 @pytest.mark.parametrize("which, label", [("build", "(float)(i % 3) / 3.0f"), ("lenet", "i % 3")],
                          ids=["mlp", "lenet"])
-def test_sanitizers(request, which, label, flavour):
+def test_sanitizers(request, which, label, kernels):
     """ASan + UBSan over 20 training steps, predict and the parameter blob round trip."""
     build = request.getfixturevalue(which)
     (build / "main.c").write_text(HARNESS)
     flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1", f"-DLABEL={label}"]
-    exe = f"san_{flavour}"
-    subprocess.run(["gcc", *STRICT, *FLAVOURS[flavour], *flags, "main.c", "net.c", "-lm", "-o", exe], cwd=build,
+    exe = f"san_{kernels}"
+    subprocess.run(["gcc", *STRICT, *KERNELS[kernels], *flags, "main.c", "net.c", "-lm", "-o", exe], cwd=build,
                    check=True)
     run = subprocess.run([f"./{exe}"], cwd=build, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr

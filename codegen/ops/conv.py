@@ -3,6 +3,7 @@ transposed convolution of dY, dW correlates dY with X, dB sums dY per output cha
 import math
 
 from . import _window, attr, refuse, register, register_train_op
+from ._layout import optional_ptr
 
 
 def _has_bias(node) -> bool:
@@ -39,7 +40,7 @@ def check(node, graph):
 
 def emit(node, c):
     x, w = node.inputs[:2]
-    b = c.ptr(node.inputs[2]) if _has_bias(node) else "NULL"
+    b = optional_ptr(c, node, 2)
     return f"mt_conv({c.ptr(x)}, {c.ptr(w)}, {b}, {c.ptr(node.outputs[0])}, {_sizes(node, c, x, w)});"
 
 

@@ -25,12 +25,16 @@ def check(node, graph):
     reduced(node, graph, full)
 
 
+def _walk(node, c, full: tuple) -> tuple[str, str]:
+    """The kernels' rank, shape and strides arguments over the unreduced shape, and 1 / count."""
+    strides, scale = reduced(node, c.tg.graph, full)
+    return f"{len(full)}, {ints(c, full)}, {ints(c, strides)}", c.f(scale)
+
+
 def emit(node, c):
     x, y = node.inputs[0], node.outputs[0]
-    full = c.shape(x)
-    sy, scale = reduced(node, c.tg.graph, full)
-    return (f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {len(full)}, {ints(c, full)}, "
-            f"{ints(c, sy)}, {c.size(x)}, {c.f(scale)}, 0.0f);")
+    walk, scale = _walk(node, c, c.shape(x))
+    return f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {walk}, {c.size(x)}, {scale}, 0.0f);"
 
 
 def grad(node, g):
@@ -39,10 +43,8 @@ def grad(node, g):
 
 def emit_grad(node, c):
     dy, dx = node.inputs[0], node.outputs[0]
-    full = c.shape(dx)
-    sdy, scale = reduced(node, c.tg.graph, full)
-    return (f"mt_gather_strided({c.ptr(dy)}, {c.ptr(dx)}, {c.size(dx)}, {len(full)}, {ints(c, full)}, "
-            f"{ints(c, sdy)}, {c.f(scale)});")
+    walk, scale = _walk(node, c, c.shape(dx))
+    return f"mt_gather_strided({c.ptr(dy)}, {c.ptr(dx)}, {c.size(dx)}, {walk}, {scale});"
 
 
 register("ReduceMean", kernel="sum_to.h", emit=emit, grad=grad, check=check)

@@ -5,11 +5,12 @@ Fused form (the gradient is never stored): without momentum the gradient's produ
 W = (1 - lr * wd) * W - lr * g; with momentum it writes buf = momentum * buf + g and this op then
 only applies buf += wd * W; W -= lr * buf. Nesterov needs g itself, so it is not fused."""
 from . import register_train_op
+from ._layout import optional_ptr
 
 
 def emit(node, c):
     w, dw = node.inputs[:2]
-    buf = c.ptr(node.inputs[2]) if len(node.inputs) > 2 else "NULL"
+    buf = optional_ptr(c, node, 2)
     a = node.attrs
     return (f"mt_sgd({c.ptr(w)}, {c.ptr(dw)}, {buf}, {c.size(w)}, {c.lr}, {c.f(a['momentum'])}, "
             f"{c.f(a['weight_decay'])}, {int(a['nesterov'])});")

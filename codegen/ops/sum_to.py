@@ -2,6 +2,7 @@
 broadcast along, so it gets the input's shape; `scale` folds in a constant factor (e.g. -1)."""
 from . import register_train_op
 from ._broadcast import strides_over
+from ._layout import ints
 
 
 def reduce_to(g, grad: str, target: str, scale: float = 1.0) -> str:
@@ -17,10 +18,8 @@ def emit(node, c, scale="1.0f", keep="0.0f"):
     factor = f"{scale} * {c.f(node.attrs['scale'])}"
     if _leading_rows(c.shape(y), shape):
         return f"mt_sum_rows({c.ptr(x)}, {c.ptr(y)}, {c.size(x) // c.size(y)}, {c.size(y)}, {factor}, {keep});"
-    sy = c.ints(strides_over(c.shape(y), shape)) if shape else "NULL"
-    dims = c.ints(shape) if shape else "NULL"
-    return (f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {len(shape)}, {dims}, {sy}, "
-            f"{c.size(x)}, {factor}, {keep});")
+    return (f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {len(shape)}, {ints(c, shape)}, "
+            f"{ints(c, strides_over(c.shape(y), shape))}, {c.size(x)}, {factor}, {keep});")
 
 
 def _leading_rows(y_shape, x_shape) -> bool:
