@@ -115,13 +115,18 @@ def report(
 
 
 def _load_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of an .npz, each checked (name, numeric dtype, declared size) before it is read."""
+    from . import npz
+
     if not path.is_file():
         raise DataError(f"data file '{path}' not found")
-    try:
-        data = np.load(path)
-        return data["x"], data["y"]
-    except Exception as e:
-        raise DataError(f"'{path}' must be an .npz file with arrays 'x' and 'y' ({e})") from None
+    what = "an .npz file with arrays 'x' and 'y'"
+    with npz.Archive(path, what) as archive:
+        missing = [n for n in ("x", "y") if n not in archive.names]
+        if missing:
+            raise DataError(f"'{path}' must be {what}; it has no {' or '.join(map(repr, missing))} "
+                            f"(it has {sorted(archive.names)})")
+        return archive.array("x"), archive.array("y")
 
 
 def _train(build_dir: Path, data: Path, epochs: int, lr: Optional[float], seed: int, save: Optional[Path]):

@@ -12,7 +12,7 @@ import typer
 from . import blob, export, federated, ort_import
 from .api import read_manifest
 from .cli import _run, out, print_memory
-from .errors import DataError
+from .errors import DataError, OptionError
 from .files import write_atomic
 
 say = partial(out.print, soft_wrap=True, highlight=False)
@@ -20,8 +20,20 @@ BUILD_HELP = "folder written by `mcutrain generate`"
 PARAMS_HELP = "parameter blob (MTPB) or .npz of name -> array (`mcutrain train --save`)"
 
 
-def _params_or_initial(build_dir: Path, path: Optional[Path], manifest: dict):
-    return blob.read_params(path, manifest) if path else export.initial_params(build_dir, manifest)
+def _weights(build_dir: Path, path: Optional[Path], manifest: dict):
+    """Weights from `path` (default: as generated), refused when any is NaN/Inf: it would spread
+    into every delta and global model computed from them."""
+    if path is None:
+        return export.initial_params(build_dir, manifest)
+    params = blob.read_params(path, manifest)
+    federated.check_finite(params, f"'{path}'")
+    return params
+
+
+def _message(path: Path) -> bytes:
+    if not path.is_file():
+        raise DataError(f"delta file '{path}' not found")
+    return path.read_bytes()
 
 
 def _export(build_dir: Path, params: Path, dest: Path) -> None:
@@ -31,24 +43,28 @@ def _export(build_dir: Path, params: Path, dest: Path) -> None:
 
 
 def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, int8: bool, dest: Path) -> None:
-    if samples < 1:
-        raise DataError("--samples must be >= 1 (the sample count weights the average)")
+    if not 1 <= samples <= blob.MAX_SAMPLES:
+        raise OptionError(f"--samples must be between 1 and {blob.MAX_SAMPLES:,} (the sample count weights "
+                          f"the average; the message stores it as a uint32), got {samples:,}")
     manifest = read_manifest(build_dir)
-    change = federated.delta(blob.read_params(params, manifest), _params_or_initial(build_dir, base, manifest))
+    change = federated.delta(_weights(build_dir, params, manifest), _weights(build_dir, base, manifest))
     data = blob.encode_delta(change, samples, manifest, int8)
     write_atomic(dest, data)
     say(f"wrote {dest}: {'int8' if int8 else 'float32'} delta, {samples} samples, {len(data):,} bytes")
 
 
-def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], dest: Path) -> None:
+def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], max_norm: Optional[float],
+               dest: Path) -> None:
+    """Every delta and the global model pass federated.validate / check_finite before anything is
+    written: the first bad input refuses the whole run."""
+    if max_norm is not None and not max_norm > 0:
+        raise OptionError(f"--max-norm must be a positive number, got {max_norm}")
     manifest = read_manifest(build_dir)
-    for path in deltas:
-        if not path.is_file():
-            raise DataError(f"delta file '{path}' not found")
-    decoded = [blob.decode_delta(p.read_bytes(), manifest) for p in deltas]  # all checked before use
-    blob.write_params(dest, federated.fedavg(_params_or_initial(build_dir, base, manifest), decoded), manifest)
-    counts = ", ".join(str(n) for _, n in decoded)
-    say(f"wrote {dest}: FedAvg of {len(deltas)} deltas ({sum(n for _, n in decoded):,} samples: {counts})")
+    seen: dict[bytes, str] = {}
+    checked = [federated.validate(_message(p), manifest, f"delta '{p}'", max_norm, seen) for p in deltas]
+    blob.write_params(dest, federated.fedavg(_weights(build_dir, base, manifest), checked), manifest)
+    counts = ", ".join(str(n) for _, n in checked)
+    say(f"wrote {dest}: FedAvg of {len(deltas)} deltas ({sum(n for _, n in checked):,} samples: {counts})")
 
 
 def _import_ort(artifacts: Path, dest: Path, lr: float, batch: Optional[int], name: Optional[str]) -> None:
@@ -87,10 +103,13 @@ def register(app: typer.Typer) -> None:
         build_dir: Path = typer.Argument(..., help=BUILD_HELP),
         deltas: list[Path] = typer.Argument(..., help="delta messages (device's fl_delta or `mcutrain delta`)"),
         base: Optional[Path] = typer.Option(None, "--global", help="this round's global weights (default: as generated)"),
+        max_norm: Optional[float] = typer.Option(None, "--max-norm", help="refuse a delta whose L2 norm over all "
+                                                 "tensors exceeds this"),
         dest: Path = typer.Option(..., "-o", "--out", help="new global model: .npz, else a parameter blob"),
     ):
-        """FedAvg: global + sum(samples_k * delta_k) / sum(samples_k)."""
-        _run(_aggregate, build_dir, deltas, base, dest)
+        """FedAvg: global + sum(samples_k * delta_k) / sum(samples_k). Refuses the run, writing
+        nothing, on the first malformed, non-finite, duplicate or (--max-norm) too large delta."""
+        _run(_aggregate, build_dir, deltas, base, max_norm, dest)
 
     @app.command("import-ort")
     def import_ort(
