@@ -3,7 +3,7 @@ gradients summed, nothing computed for tensors that no trainable parameter depen
 from __future__ import annotations
 
 from .errors import UnsupportedError
-from .ir import ACT, PARAM, TRAIN_DOMAIN, Graph, Node, Tensor
+from .ir import PARAM, TRAIN_DOMAIN, Graph, Node
 from . import ops
 
 
@@ -52,8 +52,7 @@ class Backward:
     def add(self, op, inputs, shape, attrs, domain, origin: Node | None) -> str:
         self._count += 1
         base = origin.outputs[0] if origin else inputs[0]
-        name = f"grad{self._count}/{op}/{base}"
-        self.graph.tensors[name] = Tensor(name, tuple(shape), "float32", ACT)
+        name = self.graph.add(f"grad{self._count}/{op}/{base}", shape)
         label = f"grad of {origin.name or origin.outputs[0]}" if origin else "sum of gradients"
         self.nodes.append(Node(op, list(inputs), [name], dict(attrs), label, domain))
         return name

@@ -25,6 +25,7 @@ class Tensor:
     dtype: str = "float32"
     role: str = ACT
     value: np.ndarray | None = None  # for PARAM/FROZEN/CONST/STATE: the initial value
+    in_place_of: str | None = None  # a new value of a parameter/state tensor: written over it
 
     @property
     def size(self) -> int:
@@ -54,6 +55,17 @@ class Graph:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name].shape
+
+    def add(self, name: str, shape, dtype: str = "float32", role: str = ACT, value=None,
+            in_place_of: str | None = None) -> str:
+        """Add a compiler-made tensor under `name`, or `name#k` when the model already has a
+        tensor of that name (a model may well call a tensor 'loss'); returns the name used."""
+        unique, k = name, 1
+        while unique in self.tensors:
+            k += 1
+            unique = f"{name}#{k}"
+        self.tensors[unique] = Tensor(unique, tuple(shape), dtype, role, value, in_place_of)
+        return unique
 
     def of_role(self, role: str) -> list[Tensor]:
         return [t for t in self.tensors.values() if t.role == role]

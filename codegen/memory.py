@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from . import ops
 from .ir import ACT
-from .training import UPDATED, TrainingGraph, updated_source
+from .training import UPDATED, TrainingGraph
 
 ALIGN = 16  # bytes; keeps every buffer aligned for vector loads
 
@@ -65,7 +65,7 @@ def aliases(tg: TrainingGraph) -> dict[str, str]:
     graph = tg.graph
     last = {name: max(steps) for name, steps in _reads(graph.nodes).items()}
     alias: dict[str, str] = dict(tg.fused)  # a fused gradient is written into its parameter
-    alias.update({t.name: updated_source(t.name) for t in graph.tensors.values() if t.role == UPDATED})
+    alias.update({t.name: t.in_place_of for t in graph.tensors.values() if t.role == UPDATED})
     root_last: dict[str, int] = {}  # last read of a buffer through any of its aliases so far
 
     def dies_at(r: str, step: int) -> bool:

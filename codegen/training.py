@@ -10,7 +10,7 @@ import numpy as np
 from . import ops
 from .autodiff import backward, requires_grad
 from .errors import OptionError
-from .ir import ACT, FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node, Tensor
+from .ir import FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node
 
 UPDATED = "updated"  # role of an optimizer output: the new value, written in place of its input
 
@@ -48,14 +48,13 @@ class Optimizer:
             return ["momentum"] if self.momentum else []
         return ["exp_avg", "exp_avg_sq"]
 
-    def node(self, param: str, grad: str, state: list[str]) -> Node:
+    def node(self, param: str, grad: str, state: list[str], outputs: list[str]) -> Node:
         if self.kind == "sgd":
             op, attrs = "SGD", {"momentum": self.momentum, "weight_decay": self.weight_decay,
                                 "nesterov": int(self.nesterov)}
         else:
             op, attrs = "Adam", {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                                  "weight_decay": self.weight_decay, "decoupled": int(self.kind == "adamw")}
-        outputs = [updated(name) for name in [param, *state]]
         return Node(op, [param, grad, *state], outputs, {"lr": self.lr, **attrs}, f"update {param}", TRAIN_DOMAIN)
 
 
@@ -153,16 +152,15 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
         label_shape = tuple(lossdef.label_shape(out_shape))
     except ValueError as e:
         raise OptionError(f"loss '{loss}' on output '{output}': {e}") from None
-    graph.tensors["labels"] = Tensor("labels", label_shape, lossdef.label_dtype, LABEL)
-    graph.tensors["loss"] = Tensor("loss", (), "float32", ACT)
-    loss_node = Node(lossdef.op, [output, "labels"], ["loss"], {}, "loss", TRAIN_DOMAIN)
+    labels = graph.add("labels", label_shape, lossdef.label_dtype, LABEL)
+    loss_value = graph.add("loss", ())
+    loss_node = Node(lossdef.op, [output, labels], [loss_value], {}, "loss", TRAIN_DOMAIN)
 
     needed = requires_grad(graph, forward)
     if output not in needed:
         raise OptionError(f"output '{output}' does not depend on any trainable parameter")
-    seed = "grad/loss"
-    graph.tensors[seed] = Tensor(seed, out_shape, "float32", ACT)
-    seed_node = Node(f"{lossdef.op}Grad", [output, "labels"], [seed], {}, "loss gradient", TRAIN_DOMAIN)
+    seed = graph.add("grad/loss", out_shape)
+    seed_node = Node(f"{lossdef.op}Grad", [output, labels], [seed], {}, "loss gradient", TRAIN_DOMAIN)
     back = backward(graph, forward, output, seed, needed)
 
     # A selected parameter the loss does not depend on has no gradient: nothing to update.
@@ -177,31 +175,25 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
         updates = [_update_node(graph, name, acc.outputs[0], optimizer) for name, acc in zip(grads, sums)]
         body = forward + [loss_node, seed_node] + back.nodes + sums
         graph.nodes = body + updates
-        return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer, trainable,
+        return TrainingGraph(graph, len(forward), output, loss_value, labels, loss, optimizer, trainable,
                              frozen, _fusable(body) if fuse else {}, accumulate, len(body))
     updates = [_update_node(graph, name, grad, optimizer) for name, grad in grads.items()]
     schedule = _place_updates(forward + [loss_node, seed_node] + back.nodes, updates)
     graph.nodes = schedule
-    return TrainingGraph(graph, len(forward), output, "loss", "labels", loss, optimizer, trainable,
+    return TrainingGraph(graph, len(forward), output, loss_value, labels, loss, optimizer, trainable,
                          frozen, _fusable(schedule) if fuse else {}, 1, len(schedule))
 
 
 def _accumulate_node(graph: Graph, param: str, grad: str, k: int) -> Node:
     shape = graph.shape(param)
-    acc = f"{param}.grad_sum"
-    graph.tensors[acc] = Tensor(acc, shape, "float32", STATE, np.zeros(shape, np.float32))
-    graph.tensors[updated(acc)] = Tensor(updated(acc), shape, "float32", UPDATED)
-    return Node("Accumulate", [acc, grad], [updated(acc)], {"scale": 1.0 / k}, f"accumulate d{param}",
+    acc = graph.add(f"{param}.grad_sum", shape, role=STATE, value=np.zeros(shape, np.float32))
+    return Node("Accumulate", [acc, grad], [_new_value(graph, acc)], {"scale": 1.0 / k}, f"accumulate d{param}",
                 TRAIN_DOMAIN)
 
 
-def updated(name: str) -> str:
-    """Name of the new value of a parameter/state tensor; it is written in place of `name`."""
-    return f"{name}.new"
-
-
-def updated_source(name: str) -> str:
-    return name[:-len(".new")]
+def _new_value(graph: Graph, name: str) -> str:
+    """The tensor holding the new value of a parameter/state tensor, written in place of it."""
+    return graph.add(f"{name}.new", graph.shape(name), role=UPDATED, in_place_of=name)
 
 
 def _fusable(schedule: list[Node]) -> dict[str, str]:
@@ -256,13 +248,9 @@ def _prune(graph: Graph, output: str) -> list[Node]:
 def _update_node(graph: Graph, param: str, grad: str, opt: Optimizer) -> Node:
     """The optimizer node for one parameter; its state tensors start at zero."""
     shape = graph.shape(param)
-    state = [f"{param}.{kind}" for kind in opt.state()]
-    for name in state:
-        graph.tensors[name] = Tensor(name, shape, "float32", STATE, np.zeros(shape, np.float32))
-    node = opt.node(param, grad, state)
-    for name in node.outputs:
-        graph.tensors[name] = Tensor(name, shape, "float32", UPDATED)
-    return node
+    state = [graph.add(f"{param}.{kind}", shape, role=STATE, value=np.zeros(shape, np.float32))
+             for kind in opt.state()]
+    return opt.node(param, grad, state, [_new_value(graph, name) for name in [param, *state]])
 
 
 def _place_updates(schedule: list[Node], updates: list[Node]) -> list[Node]:
