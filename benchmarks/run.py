@@ -88,7 +88,7 @@ def mcu_rows(work: Path, names: list[str], targets: list[str]) -> list[dict]:
     for name in names:
         for batch in (1, 32):
             folder = work / f"{name}_b{batch}"
-            m = codegen.api.read_manifest(folder)
+            m = codegen.manifest.read(folder)
             fl = flops.per_step(work / f"{name}_b{batch}.onnx", next(s.loss for s in SUITE if s.name == name))
             for target in targets:
                 r = mcu.measure(folder, m, target, steps=2)

@@ -9,20 +9,29 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import blob, budget, export, loader, memory, ops, training
-from .emit import c_ident, emit
+from . import blob, budget, export, loader, manifest, memory, ops, training
+from .ctext import identifiers
+from .emit import emit, input_idents
 from .errors import OptionError
 from .files import write_all
 from .ir import CONST, FROZEN, PARAM, STATE
 from .training_onnx import to_onnx
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
-MANIFEST = "mcutrain.json"
+# Generated code names its own symbols mt_* and the input pointers in_*: a prefix must differ.
+RESERVED_PREFIXES = ("mt", "in")
 
 
 def _default_name(model: Path) -> str:
-    name = c_ident(model.stem.lower())
-    return re.sub(r"_+", "_", name).strip("_") or "model"
+    name = re.sub(r"_+", "_", identifiers([model.stem.lower()])[model.stem.lower()]).strip("_")
+    return f"m_{name}" if name.lower() in RESERVED_PREFIXES else name or "model"
+
+
+def _check_prefix(prefix: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", prefix):
+        raise OptionError(f"--name {prefix!r} is not a C identifier (letters, digits, _; at most 64)")
+    if prefix.lower() in RESERVED_PREFIXES:
+        raise OptionError(f"--name {prefix!r} is reserved for the generated code's own symbols; choose another")
 
 
 def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: float = 0.01,
@@ -35,8 +44,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
-        raise OptionError(f"--name '{prefix}' is not a C identifier")
+    _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
                 training.Selection(train, freeze, train_last, train_bias_only), batch, output,
                 fuse_updates, accumulate)
@@ -50,11 +58,10 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              export.SOURCE_MODEL: export.source_bytes(model),
              "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
              "memory.json": json.dumps(plan.to_json(), indent=1),
-             MANIFEST: json.dumps(summary, indent=1),
              "runtime/mt_common.h": (RUNTIME_DIR / "mt_common.h").read_text()}
     for kernel in sorted((RUNTIME_DIR / "kernels").glob("*.h")):  # small; some include others
         files[f"runtime/kernels/{kernel.name}"] = kernel.read_text()
-    write_all(out_dir, files)
+    write_all(out_dir, {**files, manifest.NAME: manifest.dumps(summary, files)})  # the manifest last
     return summary
 
 
@@ -93,7 +100,7 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
     return {
         "name": prefix, "source": source, "loss": tg.loss_name, "accumulate": tg.accumulate,
         "optimizer": asdict(tg.optimizer),
-        "inputs": [{"name": n, "c": f"in_{c_ident(n)}", "shape": list(g.shape(n))} for n in g.inputs],
+        "inputs": [{"name": n, "c": c, "shape": list(g.shape(n))} for n, c in input_idents(g.inputs).items()],
         "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
         "labels": {"shape": list(label.shape), "dtype": label.dtype},
         "params": [{"name": n, "shape": list(g.shape(n))} for n in tg.trainable],
@@ -105,14 +112,6 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
                    "round_start_bytes": _bytes(g, PARAM) if federated else 0},
         "federated": federated,
     }
-
-
-def read_manifest(build_dir: str | Path) -> dict:
-    path = Path(build_dir) / MANIFEST
-    if not path.is_file():
-        raise OptionError(f"'{build_dir}' is not a generated build folder (no {MANIFEST}); "
-                          "run `mcutrain generate` first")
-    return json.loads(path.read_text())
 
 
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = "sgd", momentum: float = 0.0,

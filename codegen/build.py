@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import read_manifest
+from . import c_api
+from .manifest import read as read_manifest
 from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes
 from .errors import BuildError, DataError
 from .export import export_onnx
@@ -42,27 +43,8 @@ def cache_dir() -> Path:
 
 
 def _cdef(m: dict) -> str:
-    p, label = m["name"], "int32_t" if m["labels"]["dtype"] == "int32" else "float"
-    ins = "".join(f"const float *{i['c']}, " for i in m["inputs"])
-    return f"""
-        float {p}_train_step({ins}const {label} *labels);
-        void {p}_predict({ins}float *out);
-        void {p}_get_params(float *dst);
-        void {p}_set_params(const float *src);
-        void {p}_set_lr(float lr);
-        float {p}_get_lr(void);
-        void {p}_reset_optimizer(void);
-        int32_t {p}_save_params(uint8_t *dst, uint32_t capacity);
-        int32_t {p}_load_params(const uint8_t *src, uint32_t len);
-    """ + (f"""
-        void {p}_fl_begin_round(void);
-        int32_t {p}_fl_delta(uint8_t *dst, uint32_t capacity, uint32_t samples, int quantize);
-        int32_t {p}_fl_apply_global(const uint8_t *src, uint32_t len);
-    """ if m["federated"] else "")
-
-
-def _sources(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix in (".c", ".h"))
+    label = "int32_t" if m["labels"]["dtype"] == "int32" else "float"
+    return c_api.cdef(m["name"], [i["c"] for i in m["inputs"]], label, m["federated"])
 
 
 def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> Path:
@@ -70,9 +52,8 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
     folder = Path(build_dir).resolve()
     m = read_manifest(folder)
     cflags = host_cflags() + list(extra_cflags or [])
-    h = hashlib.sha256(repr((cflags, sys.version, _cdef(m))).encode())
-    for src in _sources(folder):
-        h.update(src.relative_to(folder).as_posix().encode() + src.read_bytes())
+    # The manifest vouches for the sources' contents (read_manifest verified them).
+    h = hashlib.sha256(repr((cflags, sys.version, _cdef(m), sorted(m["files"].items()))).encode())
     module = f"_mcutrain_{m['name']}_{h.hexdigest()[:16]}"
     cached = cache_dir() / module
     found = list(cached.glob(f"{module}*.so")) + list(cached.glob(f"{module}*.pyd"))
@@ -162,11 +143,15 @@ class HostTrainer:
 
     def train_step(self, x, y) -> float:
         """One batch (train_batch samples): forward, loss, backward, update. Returns the mean loss
-        before the update."""
+        before the update; a refused step (last_status() < 0) returns NaN or the non-finite loss."""
         k = self.accumulate
         xs, y = self._inputs(x, k), self.check_labels(y, self.train_batch if k > 1 else None)
         ctype = "int32_t" if self.label_dtype == np.int32 else "float"
         return float(self._fn("train_step")(*[self._ptr(a, "float") for a in xs], self._ptr(y, ctype)))
+
+    def last_status(self) -> int:
+        """What the last train_step did: 0 applied, else a negative code (c_api.STATUS says why)."""
+        return int(self._fn("last_status")())
 
     def predict(self, x) -> np.ndarray:
         xs = self._inputs(x)

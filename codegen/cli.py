@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from . import api
 from .budget import ram_bytes
@@ -25,8 +26,13 @@ def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except McutrainError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", printable(str(e))), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def printable(text: str) -> str:
+    """Names from a model file are shown as text: no rich markup, no terminal control characters."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
 
 
 def _kib(n: int) -> str:

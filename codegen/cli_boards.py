@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from . import elfsize, firmware, library, qemu, targets
-from .api import read_manifest
+from .manifest import read as read_manifest
 from .cli import _kib, _load_data, _run, out
 from .errors import OptionError
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from . import blob, export, federated, ort_import
-from .api import read_manifest
+from .manifest import read as read_manifest
 from .cli import _run, out, print_memory
 from .errors import DataError, OptionError
 from .files import write_atomic

@@ -2,26 +2,20 @@
 kernel call produced by its op's emit rule. The generated code uses only static buffers."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-import jinja2
 import numpy as np
 
-from . import __version__, ops
+from . import __version__, c_api, ops
+from .ctext import ENV, comment, identifiers
 from .errors import UnsupportedError
 from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, Graph
 from .memory import MemoryPlan
 from .training import TrainingGraph
 
-_ENV = jinja2.Environment(loader=jinja2.PackageLoader("codegen", "templates"),
-                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                          trim_blocks=True, lstrip_blocks=True)
-
-
-def c_ident(name: str) -> str:
-    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
-    return ident if ident and not ident[0].isdigit() else f"t_{ident}"
+def input_idents(names) -> dict[str, str]:
+    """The C identifier of each model input's pointer argument (in_<sanitised, unique name>)."""
+    return {n: f"in_{ident}" for n, ident in identifiers(names).items()}
 
 
 def c_float(x: float) -> str:
@@ -68,6 +62,7 @@ class EmitContext:
         self.step = f"{prefix}_steps"  # completed training steps, counting this one
         self.micro = "mt_micro"  # index of the micro-batch within the step (0 without accumulation)
         self.f = c_float
+        self.inputs = input_idents(tg.graph.inputs)
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tg.graph.shape(name)
@@ -81,7 +76,7 @@ class EmitContext:
         if t.role == ACT:
             return f"({self.prefix}_arena + {self.plan.buffers[root].offset // 4})"
         if t.role == INPUT:
-            return f"in_{c_ident(root)}"
+            return self.inputs[root]
         if t.role == LABEL:
             return "labels"
         blob = self.blobs[t.role]
@@ -111,8 +106,8 @@ def _statement(node, ctx: EmitContext, updates: dict) -> dict:
         code = op.emit_fused(node, ctx)[2]  # the rest of the update, if any
     else:
         code = op.emit(node, ctx) if op.emit else None
-    return {"comment": f"{node.op} '{node.name}': {', '.join(i for i in node.inputs if i)} -> "
-                       f"{', '.join(node.outputs)}", "code": code}
+    return {"comment": comment(f"{node.op} '{node.name}': {', '.join(i for i in node.inputs if i)} -> "
+                               f"{', '.join(node.outputs)}"), "code": code}
 
 
 def _referenced(graph: Graph, role: str, nodes) -> list[str]:
@@ -140,21 +135,23 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
     label = graph.tensors[tg.label]
     out = graph.tensors[tg.output]
     info = {
-        "prefix": prefix, "PREFIX": prefix.upper(), "banner": banner, "version": __version__,
+        "prefix": prefix, "PREFIX": prefix.upper(), "banner": comment(banner), "version": __version__,
         "batch": graph.shape(graph.inputs[0])[0] if graph.shape(graph.inputs[0]) else 1,
-        "inputs": [{"c": f"in_{c_ident(n)}", "name": n, "shape": graph.shape(n), "size": graph.tensors[n].size,
-                    "DEFINE": c_ident(n).upper()} for n in graph.inputs],
-        "output": {"name": out.name, "shape": out.shape, "size": out.size, "ptr": ctx.ptr(out.name)},
+        "inputs": [{"c": c, "name": comment(n), "shape": graph.shape(n), "size": graph.tensors[n].size,
+                    "DEFINE": c[3:].upper()} for n, c in ctx.inputs.items()],
+        "output": {"name": comment(out.name), "shape": out.shape, "size": out.size, "ptr": ctx.ptr(out.name)},
         "label": {"ctype": "int32_t" if label.dtype == "int32" else "float", "shape": label.shape,
-                  "size": label.size},
-        "params": [{"name": n, "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n), "size": graph.tensors[n].size}
+                  "size": label.size, "classes": out.shape[1] if label.dtype == "int32" else 0},
+        "params": [{"name": comment(n), "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n), "size": graph.tensors[n].size}
                    for n in tg.trainable],
         "model_hash": f"0x{model_hash:08X}u", "federated": federated,
         "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
         "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "updates": updates,
+        "functions": c_api.declarations(prefix, list(ctx.inputs.values()), federated),
+        "status": [(code, c_api.STATUS_NAMES[code], what) for code, what in c_api.STATUS.items()],
         "accumulate": tg.accumulate, "micro": ctx.micro, "arrays": ctx.arrays,
     }
-    return {f"{prefix}.h": _ENV.get_template("model.h.j2").render(**info),
-            f"{prefix}.c": _ENV.get_template("model.c.j2").render(**info)}
+    return {f"{prefix}.h": ENV.get_template("model.h.j2").render(**info),
+            f"{prefix}.c": ENV.get_template("model.c.j2").render(**info)}

@@ -35,3 +35,7 @@ class ToolchainError(McutrainError):
 
 class FitError(McutrainError):
     """The model, data set or firmware does not fit the target's RAM or flash (names the sizes)."""
+
+
+class OutputError(McutrainError):
+    """An output file cannot be written (disk full, permissions); earlier output is left as it was."""

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import elfsize, targets
-from .api import read_manifest
+from .manifest import read as read_manifest
 from .build import C_FLAGS
-from .emit import _ENV
+from .ctext import ENV
 from .errors import BuildError, DataError, FitError, OptionError
 from .files import write_atomic
 
@@ -64,7 +64,7 @@ def _rows(a: np.ndarray, fmt) -> list[list[str]]:
 
 
 def render_harness(m: dict, target: str, x: np.ndarray, y: np.ndarray, epochs: int) -> str:
-    return _ENV.get_template("harness.c.j2").render(
+    return ENV.get_template("harness.c.j2").render(
         prefix=m["name"], PREFIX=m["name"].upper(), target=target, samples=len(x), epochs=epochs,
         loss=m["loss"], classes=m["output"]["shape"][1] if m["loss"] == "cross_entropy" else 0,
         x_size=int(np.prod(m["inputs"][0]["shape"])), x=_rows(x, _c_float),

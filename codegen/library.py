@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import __version__, targets
-from .api import read_manifest
-from .emit import _ENV
+from .manifest import read as read_manifest
+from .ctext import ENV
 from .files import write_all
 
 
@@ -25,9 +25,9 @@ def build_library(build_dir: str | Path, target_name: str, out: str | Path | Non
     sources = [folder / f"{name}.h", folder / f"{name}.c", *sorted((folder / "runtime").rglob("*.h"))]
     ctx = {"name": name, "version": __version__, "target": target}
     files = {f"src/{p.relative_to(folder).as_posix()}": p.read_text() for p in sources}
-    files["CMakeLists.txt"] = _ENV.get_template("lib_CMakeLists.txt.j2").render(ctx)
-    files["library.json"] = _ENV.get_template("lib_library.json.j2").render(ctx)
+    files["CMakeLists.txt"] = ENV.get_template("lib_CMakeLists.txt.j2").render(ctx)
+    files["library.json"] = ENV.get_template("lib_library.json.j2").render(ctx)
     if target.qemu:  # a cross target: the application needs its compiler and CPU flags
-        files[f"toolchain-{target.name}.cmake"] = _ENV.get_template("lib_toolchain.cmake.j2").render(ctx)
+        files[f"toolchain-{target.name}.cmake"] = ENV.get_template("lib_toolchain.cmake.j2").render(ctx)
     write_all(dest, files)
     return dest

@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from .api import read_manifest
+from .manifest import read as read_manifest
 from .errors import OptionError
 from .files import write_atomic
 

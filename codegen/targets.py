@@ -3,6 +3,7 @@ means adding one file. This module only reads and checks them; building and runn
 firmware.py and qemu.py."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
@@ -92,8 +93,23 @@ def load(name: str) -> Target:
         raise OptionError(f"target file '{path}' is invalid: {type(e).__name__} {e}") from None
 
 
+# Target names become folder names and C/CMake text; compiler names and flags go on command lines
+# and into CMake files: one safe character set for all of them.
+_WORD = re.compile(r"[A-Za-z0-9_.,=+\-/:@]+")
+
+
+def _words(path: Path, what: str, words: list[str]) -> list[str]:
+    for w in words:
+        if not isinstance(w, str) or not _WORD.fullmatch(w):
+            raise OptionError(f"target file '{path}': {what} {w!r} has characters other than "
+                              "letters, digits and _.,=+-/:@")
+    return list(words)
+
+
 def _parse(path: Path, data: dict) -> Target:
+    _words(path, "the target name (file name)", [path.stem])
     tc = data["toolchain"]
+    _words(path, "a compiler name or flag", [tc["cc"], *tc.get("cflags", []), *tc.get("ldflags", [])])
     files = {k: _file(path, tc[k]) for k in ("startup", "linker_script") if k in tc}
     mem = Memory(**data["memory"]) if "memory" in data else None
     qemu = Qemu(**data["qemu"]) if "qemu" in data else None

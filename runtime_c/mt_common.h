@@ -67,4 +67,22 @@ static inline float mt_update(float out, float v, float scale, float keep)
     return keep == 0.0f ? scale * v : keep * out + scale * v;
 }
 
+/* 1 if all n values are finite: a training step refuses a NaN/Inf input before anything runs. */
+static inline int mt_all_finite(const float *x, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* 1 if all n class indices lie in [0, classes). */
+static inline int mt_all_below(const int32_t *y, size_t n, int32_t classes)
+{
+    size_t i;
+    for (i = 0; i < n; ++i)
+        if (y[i] < 0 || y[i] >= classes) return 0;
+    return 1;
+}
+
 #endif

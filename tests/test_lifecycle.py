@@ -45,7 +45,7 @@ def build(tmp_path_factory):
 
 
 def build_manifest(build):
-    return codegen.api.read_manifest(build)
+    return codegen.manifest.read(build)
 
 
 def trained(build, steps: int = 20, seed: int = 0) -> codegen.HostTrainer:

@@ -97,3 +97,52 @@ def test_nan_input_through_max_pool_changes_nothing(tmp_path):
     assert np.isnan(trainer.train_step(x, np.array([0, 1])))
     for name, value in trainer.get_params().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+def test_non_finite_input_with_finite_loss_is_refused(tmp_path):
+    """Conv1d -> Tanh: +Inf in the input saturates tanh, so the loss stays finite, yet the weight
+    gradients would be Inf/NaN. train_step checks its inputs first: nothing changes and
+    last_status() says why; the next normal steps match a trainer that never saw the batch."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "W", "b"], ["c"], pads=[1, 1]), helper.make_node("Tanh", ["c"], ["y"])]
+    onnx_model(nodes, {"x": [2, 1, 6]}, {"y": [2, 2, 6]},
+               {"W": rng.normal(size=(2, 1, 3)).astype(np.float32), "b": np.zeros(2, np.float32)},
+               path=tmp_path / "c1d.onnx")
+    hit, clean = (compile_model(tmp_path / "c1d.onnx", tmp_path / n, loss="mse", lr=0.1, momentum=0.9) for n in "ab")
+    batches = [(rng.normal(size=(2, 1, 6)).astype(np.float32), rng.normal(size=(2, 2, 6)).astype(np.float32))
+               for _ in range(3)]
+    for t in (hit, clean):
+        t.train_step(*batches[0])
+    bad = batches[1][0].copy()
+    bad[0, 0, 3] = np.inf
+    before = hit.get_params()
+    assert np.isnan(hit.train_step(bad, batches[1][1])) and hit.last_status() == -1
+    for name, value in hit.get_params().items():
+        np.testing.assert_array_equal(value, before[name])
+    for x, y in batches[1:]:
+        assert hit.train_step(x, y) == clean.train_step(x, y) and hit.last_status() == 0
+    for name, value in hit.get_params().items():
+        np.testing.assert_array_equal(value, clean.get_params()[name])
+
+
+@pytest.mark.parametrize("case, status", [("ok", 0), ("nan-target", -2), ("inf-loss", -3)])
+def test_last_status_mse(tmp_path, case, status):
+    trainer = scaled(tmp_path, None, "mse")
+    x, y = np.ones((2, 4), np.float32), np.zeros((2, 4), np.float32)
+    if case == "nan-target":
+        y[1, 1] = np.nan
+    if case == "inf-loss":
+        x[:] = 1e30  # finite input, the squared error overflows
+    loss = trainer.train_step(x, y)
+    assert trainer.last_status() == status and np.isfinite(loss) == (status == 0)
+
+
+@pytest.mark.parametrize("label, status", [(3, 0), (4, -2), (-1, -2)])
+def test_last_status_class_index(tmp_path, label, status):
+    """A class index out of range is refused before the forward pass (the C API's callers do not
+    go through the Python label check)."""
+    trainer = scaled(tmp_path, None, "cross_entropy")
+    labels = trainer._ffi.new("int32_t[]", [0, label])
+    x = np.ones((2, 4), np.float32)
+    trainer._fn("train_step")(trainer._ptr(x, "float"), labels)
+    assert trainer.last_status() == status

@@ -33,7 +33,7 @@ def build(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manifest(build):
-    return codegen.api.read_manifest(build)
+    return codegen.manifest.read(build)
 
 
 def update(manifest, seed=0, scale=0.01) -> dict[str, np.ndarray]:
