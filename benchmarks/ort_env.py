@@ -27,7 +27,7 @@ def ready() -> bool:
     return (location() / "bin" / "python").exists()
 
 
-def _see_this_environment(venv: Path) -> None:
+def see_this_environment(venv: Path) -> None:
     """A .pth file puts this environment's site-packages after the venv's own (whether this is
     a venv or not, which --system-site-packages would not cover): torch is found, while the
     venv's onnx 1.17 shadows ours."""
@@ -48,7 +48,7 @@ def python() -> Path:
     staging = Path(tempfile.mkdtemp(dir=where.parent, prefix="ort-venv-"))
     try:
         subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, capture_output=True, text=True)
-        _see_this_environment(staging)
+        see_this_environment(staging)
         subprocess.run([str(staging / "bin" / "python"), "-m", "pip", "install", "-q", *PACKAGES], check=True,
                        capture_output=True, text=True, timeout=300)
         os.replace(staging, where)

@@ -14,10 +14,10 @@ from .ctext import identifiers
 from .emit import emit, input_idents
 from .errors import OptionError
 from .files import write_all
+from .paths import runtime_dir
 from .ir import CONST, FROZEN, PARAM, STATE
 from .training_onnx import to_onnx
 
-RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
 # Generated code names its own symbols mt_* and the input pointers in_*: a prefix must differ.
 RESERVED_PREFIXES = ("mt", "in")
 
@@ -58,8 +58,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              export.SOURCE_MODEL: export.source_bytes(model),
              "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
              "memory.json": json.dumps(plan.to_json(), indent=1),
-             "runtime/mt_common.h": (RUNTIME_DIR / "mt_common.h").read_text()}
-    for kernel in sorted((RUNTIME_DIR / "kernels").glob("*.h")):  # small; some include others
+             "runtime/mt_common.h": (runtime_dir() / "mt_common.h").read_text()}
+    for kernel in sorted((runtime_dir() / "kernels").glob("*.h")):  # small; some include others
         files[f"runtime/kernels/{kernel.name}"] = kernel.read_text()
     write_all(out_dir, {**files, manifest.NAME: manifest.dumps(summary, files)})  # the manifest last
     return summary

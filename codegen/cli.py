@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from . import api
+from . import __version__, api
 from .budget import ram_bytes
 from .errors import DataError, McutrainError
 
@@ -20,6 +20,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile an ONNX model into static-memory C that trains on a microcontroller.")
 out = Console()
 err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mcutrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")):
+    """Compile an ONNX model into static-memory C that trains on a microcontroller."""
 
 
 def _run(fn, *args, **kwargs):

@@ -16,10 +16,10 @@ from typing import Callable
 
 from . import elfsize, firmware, targets
 from .build import cache_dir
-from .targets import ROOT
+from .paths import runtime_dir
 
 TIMEOUT_EXIT = 124  # like coreutils `timeout`
-PLUGIN_SOURCE = ROOT / "runtime_c" / "boards" / "insncount.c"
+PLUGIN_SOURCE = runtime_dir() / "boards" / "insncount.c"
 
 
 @dataclass

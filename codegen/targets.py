@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OptionError, ToolchainError
+from .paths import runtime_dir, targets_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = ROOT / "targets"
 
 
 @dataclass(frozen=True)
@@ -78,12 +77,12 @@ def _require(program: str, packages: list[str]) -> None:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
+    return sorted(p.stem for p in targets_dir().glob("*.toml"))
 
 
 def load(name: str) -> Target:
     """A target by name (targets/<name>.toml) or by path to a .toml file."""
-    path = Path(name) if name.endswith(".toml") else TARGETS_DIR / f"{name}.toml"
+    path = Path(name) if name.endswith(".toml") else targets_dir() / f"{name}.toml"
     if not path.is_file():
         raise OptionError(f"unknown target '{name}'; known: {', '.join(names())} (or a path to a .toml)")
     try:
@@ -120,8 +119,9 @@ def _parse(path: Path, data: dict) -> Target:
 
 
 def _file(target_file: Path, rel: str) -> Path:
-    """Paths in a target file are relative to the project root, or to the file itself."""
-    for base in (ROOT, target_file.parent):
+    """Paths in a target file are relative to the folder holding runtime_c/ (installed package or
+    source checkout: a board file anywhere can name runtime_c/boards/...), or to the file itself."""
+    for base in (runtime_dir().parent, target_file.parent):
         if (base / rel).is_file():
             return base / rel
     raise KeyError(f"'{rel}' not found")
