@@ -15,6 +15,7 @@ from elftools.elf.elffile import ELFFile
 from codegen import budget, firmware, qemu, targets
 from codegen.build import C_FLAGS
 from codegen.errors import FitError
+from codegen.manifest import Manifest
 
 
 @dataclass
@@ -25,14 +26,14 @@ class McuResult:
     code: int
 
 
-def fake_data(m: dict, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def fake_data(m: Manifest, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """`steps` batches of deterministic samples and labels of the right kind."""
     rng = np.random.default_rng(0)
-    batch = m["inputs"][0]["shape"][0]
-    x = rng.uniform(-1, 1, (steps * batch, *m["inputs"][0]["shape"][1:])).astype(np.float32)
-    if m["labels"]["dtype"] == "int32":
-        return x, rng.integers(0, m["output"]["shape"][1], steps * batch)
-    return x, rng.uniform(0, 1, (steps * batch, *m["labels"]["shape"][1:])).astype(np.float32)
+    n = steps * m.batch
+    x = rng.uniform(-1, 1, (n, *m.inputs[0].shape[1:])).astype(np.float32)
+    if m.labels.dtype == "int32":
+        return x, rng.integers(0, m.classes, n)
+    return x, rng.uniform(0, 1, (n, *m.labels.shape[1:])).astype(np.float32)
 
 
 def callgraph(ci: str) -> tuple[dict[str, int], dict[str, set[str]]]:
@@ -56,15 +57,15 @@ def reachable(edges: dict[str, set[str]], root: str) -> set[str]:
     return seen
 
 
-def trainer_cost(folder: Path, m: dict, target: targets.Target) -> tuple[int, int]:
+def trainer_cost(folder: Path, m: Manifest, target: targets.Target) -> tuple[int, int]:
     """(code bytes, deepest stack bytes) of train_step and what it calls (not predict, save/load
     or the other API functions; C library calls count as 0), the trainer compiled alone."""
-    folder, root = folder.resolve(), f"{m['name']}_train_step"
+    folder, root = folder.resolve(), f"{m.name}_train_step"
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "trainer.o"
         specs = [f for f in target.ldflags if f.startswith("--specs")]  # the C library's headers
         subprocess.run([target.cc, *C_FLAGS, *target.cflags, *specs, "-ffunction-sections", "-fcallgraph-info=su",
-                        f"-I{folder}", "-c", str(folder / f"{m['name']}.c"), "-o", str(obj)], check=True, cwd=tmp)
+                        f"-I{folder}", "-c", str(folder / f"{m.name}.c"), "-o", str(obj)], check=True, cwd=tmp)
         frames, edges = callgraph(obj.with_suffix(".ci").read_text())
         used = reachable(edges, root)
         with open(obj, "rb") as f:
@@ -77,7 +78,7 @@ def trainer_cost(folder: Path, m: dict, target: targets.Target) -> tuple[int, in
     return code, depth(root)
 
 
-def measure(folder: Path, m: dict, target_name: str, steps: int = 4) -> McuResult | None:
+def measure(folder: Path, m: Manifest, target_name: str, steps: int = 4) -> McuResult | None:
     """None when the model does not fit the target."""
     target = targets.load(target_name)
     x, y = fake_data(m, steps)
@@ -89,5 +90,5 @@ def measure(folder: Path, m: dict, target_name: str, steps: int = 4) -> McuResul
     if run.code:
         raise RuntimeError(f"firmware for {target_name} exited with {run.code}:\n{run.output[-2000:]}")
     code, stack = trainer_cost(folder, m, target)
-    ram = budget.ram_bytes(m["memory"]) + stack
+    ram = budget.ram_bytes(m.memory) + stack
     return McuResult(run.work.per_step if run.work else None, ram, stack, code)

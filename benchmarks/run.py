@@ -68,7 +68,7 @@ def host_row(suite, batch: int, work: Path, quick: bool, with_ort: bool) -> dict
     summary = codegen.generate(model, folder, loss=suite.loss, lr=LR, name=suite.name, federated=False)
     fl = flops.per_step(model, suite.loss)
     steps, repeats = _steps(fl, 0.002 if quick else 0.05), 3 if quick else 7
-    exe = standalone.build(folder, summary)
+    exe = standalone.build(folder, codegen.manifest.read(folder))
     mem = summary["memory"]
     row = {"model": suite.name, "batch": batch, "flops": fl,
            "c": standalone.seconds_per_step(exe, steps, repeats),

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from codegen.build import host_cflags
+from codegen.manifest import Manifest
 
 MAIN = r"""
 #define _POSIX_C_SOURCE 199309L /* clock_gettime under -std=c99 */
@@ -52,10 +53,10 @@ int main(int argc, char **argv)
 """
 
 
-def build(folder: Path, manifest: dict) -> Path:
+def build(folder: Path, manifest: Manifest) -> Path:
     """Compile the trainer with the host flags (codegen.build.host_cflags) plus the timing main."""
-    p = manifest["name"]
-    label = "i % classes" if manifest["labels"]["dtype"] == "int32" else "(i % 5) * 0.25f"
+    p = manifest.name
+    label = "i % classes" if manifest.labels.dtype == "int32" else "(i % 5) * 0.25f"
     (folder / "bench_main.c").write_text(MAIN.format(p=p, P=p.upper(), label=label))
     exe = folder / "bench"
     subprocess.run(["cc", *host_cflags(), "bench_main.c", f"{p}.c", "-lm", "-o", exe.name], cwd=folder,

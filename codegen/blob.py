@@ -14,6 +14,7 @@ import numpy as np
 
 from . import npz
 from .errors import DataError
+from .manifest import Manifest
 from .files import write_atomic
 
 HEADER = struct.Struct("<4sHHIII")  # magic, version, tensors, model hash, payload bytes, CRC-32
@@ -48,25 +49,25 @@ def model_hash(tg) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
-def layout(manifest: dict) -> list[tuple[str, tuple[int, ...]]]:
-    return [(p["name"], tuple(p["shape"])) for p in manifest["params"]]
+def layout(manifest: Manifest) -> list[tuple[str, tuple[int, ...]]]:
+    return [(p.name, p.shape) for p in manifest.params]
 
 
-def sizes(manifest: dict) -> dict[bytes, int]:
+def sizes(manifest: Manifest) -> dict[bytes, int]:
     """Total message bytes of each kind for this model (the C's *_BLOB_BYTES / *_DELTA_*_BYTES)."""
     count = sum(int(np.prod(s)) for _, s in layout(manifest))
-    tensors = len(manifest["params"])
+    tensors = len(manifest.params)
     return {PARAMS: HEADER.size + 4 * count, DELTA_F32: HEADER.size + 4 + 4 * count,
             DELTA_I8: HEADER.size + 4 + 4 * tensors + count}
 
 
-def _finish(magic: bytes, manifest: dict, payload: bytes) -> bytes:
-    header = HEADER.pack(magic, VERSION, len(manifest["params"]), manifest["model_hash"], len(payload),
+def _finish(magic: bytes, manifest: Manifest, payload: bytes) -> bytes:
+    header = HEADER.pack(magic, VERSION, len(manifest.params), manifest.model_hash, len(payload),
                          zlib.crc32(payload))
     return header + payload
 
 
-def check(data: bytes, manifest: dict, magics: tuple[bytes, ...]) -> tuple[bytes, bytes]:
+def check(data: bytes, manifest: Manifest, magics: tuple[bytes, ...]) -> tuple[bytes, bytes]:
     """(magic, payload) of a valid message of one of `magics` for this model; otherwise DataError
     naming the field at fault. The same checks, in the same order, as mt_blob_check in C."""
     data = bytes(data)
@@ -78,11 +79,11 @@ def check(data: bytes, manifest: dict, magics: tuple[bytes, ...]) -> tuple[bytes
         raise DataError(f"{what} refused: magic {magic!r} (expected {' or '.join(map(repr, magics))})")
     if version != VERSION:
         raise DataError(f"{what} refused: format version {version}; this mcutrain reads version {VERSION}")
-    if hash_ != manifest["model_hash"]:
+    if hash_ != manifest.model_hash:
         raise DataError(f"{what} refused: model hash 0x{hash_:08X} is not this build's "
-                        f"0x{manifest['model_hash']:08X} (it comes from another model or trainable set)")
-    if tensors != len(manifest["params"]):
-        raise DataError(f"{what} refused: {tensors} tensors, this model trains {len(manifest['params'])}")
+                        f"0x{manifest.model_hash:08X} (it comes from another model or trainable set)")
+    if tensors != len(manifest.params):
+        raise DataError(f"{what} refused: {tensors} tensors, this model trains {len(manifest.params)}")
     expected = sizes(manifest)[magic] - HEADER.size
     if length != expected:
         raise DataError(f"{what} refused: payload length field {length}, this model's is {expected}")
@@ -96,7 +97,7 @@ def check(data: bytes, manifest: dict, magics: tuple[bytes, ...]) -> tuple[bytes
     return magic, payload
 
 
-def _split(flat: np.ndarray, manifest: dict) -> dict[str, np.ndarray]:
+def _split(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
     out, offset = {}, 0
     for name, shape in layout(manifest):
         n = int(np.prod(shape))
@@ -105,15 +106,15 @@ def _split(flat: np.ndarray, manifest: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _flat(params: dict[str, np.ndarray], manifest: dict) -> np.ndarray:
+def _flat(params: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
     return np.concatenate([np.asarray(params[n], "<f4").ravel() for n, _ in layout(manifest)])
 
 
-def encode_params(params: dict[str, np.ndarray], manifest: dict) -> bytes:
+def encode_params(params: dict[str, np.ndarray], manifest: Manifest) -> bytes:
     return _finish(PARAMS, manifest, _flat(params, manifest).tobytes())
 
 
-def decode_params(data: bytes, manifest: dict) -> dict[str, np.ndarray]:
+def decode_params(data: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     _, payload = check(data, manifest, (PARAMS,))
     return _split(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
 
@@ -128,7 +129,7 @@ def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
     return scale, np.where(q >= -127, np.minimum(q, 127), -127).astype(np.int8)
 
 
-def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: dict, int8: bool = False) -> bytes:
+def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: Manifest, int8: bool = False) -> bytes:
     head = struct.pack("<I", samples)
     if not int8:
         return _finish(DELTA_F32, manifest, head + _flat(delta, manifest).tobytes())
@@ -137,13 +138,13 @@ def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: dict, int
     return _finish(DELTA_I8, manifest, head + scales + b"".join(q.tobytes() for _, q in pairs))
 
 
-def decode_delta(data: bytes, manifest: dict) -> tuple[dict[str, np.ndarray], int]:
+def decode_delta(data: bytes, manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
     """(delta as float32 by tensor name, sample count); int8 deltas are dequantized (q * scale)."""
     magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
     (samples,) = struct.unpack_from("<I", payload)
     if magic == DELTA_F32:
         return _split(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
-    tensors = len(manifest["params"])
+    tensors = len(manifest.params)
     scales = np.frombuffer(payload, "<f4", count=tensors, offset=4)
     q = np.frombuffer(payload, np.int8, offset=4 + 4 * tensors)
     out = _split(q.astype(np.float32), manifest)
@@ -151,7 +152,7 @@ def decode_delta(data: bytes, manifest: dict) -> tuple[dict[str, np.ndarray], in
         return {n: v * scales[i] for i, (n, v) in enumerate(out.items())}, samples
 
 
-def read_params(path: Path, manifest: dict) -> dict[str, np.ndarray]:
+def read_params(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     """Trainable weights from a parameter blob or an .npz of name -> array (`train --save`)."""
     path = Path(path)
     if not path.is_file():
@@ -166,7 +167,7 @@ def read_params(path: Path, manifest: dict) -> dict[str, np.ndarray]:
         return {n: archive.array(n, shape).astype(np.float32) for n, shape in expected.items()}
 
 
-def write_params(path: Path, params: dict[str, np.ndarray], manifest: dict) -> None:
+def write_params(path: Path, params: dict[str, np.ndarray], manifest: Manifest) -> None:
     """An .npz when the name ends in .npz, a parameter blob otherwise."""
     path = Path(path)
     if path.suffix == ".npz":

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import c_api
-from .manifest import read as read_manifest
+from .manifest import Manifest, read as read_manifest
 from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes
 from .errors import BuildError, DataError
 from .export import export_onnx
@@ -42,9 +42,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MCUTRAIN_CACHE", Path.home() / ".cache" / "mcutrain"))
 
 
-def _cdef(m: dict) -> str:
-    label = "int32_t" if m["labels"]["dtype"] == "int32" else "float"
-    return c_api.cdef(m["name"], [i["c"] for i in m["inputs"]], label, m["federated"])
+def _cdef(m: Manifest) -> str:
+    label = "int32_t" if m.labels.dtype == "int32" else "float"
+    return c_api.cdef(m.name, [i.c for i in m.inputs], label, m.federated)
 
 
 def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> Path:
@@ -53,8 +53,8 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
     m = read_manifest(folder)
     cflags = host_cflags() + list(extra_cflags or [])
     # The manifest vouches for the sources' contents (read_manifest verified them).
-    h = hashlib.sha256(repr((cflags, sys.version, _cdef(m), sorted(m["files"].items()))).encode())
-    module = f"_mcutrain_{m['name']}_{h.hexdigest()[:16]}"
+    h = hashlib.sha256(repr((cflags, sys.version, _cdef(m), sorted(m.files.items()))).encode())
+    module = f"_mcutrain_{m.name}_{h.hexdigest()[:16]}"
     cached = cache_dir() / module
     found = list(cached.glob(f"{module}*.so")) + list(cached.glob(f"{module}*.pyd"))
     if found:
@@ -63,7 +63,7 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
 
     ffi = cffi.FFI()
     ffi.cdef(_cdef(m))
-    ffi.set_source(module, f'#include "{m["name"]}.h"', sources=[str(folder / f"{m['name']}.c")],
+    ffi.set_source(module, f'#include "{m.name}.h"', sources=[str(folder / f"{m.name}.c")],
                    include_dirs=[str(folder)], extra_compile_args=cflags,
                    extra_link_args=[f for f in cflags if f.startswith("-fsanitize")])
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -96,16 +96,15 @@ class HostTrainer:
         spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        self._ffi, self._lib, self._p = mod.ffi, mod.lib, m["name"]
-        self.batch = m["inputs"][0]["shape"][0] if m["inputs"][0]["shape"] else 1
-        self.accumulate = m.get("accumulate", 1)
+        self._ffi, self._lib, self._p = mod.ffi, mod.lib, m.name
+        self.batch, self.accumulate = m.batch, m.accumulate
         self.train_batch = self.batch * self.accumulate  # samples per train_step
-        self.output_shape = tuple(m["output"]["shape"])
-        self.label_shape = tuple(m["labels"]["shape"])
-        self.label_dtype = np.dtype(m["labels"]["dtype"])
-        self.classes = self.output_shape[1] if m["loss"] == "cross_entropy" else None
-        self._params = [(p["name"], tuple(p["shape"])) for p in m["params"]]
-        self._param_size = sum(int(np.prod(s)) for _, s in self._params)
+        self.output_shape = m.output.shape
+        self.label_shape = m.labels.shape
+        self.label_dtype = np.dtype(m.labels.dtype)
+        self.classes = m.classes
+        self._params = [(p.name, p.shape) for p in m.params]
+        self._param_size = sum(p.size for p in m.params)
 
     def _fn(self, name):
         return getattr(self._lib, f"{self._p}_{name}")
@@ -115,16 +114,16 @@ class HostTrainer:
 
     def _inputs(self, x, micro_batches: int = 1) -> list[np.ndarray]:
         xs = list(x) if isinstance(x, (tuple, list)) else [x]
-        specs = self.manifest["inputs"]
+        specs = self.manifest.inputs
         if len(xs) != len(specs):
             raise DataError(f"the model takes {len(specs)} inputs, got {len(xs)}")
         out = []
         for arr, spec in zip(xs, specs):
             arr = np.ascontiguousarray(arr, dtype=np.float32)
-            shape = tuple(spec["shape"])
+            shape = spec.shape
             shape = (shape[0] * micro_batches,) + shape[1:] if shape else shape
             if arr.shape != shape:
-                raise DataError(f"input '{spec['name']}' must have shape {shape}, got {arr.shape}")
+                raise DataError(f"input '{spec.name}' must have shape {shape}, got {arr.shape}")
             out.append(arr)
         return out
 
@@ -133,7 +132,7 @@ class HostTrainer:
         y = np.asarray(y)
         shape = self.label_shape if count is None else (count,) + self.label_shape[1:]
         if y.shape != shape:
-            raise DataError(f"labels must have shape {shape} for loss '{self.manifest['loss']}', "
+            raise DataError(f"labels must have shape {shape} for loss '{self.manifest.loss}', "
                             f"got {y.shape}")
         if self.classes is not None and y.size:
             if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= self.classes:

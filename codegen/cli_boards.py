@@ -45,7 +45,7 @@ def _run_firmware(build_dir: Path, target: str, timeout: float) -> int:
 def _size(build_dir: Path, target_name: str) -> None:
     target = targets.load(target_name)
     info = firmware.read_info(build_dir, target)
-    size = elfsize.measure(firmware.out_dir(build_dir, target) / info["elf"], read_manifest(build_dir)["name"])
+    size = elfsize.measure(firmware.out_dir(build_dir, target) / info["elf"], read_manifest(build_dir).name)
     say(f"{info['elf']} for {target.name}: text {size.text:,}  data {size.data:,}  bss {size.bss:,} (bytes)")
     mem = target.memory
     for region, used, limit in (("RAM", size.ram, mem and mem.ram), ("flash", size.flash, mem and mem.flash)):

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from . import blob, export, federated, ort_import
-from .manifest import read as read_manifest
+from .manifest import Manifest, read as read_manifest
 from .cli import _run, out, print_memory
 from .errors import DataError, OptionError
 from .files import write_atomic
@@ -20,7 +20,7 @@ BUILD_HELP = "folder written by `mcutrain generate`"
 PARAMS_HELP = "parameter blob (MTPB) or .npz of name -> array (`mcutrain train --save`)"
 
 
-def _weights(build_dir: Path, path: Optional[Path], manifest: dict):
+def _weights(build_dir: Path, path: Optional[Path], manifest: Manifest):
     """Weights from `path` (default: as generated), refused when any is NaN/Inf: it would spread
     into every delta and global model computed from them."""
     if path is None:
@@ -39,7 +39,7 @@ def _message(path: Path) -> bytes:
 def _export(build_dir: Path, params: Path, dest: Path) -> None:
     manifest = read_manifest(build_dir)
     export.export_onnx(build_dir, blob.read_params(params, manifest), dest)
-    say(f"wrote {dest}: {manifest['source']} with the weights of {params}")
+    say(f"wrote {dest}: {manifest.source} with the weights of {params}")
 
 
 def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, int8: bool, dest: Path) -> None:

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 
 from .errors import ModelError
 from .files import write_atomic
+from .manifest import Manifest
 
 SOURCE_MODEL = "model.onnx"
 
@@ -28,10 +29,10 @@ def _source(build_dir: Path) -> onnx.ModelProto:
     return onnx.load(str(path))
 
 
-def initial_params(build_dir: Path, manifest: dict) -> dict[str, np.ndarray]:
+def initial_params(build_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     """The trainable tensors as generated (the compiled-in weights: the first global model)."""
     inits = {i.name: i for i in _source(build_dir).graph.initializer}
-    return {p["name"]: numpy_helper.to_array(inits[p["name"]]).astype(np.float32) for p in manifest["params"]}
+    return {p.name: numpy_helper.to_array(inits[p.name]).astype(np.float32) for p in manifest.params}
 
 
 def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import blob
 from .errors import DataError
+from .manifest import Manifest
 
 
 class Reason(str, Enum):
@@ -58,7 +59,7 @@ def norm(change: dict[str, np.ndarray]) -> float:
     return math.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64))) for v in change.values()))
 
 
-def validate(data: bytes, manifest: dict, source: str, max_norm: float | None = None,
+def validate(data: bytes, manifest: Manifest, source: str, max_norm: float | None = None,
              seen: dict[bytes, str] | None = None) -> tuple[dict[str, np.ndarray], int]:
     """(delta, sample count) of one client's message, or Refused naming `source` and the reason:
     bad framing, NaN/Inf, L2 norm above `max_norm`, or the same bytes as a message already in

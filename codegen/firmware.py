@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import elfsize, targets
-from .manifest import read as read_manifest
+from .manifest import Manifest, read as read_manifest
 from .build import C_FLAGS
 from .ctext import ENV
 from .errors import BuildError, DataError, FitError, OptionError
@@ -35,12 +35,12 @@ def _c_float(v) -> str:
     return np.format_float_scientific(np.float32(v), unique=True, trim="-") + "f"
 
 
-def prepare_data(m: dict, x: np.ndarray, y: np.ndarray, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
+def prepare_data(m: Manifest, x: np.ndarray, y: np.ndarray, samples: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Whole batches of (x, y) as the harness embeds them: float32 samples, labels of the C type."""
-    if len(m["inputs"]) != 1:
-        raise OptionError(f"the firmware harness feeds one input; '{m['name']}' takes {len(m['inputs'])}")
-    batch, sample = m["inputs"][0]["shape"][0], tuple(m["inputs"][0]["shape"][1:])
-    label_shape = tuple(m["labels"]["shape"][1:])
+    if len(m.inputs) != 1:
+        raise OptionError(f"the firmware harness feeds one input; '{m.name}' takes {len(m.inputs)}")
+    batch, sample = m.batch, m.inputs[0].shape[1:]
+    label_shape = tuple(m.labels.shape[1:])
     n = min(len(x), samples or len(x))
     n -= n % batch
     if len(x) != len(y) or n < batch:
@@ -48,10 +48,10 @@ def prepare_data(m: dict, x: np.ndarray, y: np.ndarray, samples: int | None) -> 
     x, y = np.asarray(x[:n]), np.asarray(y[:n])
     if x.shape[1:] != sample or not np.all(np.isfinite(x)):
         raise DataError(f"samples in x must be finite with shape {sample}, got {x.shape[1:]}")
-    if m["labels"]["dtype"] == "int32":
-        classes = m["output"]["shape"][1]
+    if m.labels.dtype == "int32":
+        classes = m.classes
         if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= classes:
-            raise DataError(f"{m['loss']} labels must be integers in [0, {classes})")
+            raise DataError(f"{m.loss} labels must be integers in [0, {classes})")
         return x.astype(np.float32), y.astype(np.int32).reshape(n, *label_shape)
     if y.size != n * int(np.prod(label_shape)):
         raise DataError(f"labels must have shape {label_shape} per sample, got {y.shape[1:]}")
@@ -63,20 +63,20 @@ def _rows(a: np.ndarray, fmt) -> list[list[str]]:
     return [[fmt(v) for v in row] for row in a.reshape(len(a), -1)]
 
 
-def render_harness(m: dict, target: str, x: np.ndarray, y: np.ndarray, epochs: int) -> str:
+def render_harness(m: Manifest, target: str, x: np.ndarray, y: np.ndarray, epochs: int) -> str:
     return ENV.get_template("harness.c.j2").render(
-        prefix=m["name"], PREFIX=m["name"].upper(), target=target, samples=len(x), epochs=epochs,
-        loss=m["loss"], classes=m["output"]["shape"][1] if m["loss"] == "cross_entropy" else 0,
-        x_size=int(np.prod(m["inputs"][0]["shape"])), x=_rows(x, _c_float),
+        prefix=m.name, PREFIX=m.name.upper(), target=target, samples=len(x), epochs=epochs,
+        loss=m.loss, classes=m.classes or 0,
+        x_size=int(np.prod(m.inputs[0].shape)), x=_rows(x, _c_float),
         y=_rows(y, str if y.dtype == np.int32 else _c_float))
 
 
-def check_fit(m: dict, target: targets.Target, x: np.ndarray, y: np.ndarray) -> None:
+def check_fit(m: Manifest, target: targets.Target, x: np.ndarray, y: np.ndarray) -> None:
     """Refuse before compiling what the target's memory cannot hold (the linker checks the rest)."""
     mem = target.memory
     if mem is None:
         return
-    b = m["memory"]
+    b = m.memory
     ram = {"arena": b["arena_bytes"], "parameters": b["param_bytes"],
            "optimizer state": b["optimizer_state_bytes"],
            "federated round-start copy": b.get("round_start_bytes", 0), "stack reserve": mem.stack}
@@ -87,14 +87,14 @@ def check_fit(m: dict, target: targets.Target, x: np.ndarray, y: np.ndarray) -> 
         need = sum(parts.values())
         if need > size:
             detail = " + ".join(f"{k} {v:,} B" for k, v in parts.items() if v)
-            raise FitError(f"'{m['name']}' does not fit the {region} of target '{target.name}': needs at "
+            raise FitError(f"'{m.name}' does not fit the {region} of target '{target.name}': needs at "
                            f"least {need:,} B ({detail}) but the target has {size:,} B; use a smaller "
                            "model/batch or fewer samples (--samples), or a bigger target")
 
 
-def _compile_cmd(m: dict, target: targets.Target, folder: Path, harness: Path, elf: Path) -> list[str]:
+def _compile_cmd(m: Manifest, target: targets.Target, folder: Path, harness: Path, elf: Path) -> list[str]:
     cmd = [target.cc, *C_FLAGS, *WARNINGS, *target.cflags, f"-I{folder}", "-o", str(elf),
-           str(harness), str(folder / f"{m['name']}.c")]
+           str(harness), str(folder / f"{m.name}.c")]
     if target.startup:
         cmd.append(str(target.startup))
     if target.linker_script:
@@ -137,9 +137,9 @@ def build(build_dir: str | Path, target_name: str, x: np.ndarray, y: np.ndarray,
                              f"{done.stderr.strip()}")
         os.replace(harness, dest / "harness.c")
         os.replace(elf, dest / FIRMWARE)
-    size = elfsize.measure(dest / FIRMWARE, m["name"])
-    info = {"target": target.name, "model": m["name"], "epochs": epochs, "samples": len(x),
-            "steps": epochs * (len(x) // m["inputs"][0]["shape"][0]), "elf": FIRMWARE, "size": size.to_json()}
+    size = elfsize.measure(dest / FIRMWARE, m.name)
+    info = {"target": target.name, "model": m.name, "epochs": epochs, "samples": len(x),
+            "steps": epochs * (len(x) // m.batch), "elf": FIRMWARE, "size": size.to_json()}
     write_atomic(dest / INFO, json.dumps(info, indent=1))
     return info
 

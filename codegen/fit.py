@@ -32,7 +32,7 @@ def _check(trainer, x, y):
     if len(x) < trainer.batch:
         raise DataError(f"the data set has {len(x)} samples, fewer than one batch ({trainer.batch})")
     trainer.check_labels(y, len(y))
-    sample = tuple(trainer.manifest["inputs"][0]["shape"][1:])
+    sample = tuple(trainer.manifest.inputs[0].shape[1:])
     if tuple(x.shape[1:]) != sample:
         raise DataError(f"samples in x have shape {tuple(x.shape[1:])}, the model takes {sample}")
 
@@ -40,7 +40,7 @@ def _check(trainer, x, y):
 def evaluate(trainer, x: np.ndarray, y: np.ndarray, loss: float = float("nan")) -> EpochResult:
     """Accuracy (cross_entropy: argmax, bce_with_logits: logit > 0) or MSE over whole batches."""
     _check(trainer, x, y)
-    kind = trainer.manifest["loss"]
+    kind = trainer.manifest.loss
     scores = []
     for idx in _batches(len(x), trainer.batch, None):
         pred, target = trainer.predict(x[idx]), y[idx]

@@ -20,7 +20,7 @@ def build_library(build_dir: str | Path, target_name: str, out: str | Path | Non
     folder = Path(build_dir)
     m = read_manifest(folder)
     target = targets.load(target_name)
-    name = m["name"]
+    name = m.name
     dest = Path(out) if out else default_dir(folder, target, name)
     sources = [folder / f"{name}.h", folder / f"{name}.c", *sorted((folder / "runtime").rglob("*.h"))]
     ctx = {"name": name, "version": __version__, "target": target}

@@ -5,12 +5,82 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .errors import OptionError
 
 NAME = "mcutrain.json"
 FORMAT = 1  # bump on any change of the fields; readers refuse versions they do not know
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A named tensor of the trainer's interface."""
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Input(Spec):
+    c: str  # the C name of its pointer argument
+
+
+@dataclass(frozen=True)
+class Labels:
+    shape: tuple[int, ...]
+    dtype: str  # "int32": class indices (cross_entropy); "float32": targets
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a build folder holds, as `generate` recorded it (api._summary writes the fields)."""
+    name: str  # the C prefix
+    source: str
+    loss: str
+    accumulate: int
+    optimizer: dict
+    inputs: tuple[Input, ...]
+    output: Spec
+    labels: Labels
+    params: tuple[Spec, ...]  # the trainable tensors, in parameter-blob order
+    frozen: tuple[str, ...]
+    memory: dict[str, int]
+    federated: bool
+    model_hash: int
+    files: dict[str, str]  # relative path -> SHA-256 of what generate wrote
+
+    @property
+    def batch(self) -> int:
+        """Samples per predict call and per micro-batch."""
+        return self.inputs[0].shape[0] if self.inputs[0].shape else 1
+
+    @property
+    def classes(self) -> int | None:
+        """Classes of a cross_entropy output (batch, classes); None for other losses."""
+        return self.output.shape[1] if self.loss == "cross_entropy" else None
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Manifest":
+        return cls(name=d["name"], source=d["source"], loss=d["loss"], accumulate=d["accumulate"],
+                   optimizer=d["optimizer"], inputs=tuple(_typed(Input, i) for i in d["inputs"]),
+                   output=_typed(Spec, d["output"]), labels=_typed(Labels, d["labels"]),
+                   params=tuple(_typed(Spec, p) for p in d["params"]), frozen=tuple(d["frozen"]), memory=d["memory"],
+                   federated=d["federated"], model_hash=d["model_hash"], files=d["files"])
+
+
+def _typed(kind, fields: dict):
+    return kind(**{**fields, "shape": tuple(fields["shape"])})
 
 
 def _sha256(data: bytes | str) -> str:
@@ -27,7 +97,7 @@ def dumps(summary: dict, files: dict[str, bytes | str]) -> str:
     return json.dumps({**fields, "manifest_sha256": _self_hash(fields)}, indent=1)
 
 
-def read(build_dir: str | Path) -> dict:
+def read(build_dir: str | Path) -> Manifest:
     """The manifest of a consistent build folder; OptionError naming what is wrong otherwise."""
     folder = Path(build_dir)
     path = folder / NAME
@@ -35,7 +105,7 @@ def read(build_dir: str | Path) -> dict:
         raise OptionError(f"'{build_dir}' is not a generated build folder (no {NAME}); "
                           "run `mcutrain generate` first")
     fields = _parse(path)
-    for rel, digest in fields["files"].items():
+    for rel, digest in fields.files.items():
         src = folder / rel
         if not src.is_file() or _sha256(src.read_bytes()) != digest:
             raise OptionError(f"'{src}' {'is missing' if not src.is_file() else 'does not match'} {path} "
@@ -44,7 +114,7 @@ def read(build_dir: str | Path) -> dict:
     return fields
 
 
-def _parse(path: Path) -> dict:
+def _parse(path: Path) -> Manifest:
     try:
         fields = json.loads(path.read_bytes())
         stated = fields.pop("manifest_sha256")
@@ -57,4 +127,4 @@ def _parse(path: Path) -> dict:
     if stated != _self_hash(fields):
         raise OptionError(f"{path} is corrupt (its checksum does not match; edited by hand?): "
                           "run `mcutrain generate` again")
-    return fields
+    return Manifest.from_json(fields)

@@ -16,7 +16,7 @@ def memory_report(build_dir: str | Path) -> dict:
     manifest = read_manifest(build_dir)
     plan = json.loads((Path(build_dir) / "memory.json").read_text())
     live = plan["live_bytes"]
-    return {**manifest["memory"], "name": manifest["name"], "steps": plan["steps"],
+    return {**manifest.memory, "name": manifest.name, "steps": plan["steps"],
             "peak_step": live.index(max(live)) if live else 0, "live_bytes": live,
             "placement_order": plan["placement_order"], "buffers": plan["buffers"]}
 

@@ -118,7 +118,7 @@ def test_blob_layout_and_round_trip(build):
     a, b = trained(build), codegen.load_host(build)
     data = a.save_params()
     magic, version, tensors, hash_, length, crc = blob.HEADER.unpack_from(data)
-    assert (magic, version, tensors, hash_) == (b"MTPB", 1, 4, a.manifest["model_hash"])
+    assert (magic, version, tensors, hash_) == (b"MTPB", 1, 4, a.manifest.model_hash)
     assert length == 4 * sum(v.size for v in a.get_params().values()) == len(data) - 20
     assert crc == zlib.crc32(data[20:])
     flat = np.concatenate([v.ravel() for v in a.get_params().values()])
@@ -126,7 +126,7 @@ def test_blob_layout_and_round_trip(build):
     assert data == blob.encode_params(a.get_params(), a.manifest)  # Python writes the same bytes
     b.load_params(data)
     np.testing.assert_array_equal(b.predict(probe()), a.predict(probe()))
-    assert f"#define MLP_MODEL_HASH 0x{a.manifest['model_hash']:08X}u" in (build / "mlp.h").read_text()
+    assert f"#define MLP_MODEL_HASH 0x{a.manifest.model_hash:08X}u" in (build / "mlp.h").read_text()
 
 
 def _field(offset: int, fmt: str, delta: int):
@@ -351,7 +351,7 @@ def test_ort_artifacts_train_like_onnxruntime(ort_artifacts, tmp_path):
     result = CliRunner().invoke(app, ["import-ort", str(ort_artifacts / "sgd"), "-o", str(tmp_path / "b"), "--lr", "0.05"])
     assert result.exit_code == 0, result.output
     t = codegen.load_host(tmp_path / "b")
-    assert (t.manifest["loss"], t.manifest["optimizer"]["kind"]) == ("cross_entropy", "sgd")
+    assert (t.manifest.loss, t.manifest.optimizer["kind"]) == ("cross_entropy", "sgd")
     data, ref = np.load(ort_artifacts / "batches.npz"), np.load(ort_artifacts / "ort_trained.npz")
     losses = [t.train_step(x, y) for x, y in zip(data["x"], data["y"])]
     np.testing.assert_allclose(losses, ref["losses"], rtol=1e-5, atol=1e-6)

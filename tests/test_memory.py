@@ -54,9 +54,9 @@ def test_fused_updates_train_like_unfused(tmp_path, mlp_path, weight_decay, mome
     fused, plain = (compile_model(mlp_path, tmp_path / str(f), loss="cross_entropy", lr=0.05,
                                   weight_decay=weight_decay, momentum=momentum, fuse_updates=f)
                     for f in (True, False))
-    assert fused.manifest["memory"]["arena_bytes"] < plain.manifest["memory"]["arena_bytes"]
-    print(f"arena: fused {fused.manifest['memory']['arena_bytes']} B, "
-          f"unfused {plain.manifest['memory']['arena_bytes']} B")
+    assert fused.manifest.memory["arena_bytes"] < plain.manifest.memory["arena_bytes"]
+    print(f"arena: fused {fused.manifest.memory['arena_bytes']} B, "
+          f"unfused {plain.manifest.memory['arena_bytes']} B")
     for x, y in batches("cross_entropy", 20):
         assert fused.train_step(x, y) == pytest.approx(plain.train_step(x, y), rel=1e-6, abs=1e-7)
     for name, value in fused.get_params().items():
@@ -76,9 +76,9 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     full = compile_model(path, tmp_path / "full", batch=16, **options)
     micro = compile_model(path, tmp_path / "micro", batch=4, accumulate=4, **options)
     assert micro.train_batch == 16 and micro.batch == 4
-    print(f"arena: batch 16 {full.manifest['memory']['arena_bytes']} B, "
-          f"4 x 4 accumulated {micro.manifest['memory']['arena_bytes']} B")
-    assert micro.manifest["memory"]["arena_bytes"] < full.manifest["memory"]["arena_bytes"]
+    print(f"arena: batch 16 {full.manifest.memory['arena_bytes']} B, "
+          f"4 x 4 accumulated {micro.manifest.memory['arena_bytes']} B")
+    assert micro.manifest.memory["arena_bytes"] < full.manifest.memory["arena_bytes"]
     for x, y in batches("cross_entropy", 10):
         assert micro.train_step(x, y) == pytest.approx(full.train_step(x, y), rel=1e-5)
     for name, value in micro.get_params().items():

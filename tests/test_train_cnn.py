@@ -242,7 +242,7 @@ def test_conv_updates_are_fused(tmp_path):
     assert {"ConvGradW", "ConvGradB", "Gemm"} <= fused_ops
     fused, plain = (compile_model(path, tmp_path / str(f), loss="cross_entropy", lr=0.05, fuse_updates=f)
                     for f in (True, False))
-    sizes = [t.manifest["memory"]["arena_bytes"] for t in (fused, plain)]
+    sizes = [t.manifest.memory["arena_bytes"] for t in (fused, plain)]
     print(f"LeNet-5, batch {BATCH}, plain SGD: arena fused {sizes[0]:,} B, unfused {sizes[1]:,} B")
     assert sizes[0] < sizes[1]
     for x, y in batches(*SAMPLE["lenet"]):
