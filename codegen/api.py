@@ -34,14 +34,20 @@ def _check_prefix(prefix: str) -> None:
         raise OptionError(f"--name {prefix!r} is reserved for the generated code's own symbols; choose another")
 
 
-def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: float = 0.01,
-             momentum: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-             train: list[str] | None = None, freeze: list[str] | None = None,
+_OPT = training.Optimizer  # its field defaults are the defaults of every option below
+
+
+def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: float = _OPT.lr,
+             momentum: float = _OPT.momentum, weight_decay: float = _OPT.weight_decay,
+             nesterov: bool = _OPT.nesterov,
+             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
              batch: int | None = None, name: str | None = None, output: str | None = None,
-             optimizer: str = "sgd", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+             optimizer: str = _OPT.kind, beta1: float = _OPT.beta1, beta2: float = _OPT.beta2,
+             eps: float = _OPT.eps,
              train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True) -> dict:
-    """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json)."""
+    """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
+    train/freeze: glob patterns on parameter names, one string or a list of them."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
     _check_prefix(prefix)

@@ -2,7 +2,7 @@
 gradients summed, nothing computed for tensors that no trainable parameter depends on."""
 from __future__ import annotations
 
-from .errors import UnsupportedError
+from .errors import InternalError, UnsupportedError
 from .ir import PARAM, TRAIN_DOMAIN, Graph, Node
 from . import ops
 
@@ -23,6 +23,7 @@ class GradContext:
 
     def __init__(self, builder: "Backward", node: Node, dys: list[str | None], needs: list[bool]):
         self._b, self.node, self._dys, self._needs = builder, node, dys, needs
+        self.given: set[int] = set()
 
     def dy(self, k: int = 0) -> str:
         return self._dys[k]
@@ -39,6 +40,7 @@ class GradContext:
         return self._b.add(op, inputs, self.shape(like), attrs or {}, domain, self.node)
 
     def give(self, i: int, grad: str) -> None:
+        self.given.add(i)
         self._b.contribute(self.node.inputs[i], grad)
 
 
@@ -87,5 +89,10 @@ def backward(graph: Graph, forward: list[Node], output: str, seed: str, needed: 
         if op.grad is None:
             raise UnsupportedError(f"{node.describe()}: no gradient rule for op '{node.op}'; "
                                    "freeze the parameters before it (--freeze) so none is needed")
-        op.grad(node, GradContext(b, node, dys, needs))
+        ctx = GradContext(b, node, dys, needs)
+        op.grad(node, ctx)
+        missing = [node.inputs[i] for i, need in enumerate(needs) if need and i not in ctx.given]
+        if missing:  # a rule that forgets an input would train silently wrong
+            raise InternalError(f"{node.describe()}: the gradient rule of '{node.op}' gave no gradient to "
+                                f"input(s) {missing}")
     return b

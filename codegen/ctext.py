@@ -9,7 +9,7 @@ import re
 
 import jinja2
 
-from .errors import BuildError
+from .errors import InternalError
 
 
 class Safe(str):
@@ -66,8 +66,7 @@ def _finalize(value):
     text = str(value)
     if _PLAIN.fullmatch(text) and not any(s in text for s in _PLAIN_FORBIDDEN):
         return text
-    raise BuildError(f"refusing to write unescaped text into generated code: {text[:80]!r} "
-                     "(a bug in mcutrain, please report it)")
+    raise InternalError(f"refusing to write unescaped text into generated code: {text[:80]!r}")
 
 
 ENV = jinja2.Environment(loader=jinja2.PackageLoader("codegen", "templates"),

@@ -29,6 +29,13 @@ class BuildError(McutrainError):
     """The C compiler failed on generated code (a bug in mcutrain: please report it)."""
 
 
+class InternalError(McutrainError):
+    """An invariant of the compiler does not hold: a bug in mcutrain, never silently wrong output."""
+
+    def __init__(self, message: str):
+        super().__init__(f"{message} (a bug in mcutrain, please report it)")
+
+
 class ToolchainError(McutrainError):
     """A cross compiler, C library or QEMU needed for a target is not installed (names the package)."""
 

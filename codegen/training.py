@@ -2,7 +2,7 @@
 optimizer update per trainable parameter, scheduled as soon as it is safe."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -15,12 +15,13 @@ from .ir import FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node
 UPDATED = "updated"  # role of an optimizer output: the new value, written in place of its input
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ops.OPTIMIZERS  # registered by their op modules (codegen/ops/sgd.py, adam.py)
 
 
 @dataclass
 class Optimizer:
-    """The update rule, with PyTorch's semantics (torch.optim.SGD / Adam / AdamW)."""
+    """The update rule and its hyperparameters, with PyTorch's semantics (torch.optim.SGD / Adam /
+    AdamW). The defaults here are the defaults everywhere (API, CLI)."""
     lr: float = 0.01
     momentum: float = 0.0  # SGD only
     weight_decay: float = 0.0  # L2 for sgd/adam, decoupled for adamw
@@ -37,25 +38,26 @@ class Optimizer:
             raise OptionError("lr and eps must be > 0, momentum and weight_decay >= 0")
         if self.nesterov and self.momentum == 0:
             raise OptionError("nesterov needs momentum > 0")
-        if self.kind != "sgd" and (self.momentum or self.nesterov):
-            raise OptionError(f"momentum/nesterov are SGD options; {self.kind} has beta1/beta2")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise OptionError("beta1 and beta2 must be in [0, 1)")
+        uses = self.definition.hyperparameters
+        foreign = [f.name for f in fields(self) if f.name not in ("lr", "kind", *uses)
+                   and getattr(self, f.name) != f.default]
+        if foreign:
+            raise OptionError(f"{', '.join(foreign)}: not an option of {self.kind} (it takes lr, {', '.join(uses)})")
+
+    @property
+    def definition(self) -> ops.OptimizerDef:
+        return OPTIMIZERS[self.kind]
 
     def state(self) -> list[str]:
         """Per-parameter state tensors the update keeps between steps."""
-        if self.kind == "sgd":
-            return ["momentum"] if self.momentum else []
-        return ["exp_avg", "exp_avg_sq"]
+        return self.definition.state(self)
 
     def node(self, param: str, grad: str, state: list[str], outputs: list[str]) -> Node:
-        if self.kind == "sgd":
-            op, attrs = "SGD", {"momentum": self.momentum, "weight_decay": self.weight_decay,
-                                "nesterov": int(self.nesterov)}
-        else:
-            op, attrs = "Adam", {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                                 "weight_decay": self.weight_decay, "decoupled": int(self.kind == "adamw")}
-        return Node(op, [param, grad, *state], outputs, {"lr": self.lr, **attrs}, f"update {param}", TRAIN_DOMAIN)
+        d = self.definition
+        return Node(d.op, [param, grad, *state], outputs, {"lr": self.lr, **d.attrs(self)}, f"update {param}",
+                    TRAIN_DOMAIN)
 
 
 @dataclass

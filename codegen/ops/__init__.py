@@ -43,8 +43,18 @@ class LossDef:
     label_shape: Callable  # prediction shape -> label shape; raises ValueError if unsuitable
 
 
+@dataclass(frozen=True)
+class OptimizerDef:
+    name: str  # the --optimizer value
+    op: str  # training op applying the update to one parameter: inputs (W, dW, *state)
+    hyperparameters: tuple[str, ...]  # the fields of training.Optimizer it reads (besides lr)
+    state: Callable  # (training.Optimizer) -> names of the per-parameter state tensors it keeps
+    attrs: Callable  # (training.Optimizer) -> the op's attributes (lr is added)
+
+
 REGISTRY: dict[tuple[str, str], OpDef] = {}
 LOSSES: dict[str, LossDef] = {}
+OPTIMIZERS: dict[str, OptimizerDef] = {}
 
 
 def register(name: str, **kwargs) -> OpDef:
@@ -56,6 +66,10 @@ def register(name: str, **kwargs) -> OpDef:
 def register_train_op(name: str, **kwargs) -> OpDef:
     """A training-only op (gradient, loss, optimizer): lives in the ai.mcutrain domain."""
     return register(name, domain=TRAIN_DOMAIN, **kwargs)
+
+
+def register_optimizer(name: str, op: str, hyperparameters: tuple[str, ...], state, attrs) -> None:
+    OPTIMIZERS[name] = OptimizerDef(name, op, hyperparameters, state, attrs)
 
 
 def supported_ops() -> list[str]:

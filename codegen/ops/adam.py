@@ -1,6 +1,6 @@
 """Adam / AdamW update of one parameter, in place: inputs (W, dW, exp_avg, exp_avg_sq).
 The learning rate and the step count (for bias correction) are run-time variables of the C."""
-from . import register_train_op
+from . import register_optimizer, register_train_op
 
 
 def emit(node, c):
@@ -12,3 +12,8 @@ def emit(node, c):
 
 
 register_train_op("Adam", kernel="adam.h", emit=emit)
+for _name in ("adam", "adamw"):  # AdamW: the same op with decoupled weight decay
+    register_optimizer(_name, "Adam", ("beta1", "beta2", "eps", "weight_decay"),
+                       state=lambda o: ["exp_avg", "exp_avg_sq"],
+                       attrs=lambda o: {"beta1": o.beta1, "beta2": o.beta2, "eps": o.eps,
+                                        "weight_decay": o.weight_decay, "decoupled": int(o.kind == "adamw")})

@@ -4,7 +4,7 @@ The learning rate is a run-time variable of the generated C (settable), not an a
 Fused form (the gradient is never stored): without momentum the gradient's producer writes
 W = (1 - lr * wd) * W - lr * g; with momentum it writes buf = momentum * buf + g and this op then
 only applies buf += wd * W; W -= lr * buf. Nesterov needs g itself, so it is not fused."""
-from . import register_train_op
+from . import register_optimizer, register_train_op
 from ._layout import optional_ptr
 
 
@@ -32,3 +32,6 @@ def emit_fused(node, c):
 
 
 register_train_op("SGD", kernel="sgd.h", emit=emit, fuse_into=fuse_into, emit_fused=emit_fused)
+register_optimizer("sgd", "SGD", ("momentum", "nesterov", "weight_decay"),
+                   state=lambda o: ["momentum"] if o.momentum else [],
+                   attrs=lambda o: {"momentum": o.momentum, "weight_decay": o.weight_decay, "nesterov": int(o.nesterov)})
