@@ -121,11 +121,12 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
 
 
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = "sgd", momentum: float = 0.0,
-            train: list[str] | None = None, freeze: list[str] | None = None, train_last: int | None = None,
-            train_bias_only: bool = False) -> dict:
+            train: str | list[str] | None = None, freeze: str | list[str] | None = None,
+            train_last: int | None = None, train_bias_only: bool = False, federated: bool = True) -> dict:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only choice) with
-    the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given."""
+    the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
+    federated: count the round-start copy, as generate (federated by default) would build it."""
     raw = loader.upgraded(Path(model))
     nodes = [{"op": n.op_type, "domain": n.domain, "name": n.name, "outputs": list(n.output),
               "supported": (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY}
@@ -146,8 +147,8 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = "sgd",
         loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
         opt = training.Optimizer(momentum=momentum, kind=optimizer)
         own = training.Selection(train, freeze, train_last, train_bias_only)
-        info.update(loss=loss, optimizer=asdict(opt),
-                    memory_by_choice=_memory_by_choice(Path(model), Spec(loss, opt, own, batch)))
+        info.update(loss=loss, optimizer=asdict(opt), federated=federated,
+                    memory_by_choice=_memory_by_choice(Path(model), Spec(loss, opt, own, batch), federated))
     return info
 
 
@@ -155,21 +156,21 @@ CHOICES = {"full training": training.Selection(), "--train-last 1": training.Sel
            "--train-bias-only": training.Selection(bias_only=True)}
 
 
-def _memory_by_choice(model: Path, spec: Spec) -> list[dict]:
+def _memory_by_choice(model: Path, spec: Spec, federated: bool) -> list[dict]:
     """The memory summary of each common trainable set, then of spec's own selection if it has
     one: what a choice costs in RAM before generating anything."""
     rows = []
     for choice, selection in CHOICES.items():
         try:
-            rows.append({"choice": choice, **_memory(model, replace(spec, selection=selection))})
+            rows.append({"choice": choice, **_memory(model, replace(spec, selection=selection), federated)})
         except OptionError as e:  # e.g. --train-bias-only on a model without biases
             rows.append({"choice": choice, "error": str(e)})
     if spec.selection != training.Selection():
-        rows.append({"choice": "your choice", "options": _flags(spec.selection), **_memory(model, spec)})
+        rows.append({"choice": "your choice", "options": _flags(spec.selection), **_memory(model, spec, federated)})
     return rows
 
 
-def _memory(model: Path, spec: Spec, federated: bool = False) -> dict:
+def _memory(model: Path, spec: Spec, federated: bool) -> dict:
     """The memory summary of `spec` for `model`, nothing written."""
     _, tg, plan = compile_plan(model, spec)
     return _summary(tg, plan, "model", str(model), federated)["memory"]

@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -47,7 +49,12 @@ def _cdef(m: Manifest) -> str:
     return c_api.cdef(m.name, [i.c for i in m.inputs], label, m.federated)
 
 
-def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> Path:
+# progress(text) -> a context manager around a compile that really runs (a cached build shows
+# nothing): the CLI's spinner; the API prints nothing.
+Progress = Callable[[str], AbstractContextManager]
+
+
+def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None, progress: Progress = nullcontext) -> Path:
     """Compile the folder into a CPython extension (cached); returns its path."""
     folder = Path(build_dir).resolve()
     m = read_manifest(folder)
@@ -67,7 +74,7 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
                    include_dirs=[str(folder)], extra_compile_args=cflags,
                    extra_link_args=[f for f in cflags if f.startswith("-fsanitize")])
     cache_dir().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp, progress(f"compiling {m.name}.c for the host"):
         try:
             built = Path(ffi.compile(tmpdir=tmp, verbose=False))
         except Exception as e:
@@ -85,10 +92,10 @@ def build_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> 
 class HostTrainer:
     """The generated C trainer, loaded in this process. Mirrors the C API with numpy arrays."""
 
-    def __init__(self, build_dir: str | Path, extra_cflags: list[str] | None = None):
+    def __init__(self, build_dir: str | Path, extra_cflags: list[str] | None = None, progress: Progress = nullcontext):
         self.manifest = m = read_manifest(build_dir)
         self.build_dir = Path(build_dir)
-        built = build_host(build_dir, extra_cflags)
+        built = build_host(build_dir, extra_cflags, progress)
         # A private copy: the C state is static, and a shared library loaded twice from one
         # path is one instance. Each trainer object gets its own model state this way.
         self._tmp = tempfile.TemporaryDirectory(prefix="mcutrain-")
@@ -230,5 +237,6 @@ class HostTrainer:
         export_onnx(self.build_dir, self.get_params(), Path(path))
 
 
-def load_host(build_dir: str | Path, extra_cflags: list[str] | None = None) -> HostTrainer:
-    return HostTrainer(build_dir, extra_cflags)
+def load_host(build_dir: str | Path, extra_cflags: list[str] | None = None,
+              progress: Progress = nullcontext) -> HostTrainer:
+    return HostTrainer(build_dir, extra_cflags, progress)

@@ -3,21 +3,19 @@ and ONNX Runtime training artifacts as a way in.
 Thin like cli.py: parse options, call export/blob/federated, print; errors exit 2."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from . import blob, export, federated, ort_import
+from .console import call, note, print_memory, say
 from .manifest import Manifest, read as read_manifest
-from .cli import _run, out, print_memory
 from .errors import DataError, OptionError
 from .files import write_atomic
 
-say = partial(out.print, soft_wrap=True, highlight=False)
 BUILD_HELP = "folder written by `mcutrain generate`"
-PARAMS_HELP = "parameter blob (MTPB) or .npz of name -> array (`mcutrain train --save`)"
+PARAMS_HELP = "parameter blob (MTPB) or .npz of name -> array (`train --save`, `run --save`)"
 
 
 def _weights(build_dir: Path, path: Optional[Path], manifest: Manifest):
@@ -39,7 +37,7 @@ def _message(path: Path) -> bytes:
 def _export(build_dir: Path, params: Path, dest: Path) -> None:
     manifest = read_manifest(build_dir)
     export.export_onnx(build_dir, blob.read_params(params, manifest), dest)
-    say(f"wrote {dest}: {manifest.source} with the weights of {params}")
+    note(f"wrote {dest}: {manifest.source} with the weights of {params}")
 
 
 def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, int8: bool, dest: Path) -> None:
@@ -50,7 +48,7 @@ def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, in
     change = federated.delta(_weights(build_dir, params, manifest), _weights(build_dir, base, manifest))
     data = blob.encode_delta(change, samples, manifest, int8)
     write_atomic(dest, data)
-    say(f"wrote {dest}: {'int8' if int8 else 'float32'} delta, {samples} samples, {len(data):,} bytes")
+    note(f"wrote {dest}: {'int8' if int8 else 'float32'} delta, {samples} samples, {len(data):,} bytes")
 
 
 def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], max_norm: Optional[float],
@@ -64,7 +62,7 @@ def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], max_no
     checked = [federated.validate(_message(p), manifest, f"delta '{p}'", max_norm, seen) for p in deltas]
     blob.write_params(dest, federated.fedavg(_weights(build_dir, base, manifest), checked), manifest)
     counts = ", ".join(str(n) for _, n in checked)
-    say(f"wrote {dest}: FedAvg of {len(deltas)} deltas ({sum(n for _, n in checked):,} samples: {counts})")
+    note(f"wrote {dest}: FedAvg of {len(deltas)} deltas ({sum(n for _, n in checked):,} samples: {counts})")
 
 
 def _import_ort(artifacts: Path, dest: Path, lr: float, batch: Optional[int], name: Optional[str]) -> None:
@@ -80,45 +78,50 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export_cmd(
         build_dir: Path = typer.Argument(..., help=BUILD_HELP),
-        params: Path = typer.Option(..., help=PARAMS_HELP),
-        dest: Path = typer.Option(..., "-o", "--out", help="inference ONNX model to write"),
+        params: Path = typer.Option(..., metavar="FILE", help=PARAMS_HELP),
+        dest: Path = typer.Option(..., "-o", "--out", metavar="FILE", help="inference ONNX model to write"),
     ):
         """The source ONNX model with trained weights, for onnxruntime or any ONNX runtime."""
-        _run(_export, build_dir, params, dest)
+        call(_export, build_dir, params, dest)
 
     @app.command()
     def delta(
         build_dir: Path = typer.Argument(..., help=BUILD_HELP),
-        params: Path = typer.Option(..., help="the client's trained weights: " + PARAMS_HELP),
-        base: Optional[Path] = typer.Option(None, help="the round's global weights (default: as generated)"),
-        samples: int = typer.Option(..., help="samples trained on this round (FedAvg weight)"),
+        params: Path = typer.Option(..., metavar="FILE", help="the client's trained weights: " + PARAMS_HELP),
+        base: Optional[Path] = typer.Option(None, metavar="FILE",
+                                            help="the round's global weights (default: as generated)"),
+        samples: int = typer.Option(..., metavar="N", help="samples trained on this round (FedAvg weight)"),
         int8: bool = typer.Option(False, "--int8", help="int8 with a per-tensor scale (~4x smaller)"),
-        dest: Path = typer.Option(..., "-o", "--out", help="delta message to write (same bytes as the device's)"),
+        dest: Path = typer.Option(..., "-o", "--out", metavar="FILE",
+                                  help="delta message to write (same bytes as the device's)"),
     ):
         """A federated delta (trained - base) as the device's fl_delta writes it."""
-        _run(_delta, build_dir, params, base, samples, int8, dest)
+        call(_delta, build_dir, params, base, samples, int8, dest)
 
     @app.command()
     def aggregate(
         build_dir: Path = typer.Argument(..., help=BUILD_HELP),
         deltas: list[Path] = typer.Argument(..., help="delta messages (device's fl_delta or `mcutrain delta`)"),
-        base: Optional[Path] = typer.Option(None, "--global", help="this round's global weights (default: as generated)"),
-        max_norm: Optional[float] = typer.Option(None, "--max-norm", help="refuse a delta whose L2 norm over all "
-                                                 "tensors exceeds this"),
-        dest: Path = typer.Option(..., "-o", "--out", help="new global model: .npz, else a parameter blob"),
+        base: Optional[Path] = typer.Option(None, "--global", metavar="FILE",
+                                            help="this round's global weights (default: as generated)"),
+        max_norm: Optional[float] = typer.Option(None, "--max-norm", metavar="NORM",
+                                                 help="refuse a delta whose L2 norm over all tensors exceeds this"),
+        dest: Path = typer.Option(..., "-o", "--out", metavar="FILE",
+                                  help="new global model: .npz, else a parameter blob"),
     ):
         """FedAvg: global + sum(samples_k * delta_k) / sum(samples_k). Refuses the run, writing
         nothing, on the first malformed, non-finite, duplicate or (--max-norm) too large delta."""
-        _run(_aggregate, build_dir, deltas, base, max_norm, dest)
+        call(_aggregate, build_dir, deltas, base, max_norm, dest)
 
     @app.command("import-ort")
     def import_ort(
         artifacts: Path = typer.Argument(..., help="folder of generate_artifacts: training_model.onnx, "
                                          "optimizer_model.onnx, checkpoint"),
-        dest: Path = typer.Option(..., "-o", "--out", help="output folder (as `mcutrain generate -o`)"),
+        dest: Path = typer.Option(..., "-o", "--out", metavar="DIR",
+                                  help="output folder (as `mcutrain generate -o`)"),
         lr: float = typer.Option(0.01, help="learning rate (ORT sets it at run time, not in the artifacts)"),
-        batch: Optional[int] = typer.Option(None, help="pin a dynamic batch dimension"),
-        name: Optional[str] = typer.Option(None, help="C prefix (default: model)"),
+        batch: Optional[int] = typer.Option(None, metavar="N", help="pin a dynamic batch dimension"),
+        name: Optional[str] = typer.Option(None, metavar="PREFIX", help="C prefix (default: model)"),
     ):
         """Compile ONNX Runtime training artifacts: their forward graph, loss, optimizer, weights."""
-        _run(_import_ort, artifacts, dest, lr, batch, name)
+        call(_import_ort, artifacts, dest, lr, batch, name)

@@ -138,8 +138,8 @@ def build(build_dir: str | Path, target_name: str, x: np.ndarray, y: np.ndarray,
         os.replace(harness, dest / "harness.c")
         os.replace(elf, dest / FIRMWARE)
     size = elfsize.measure(dest / FIRMWARE, m.name)
-    info = {"target": target.name, "model": m.name, "epochs": epochs, "samples": len(x),
-            "steps": epochs * (len(x) // m.batch), "elf": FIRMWARE, "size": size.to_json()}
+    info = {"target": target.name, "model": m.name, "model_hash": m.model_hash, "epochs": epochs,
+            "samples": len(x), "steps": epochs * (len(x) // m.batch), "elf": FIRMWARE, "size": size.to_json()}
     write_atomic(dest / INFO, json.dumps(info, indent=1))
     return info
 
@@ -174,3 +174,23 @@ def parse_output(text: str) -> Report:
                   _f32(metric.group(2)) if metric else np.float32("nan"),
                   np.array([int(w, 16) for w in words], np.uint32).view(np.float32),
                   bool(re.search(r"^done$", text, re.M)))
+
+
+def is_summary(line: str) -> bool:
+    """Whether an output line belongs to the readable summary (all but the parameter dump)."""
+    return not re.match(r"params? \d", line)
+
+
+def trained_params(build_dir: str | Path, target_name: str, report: Report) -> dict[str, np.ndarray]:
+    """The weights a firmware run printed, by tensor name (`run --save`). Refused unless the
+    firmware comes from this folder's model (a later `generate` may have changed the trainable
+    set) and printed every value."""
+    m, target = read_manifest(build_dir), targets.load(target_name)
+    if read_info(build_dir, target).get("model_hash") != m.model_hash:
+        raise DataError(f"the firmware for '{target.name}' was built before the last `mcutrain generate` "
+                        f"of '{build_dir}': run `mcutrain build` again")
+    expected = sum(p.size for p in m.params)
+    if not report.done or report.params.size != expected:
+        raise DataError(f"the firmware printed {report.params.size:,} of {expected:,} parameter values")
+    ends = np.cumsum([p.size for p in m.params])[:-1]
+    return {p.name: part.reshape(p.shape) for p, part in zip(m.params, np.split(report.params, ends))}

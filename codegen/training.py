@@ -81,10 +81,17 @@ class TrainingGraph:
 @dataclass
 class Selection:
     """Which parameters train. Each given criterion narrows the set; `freeze` then removes."""
-    train: list[str] | None = None  # glob patterns on parameter names
-    freeze: list[str] | None = None
+    train: str | list[str] | None = None  # glob patterns on parameter names
+    freeze: str | list[str] | None = None
     last: int | None = None  # only the parameters of the last N parameterised layers
     bias_only: bool = False  # only biases (1-D parameters added to a layer's output)
+
+    def __post_init__(self):
+        """One pattern may be a plain string (train="fc2.*"): a string is a sequence too, and
+        would otherwise be matched one character at a time."""
+        for name in ("train", "freeze"):
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, [getattr(self, name)])
 
 
 def _layers(graph: Graph) -> list[list[str]]:
