@@ -97,7 +97,8 @@ def check(data: bytes, manifest: Manifest, magics: tuple[bytes, ...]) -> tuple[b
     return magic, payload
 
 
-def _split(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
+def split(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
+    """The flat trainable blob (get_params order) as arrays by tensor name."""
     out, offset = {}, 0
     for name, shape in layout(manifest):
         n = int(np.prod(shape))
@@ -116,7 +117,7 @@ def encode_params(params: dict[str, np.ndarray], manifest: Manifest) -> bytes:
 
 def decode_params(data: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     _, payload = check(data, manifest, (PARAMS,))
-    return _split(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
+    return split(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
 
 
 def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
@@ -143,11 +144,11 @@ def decode_delta(data: bytes, manifest: Manifest) -> tuple[dict[str, np.ndarray]
     magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
     (samples,) = struct.unpack_from("<I", payload)
     if magic == DELTA_F32:
-        return _split(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
+        return split(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
     tensors = len(manifest.params)
     scales = np.frombuffer(payload, "<f4", count=tensors, offset=4)
     q = np.frombuffer(payload, np.int8, offset=4 + 4 * tensors)
-    out = _split(q.astype(np.float32), manifest)
+    out = split(q.astype(np.float32), manifest)
     with np.errstate(over="ignore", invalid="ignore"):  # a NaN/huge scale gives NaN/Inf: validate refuses those
         return {n: v * scales[i] for i, (n, v) in enumerate(out.items())}, samples
 

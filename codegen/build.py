@@ -19,7 +19,7 @@ import numpy as np
 
 from . import c_api
 from .manifest import Manifest, read as read_manifest
-from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes
+from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes, split
 from .errors import BuildError, DataError
 from .export import export_onnx
 
@@ -166,14 +166,9 @@ class HostTrainer:
         return out
 
     def get_params(self) -> dict[str, np.ndarray]:
-        blob = np.empty(self._param_size, np.float32)
-        self._fn("get_params")(self._ptr(blob, "float"))
-        result, offset = {}, 0
-        for name, shape in self._params:
-            n = int(np.prod(shape))
-            result[name] = blob[offset:offset + n].reshape(shape).copy()
-            offset += n
-        return result
+        flat = np.empty(self._param_size, np.float32)
+        self._fn("get_params")(self._ptr(flat, "float"))
+        return split(flat, self.manifest)
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         """Set some or all trainable tensors by name; the others keep their values."""

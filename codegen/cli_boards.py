@@ -45,12 +45,15 @@ def _echo(verbose: bool):
     """Firmware output as it comes: the epoch losses and final metric; the parameter dump too
     when verbose. Plain print: the firmware's text is not rich markup."""
     def echo(line: str) -> None:
-        if verbose or firmware.is_summary(line):
-            print(line, flush=True)
+        shown = line if verbose else firmware.readable(line)
+        if shown is not None:
+            print(shown, flush=True)
     return echo
 
 
 def _run_firmware(build_dir: Path, target: str, timeout: float, verbose: bool, save: Optional[Path]) -> int:
+    if save:  # before the run: a stale firmware would train for nothing
+        firmware.check_current(build_dir, targets.load(target))
     with status(f"running the firmware for {target}"):
         result = qemu.run(build_dir, target, timeout, echo=_echo(verbose))
     if result.work:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import elfsize, targets
+from .blob import split
 from .manifest import Manifest, read as read_manifest
 from .build import C_FLAGS
 from .ctext import ENV
@@ -176,21 +177,26 @@ def parse_output(text: str) -> Report:
                   bool(re.search(r"^done$", text, re.M)))
 
 
-def is_summary(line: str) -> bool:
-    """Whether an output line belongs to the readable summary (all but the parameter dump)."""
-    return not re.match(r"params? \d", line)
+def readable(line: str) -> str | None:
+    """An output line as the summary shows it (the bit patterns left out), or None for the
+    parameter dump."""
+    if re.match(r"params? \d", line):
+        return None
+    return re.sub(r"^(epoch \d+) loss", r"\1: loss", re.sub(r" 0x[0-9a-f]{8}", "", line))
+
+
+def check_current(build_dir: str | Path, target: targets.Target) -> None:
+    """Refuse a firmware built before the folder's last `generate` (the trainable set may differ)."""
+    if read_info(build_dir, target).get("model_hash") != read_manifest(build_dir).model_hash:
+        raise DataError(f"the firmware for '{target.name}' was built before the last `mcutrain generate` "
+                        f"of '{build_dir}': run `mcutrain build` again")
 
 
 def trained_params(build_dir: str | Path, target_name: str, report: Report) -> dict[str, np.ndarray]:
-    """The weights a firmware run printed, by tensor name (`run --save`). Refused unless the
-    firmware comes from this folder's model (a later `generate` may have changed the trainable
-    set) and printed every value."""
-    m, target = read_manifest(build_dir), targets.load(target_name)
-    if read_info(build_dir, target).get("model_hash") != m.model_hash:
-        raise DataError(f"the firmware for '{target.name}' was built before the last `mcutrain generate` "
-                        f"of '{build_dir}': run `mcutrain build` again")
+    """The weights a firmware run printed, by tensor name (`run --save`), if it printed them all."""
+    m = read_manifest(build_dir)
+    check_current(build_dir, targets.load(target_name))
     expected = sum(p.size for p in m.params)
     if not report.done or report.params.size != expected:
         raise DataError(f"the firmware printed {report.params.size:,} of {expected:,} parameter values")
-    ends = np.cumsum([p.size for p in m.params])[:-1]
-    return {p.name: part.reshape(p.shape) for p, part in zip(m.params, np.split(report.params, ends))}
+    return split(report.params, m)

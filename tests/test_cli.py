@@ -139,9 +139,9 @@ def test_run_save_flows_into_export_and_delta(folder, tmp_path):
     build = tmp_path / "build"
     shutil.copytree(folder / "build", build)
     assert invoke("build", build, "--target", "host", "--data", folder / "train.npz", "--epochs", 2).exit_code == 0
-    quiet = invoke("run", build, "--target", "host", "--save", tmp_path / "dev.npz")
-    assert quiet.exit_code == 0, quiet.output
-    assert "epoch 2 loss 0x" in quiet.stdout and "accuracy" in quiet.stdout and "param 0 " not in quiet.stdout
+    plain = invoke("run", build, "--target", "host", "--save", tmp_path / "dev.npz")
+    assert plain.exit_code == 0, plain.output
+    assert "epoch 2: loss " in plain.stdout and "accuracy" in plain.stdout and "0x" not in plain.stdout
     verbose = invoke("run", build, "--target", "host", "-v", "--save", tmp_path / "dev.bin")
     assert verbose.exit_code == 0 and "param 0 0x" in verbose.stdout
     printed = codegen.firmware.parse_output(verbose.stdout).params
