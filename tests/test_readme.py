@@ -41,3 +41,12 @@ def test_example_script(tmp_path):
     module = runpy.run_path(str(ROOT / "examples" / "digits" / "train_digits.py"))
     before, after = module["main"](epochs=2, out_dir=str(tmp_path / "ex"))
     assert after > 0.85 > before
+
+
+def test_figures_are_current():
+    """The deterministic figures in the prose come from benchmarks/readme_figures.py (the board
+    figures where the cross toolchains and QEMU are installed, as in CI)."""
+    from benchmarks import readme_figures
+
+    _, problems = readme_figures.stale(README, readme_figures.boards_available())
+    assert not problems, "\n".join(problems) + "\nrun: python -m benchmarks.readme_figures --write"

@@ -1,0 +1,199 @@
+"""The README's deterministic figures (memory plans, message sizes, fit checks, instruction counts
+under QEMU) computed by one script, so the prose cannot drift from what the code does.
+
+    python -m benchmarks.readme_figures            # check: exit 1 naming every stale figure
+    python -m benchmarks.readme_figures --write    # put the current figures into README.md
+
+tests/test_readme.py runs the check (the board figures only where the cross toolchains and QEMU
+are installed, as in CI). Timing tables come from `python -m benchmarks.run` instead."""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import codegen  # noqa: E402
+from benchmarks.models import SUITE  # noqa: E402
+from codegen import api, blob, firmware, qemu, training  # noqa: E402
+from codegen.errors import FitError  # noqa: E402
+
+README = ROOT / "README.md"
+DIGITS = ROOT / "examples" / "digits"
+
+
+@dataclass(frozen=True)
+class Figure:
+    what: str
+    pattern: str  # one group per number, written with thousands separators
+    compute: Callable[[], tuple[int, ...]]
+    boards: bool = False  # needs the cross toolchains and QEMU
+
+
+def _arena(model: Path, loss: str, batch: int | None = None, fuse: bool = True, momentum: float = 0.0,
+           selection: training.Selection = training.Selection(), accumulate: int = 1) -> dict:
+    spec = api.Spec(loss, training.Optimizer(momentum=momentum), selection, batch, None, fuse, accumulate)
+    _, tg, plan = api.compile_plan(model, spec)
+    return api._summary(tg, plan, "m", str(model))["memory"]
+
+
+@cache
+def _workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="readme-figures-"))
+
+
+@cache
+def _suite_model(name: str, batch: int) -> Path:
+    suite = next(s for s in SUITE if s.name == name)
+    return suite.export(batch, _workdir() / f"{name}_b{batch}.onnx")
+
+
+def mlp_arena():
+    one = _arena(DIGITS / "mlp.onnx", "cross_entropy", batch=1)
+    accumulated = _arena(DIGITS / "mlp.onnx", "cross_entropy", batch=1, accumulate=32)
+    return one["arena_bytes"], round(one["naive_bytes"] / 1024), accumulated["arena_bytes"]
+
+
+def mobilenet_choices():
+    model = _suite_model("mobilenet", 4)
+    return tuple(_arena(model, "cross_entropy", momentum=0.9, selection=s)["arena_bytes"]
+                 for s in (training.Selection(), training.Selection(bias_only=True), training.Selection(last=1)))
+
+
+def lenet_fused():
+    model = _suite_model("lenet5", 1)
+    return tuple(_arena(model, "cross_entropy", fuse=f)["arena_bytes"] for f in (True, False))
+
+
+def _digits_manifest() -> codegen.manifest.Manifest:
+    out = _workdir() / "digits16"
+    if not out.exists():
+        codegen.generate(DIGITS / "mlp.onnx", out, loss="cross_entropy", lr=0.05, momentum=0.9, batch=16)
+    return codegen.manifest.read(out)
+
+
+def federated_sizes():
+    m = _digits_manifest()
+    sizes = blob.sizes(m)
+    return m.memory["round_start_bytes"], sizes[blob.DELTA_I8], sizes[blob.DELTA_F32], sizes[blob.PARAMS]
+
+
+def too_big():
+    """The fit check's message for a 256-128-10 MLP on the Cortex-M3 (64 KiB RAM)."""
+    rng = np.random.default_rng(0)
+    sizes = [256, 128, 10]
+    nodes, inits, x = [], {}, "x"
+    for k, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        inits[f"W{k}"], inits[f"b{k}"] = rng.normal(size=(b, a)) * 0.05, np.zeros(b)
+        nodes.append(helper.make_node("Gemm", [x, f"W{k}", f"b{k}"], [f"h{k}"], transB=1))
+        x = f"h{k}"
+        if k < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [x], [f"r{k}"]))
+            x = f"r{k}"
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 256])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [16, 10])],
+                              [numpy_helper.from_array(v.astype(np.float32), n) for n, v in inits.items()])
+    path = _workdir() / "big.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    codegen.generate(path, _workdir() / "big", loss="cross_entropy", lr=0.05)
+    try:
+        firmware.build(_workdir() / "big", "cortex-m3", np.zeros((16, 256), np.float32), np.zeros(16, np.int64))
+    except FitError as e:
+        return tuple(int(n.replace(",", "")) for n in re.findall(r"([\d,]+) B", str(e)))
+    raise AssertionError("the 256-128-10 MLP unexpectedly fits the Cortex-M3")
+
+
+@cache
+def digits_on_boards():
+    """(instructions per step on cortex-m4f, cortex-m3, rv32imafc; static RAM and flash on cortex-m4f,
+    the flash taken by the data set): the README's run of 512 digits, 3 epochs."""
+    data = np.load(DIGITS / "digits.npz")
+    _digits_manifest()
+    folder = _workdir() / "digits16"
+    counts = []
+    for target in ("cortex-m4f", "cortex-m3", "rv32imafc"):
+        info = firmware.build(folder, target, data["x"], data["y"], epochs=3, samples=512)
+        run = qemu.run(folder, target, timeout=600)
+        assert run.code == 0 and run.work, run.output[-2000:]
+        counts.append(round(run.work.per_step))
+        if target == "cortex-m4f":
+            size = info["size"]
+            ram, flash = size["ram"], size["flash"]
+            dataset = sum(p["bytes"] for p in size["parts"] if p["symbol"].startswith("mt_data"))
+    return (*counts, ram, flash, dataset)
+
+
+FIGURES = [
+    Figure("digits MLP arena (batch 1, naive KB, accumulated batch 32)",
+           r"trains at batch 1 in a\s+([\d,]+)-byte arena \(([\d,]+) KB without reuse\), and at batch 32\s+"
+           r"\(`--batch 1 --accumulate 32`\) in a ([\d,]+)-byte one", mlp_arena),
+    Figure("MobileNet-style arenas (full, bias-only, last layer)",
+           r"arena ([\d,]+) B for full training,\s+([\d,]+) B bias-only, ([\d,]+) B last\s+layer only",
+           mobilenet_choices),
+    Figure("LeNet-5 plain SGD arenas (fused, unfused)", r"LeNet-5 with plain SGD: ([\d,]+) B fused, ([\d,]+) B unfused",
+           lenet_fused),
+    Figure("federated sizes (round-start copy, int8 delta, float delta, blob)",
+           r"parameter-sized RAM buffer \(([\d,]+) B for[\s\S]*?sends ([\d,]+) B per round with int8 deltas "
+           r"\(([\d,]+) B as float32; the global blob is ([\d,]+) B\)", federated_sizes),
+    Figure("cortex-m3 fit error", r"needs at least ([\d,]+) B \(arena ([\d,]+) B \+ parameters\s+([\d,]+) B "
+           r"\+ federated round-start copy ([\d,]+) B \+ stack reserve ([\d,]+) B\) but the target has\s+"
+           r"([\d,]+) B", too_big, boards=True),
+    Figure("digits on boards (instructions m4f, m3, rv32imafc; RAM, flash, data set)",
+           r"per training step ([\d,]+) \(cortex-m4f\), ([\d,]+) \(cortex-m3, soft float\), ([\d,]+) "
+           r"\(rv32imafc\);\s+static RAM ([\d,]+) B on Cortex-M4F[\s\S]*?flash ([\d,]+) B of which ([\d,]+) B is",
+           digits_on_boards, boards=True),
+]
+
+
+def boards_available() -> bool:
+    return all(shutil.which(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm", "riscv64-unknown-elf-gcc",
+                                         "qemu-system-riscv32", "cc"))
+
+
+def stale(text: str, boards: bool) -> tuple[str, list[str]]:
+    """(README text with the current figures, one line per figure that differed or is missing)."""
+    problems = []
+    for fig in FIGURES:
+        if fig.boards and not boards:
+            continue
+        match = re.search(fig.pattern, text)
+        if not match:
+            problems.append(f"{fig.what}: the sentence is missing (pattern {fig.pattern!r})")
+            continue
+        now = [f"{n:,}" for n in fig.compute()]
+        assert len(now) == len(match.groups()), f"{fig.what}: {len(now)} figures for {len(match.groups())} places"
+        if list(match.groups()) != now:
+            problems.append(f"{fig.what}: README says {', '.join(match.groups())}; now {', '.join(now)}")
+            spans = [match.span(g) for g in range(1, len(now) + 1)]
+            for (start, end), value in reversed(list(zip(spans, now))):
+                text = text[:start] + value + text[end:]
+    return text, problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="rewrite README.md with the current figures")
+    args = parser.parse_args()
+    text, problems = stale(README.read_text(), boards_available())
+    for p in problems:
+        print(p)
+    if args.write and problems:
+        README.write_text(text)
+        print(f"updated {len(problems)} figure(s) in {README}")
+        return 0
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
