@@ -36,7 +36,7 @@ DIGITS = ROOT / "examples" / "digits"
 @dataclass(frozen=True)
 class Figure:
     what: str
-    pattern: str  # one group per number, written with thousands separators
+    pattern: str  # one group per number (written with thousands separators); a space matches a line break
     compute: Callable[[], tuple[int, ...]]
     boards: bool = False  # needs the cross toolchains and QEMU
 
@@ -167,7 +167,7 @@ def stale(text: str, boards: bool) -> tuple[str, list[str]]:
     for fig in FIGURES:
         if fig.boards and not boards:
             continue
-        match = re.search(fig.pattern, text)
+        match = re.search(fig.pattern.replace(" ", r"\s+"), text)  # the prose may wrap anywhere
         if not match:
             problems.append(f"{fig.what}: the sentence is missing (pattern {fig.pattern!r})")
             continue
