@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from . import blob, export, federated, ort_import
+from . import blob, export, federated, ort_import, training
 from .console import call, note, print_memory, say
 from .manifest import Manifest, read as read_manifest
 from .errors import DataError, OptionError
@@ -119,7 +119,8 @@ def register(app: typer.Typer) -> None:
                                          "optimizer_model.onnx, checkpoint"),
         dest: Path = typer.Option(..., "-o", "--out", metavar="DIR",
                                   help="output folder (as `mcutrain generate -o`)"),
-        lr: float = typer.Option(0.01, help="learning rate (ORT sets it at run time, not in the artifacts)"),
+        lr: float = typer.Option(training.Optimizer.lr,
+                                 help="learning rate (ORT sets it at run time, not in the artifacts)"),
         batch: Optional[int] = typer.Option(None, metavar="N", help="pin a dynamic batch dimension"),
         name: Optional[str] = typer.Option(None, metavar="PREFIX", help="C prefix (default: model)"),
     ):

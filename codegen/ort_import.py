@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.message import Message
 from onnx import TensorProto, helper, numpy_helper
 
-from . import api, loader, ops
+from . import api, loader, ops, training
 from .errors import ModelError, UnsupportedError
 
 FILES = ("training_model.onnx", "optimizer_model.onnx", "checkpoint")
@@ -291,7 +291,8 @@ def recover(artifacts: Path) -> tuple[onnx.ModelProto, dict]:
     return model, {"loss": kind, "train": selection, **_optimizer(artifacts / "optimizer_model.onnx")}
 
 
-def generate_from_artifacts(artifacts: str | Path, out_dir: str | Path, lr: float = 0.01, **options) -> dict:
+def generate_from_artifacts(artifacts: str | Path, out_dir: str | Path, lr: float = training.Optimizer.lr,
+                            **options) -> dict:
     """Compile ORT training artifacts like `generate` compiles a model; `options` as generate's
     (batch, name, ...). The learning rate is not part of the artifacts (ORT sets it at run time)."""
     model, recovered = recover(Path(artifacts))
