@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference, version_converter
+from onnx import inliner, numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
 from . import ops
@@ -23,33 +23,102 @@ def load(path: str | Path, batch: int | None = None) -> Graph:
     return _to_ir(*_fold_constants(model))
 
 
+def _why(e: Exception) -> str:
+    """One line for an exception from onnx or protobuf: whatever its type, the user sees this line."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
 def _read(path: Path) -> onnx.ModelProto:
     if not path.is_file():
         raise ModelError(f"model file '{path}' not found")
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf raises a variety of decode errors
-        raise ModelError(f"'{path}' is not a readable ONNX model ({type(e).__name__}: {e})") from None
+        raise ModelError(f"'{path}' is not a readable ONNX model ({_why(e)})") from None
     if not model.graph.node:
         raise ModelError(f"'{path}' is not an ONNX model with a graph (no nodes found)")
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as e:
-        raise ModelError(f"'{path}' is not a valid ONNX model: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # ValidationError, but also e.g. UnicodeDecodeError on a corrupt name
+        raise ModelError(f"'{path}' is not a valid ONNX model ({_why(e)}); re-export it") from None
     return model
 
 
 def upgraded(path: Path) -> onnx.ModelProto:
     """The validated model at TARGET_OPSET or later, local functions inlined."""
     model = _read(path)
+    _check_names(model)
+    _check_opset(model)
+    _check_outputs(model)
     _check_parameter_dtypes(model)
     model = _upgrade(model)
-    return onnx.inliner.inline_local_functions(model) if model.functions else model
+    if not model.functions:
+        return model
+    try:
+        return inliner.inline_local_functions(model)
+    except Exception as e:
+        raise ModelError(f"the model's local functions cannot be inlined ({_why(e)}); re-export it "
+                         "without them (e.g. torch.onnx.export(..., export_modules_as_functions=False))") from None
+
+
+def _names(model: onnx.ModelProto):
+    g = model.graph
+    yield from (v.name for v in (*g.input, *g.output, *g.initializer))
+    for node in (*g.node, *(n for f in model.functions for n in f.node)):
+        yield from (node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute))
+
+
+def _check_names(model: onnx.ModelProto) -> None:
+    """protobuf hands over a name that is not valid UTF-8 as bytes, and the checker lets it pass
+    where it never quotes it (a node's own name): a flipped byte."""
+    bad = next((name for name in _names(model) if isinstance(name, bytes)), None)
+    if bad is not None:
+        raise ModelError(f"the model holds a name that is not valid UTF-8 ({bad!r}); the file is corrupt: "
+                         "export the model again")
+
+
+def _check_opset(model: onnx.ModelProto) -> None:
+    """The checker accepts any opset number; an opset newer than the installed onnx has op
+    semantics (and shape inference) that nothing here knows."""
+    opset, newest = default_opset(model), onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UnsupportedError(
+            f"the model imports opset {opset} of the default ONNX domain, but the installed onnx "
+            f"{onnx.__version__} knows opsets up to {newest}: re-export the model with an opset from "
+            f"{TARGET_OPSET} to {newest}, or upgrade onnx")
+
+
+def _check_outputs(model: onnx.ModelProto) -> None:
+    """Each model output must be computed by a node: the trainer's output is an activation."""
+    computed = {o for n in model.graph.node for o in n.output}
+    for out in model.graph.output:
+        if out.name not in computed:
+            raise ModelError(f"model output '{out.name}' is not computed by any node (it is a model input, "
+                             "an initializer or undefined); list a node's output as the model output")
+
+
+def _np_dtype(elem_type: int) -> np.dtype | None:
+    """numpy's dtype for an ONNX element type; None for UNDEFINED and numbers no onnx defines."""
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except KeyError:
+        return None
+
+
+def _dtype_name(elem_type: int) -> str:
+    dtype = _np_dtype(elem_type)
+    if dtype is not None:
+        return str(dtype)
+    return "UNDEFINED" if elem_type == onnx.TensorProto.UNDEFINED else f"unknown ({elem_type})"
 
 
 def _check_parameter_dtypes(model: onnx.ModelProto) -> None:
     for init in model.graph.initializer:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        dtype = _np_dtype(init.data_type)
+        if dtype is None:
+            raise ModelError(f"initializer '{init.name}' has data type {_dtype_name(init.data_type)}; "
+                             "re-export the model")
         if dtype.kind == "f" and dtype != np.float32:
             raise UnsupportedError(
                 f"initializer '{init.name}' has dtype {dtype}; only float32 parameters are "
@@ -75,7 +144,7 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as e:
         raise UnsupportedError(
             f"the model uses opset {opset} and onnx's version converter cannot upgrade it to opset "
-            f"{TARGET_OPSET} ({str(e).splitlines()[0]}). Re-export it with opset >= {TARGET_OPSET}."
+            f"{TARGET_OPSET} ({_why(e)}). Re-export it with opset >= {TARGET_OPSET}."
         ) from None
 
 
@@ -87,46 +156,59 @@ def _pin_inputs(model: onnx.ModelProto, batch: int | None) -> None:
     """Give every model input a fixed shape: the batch dim from --batch, the rest must be fixed."""
     inits = _initializer_names(model)
     for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        tt = inp.type.tensor_type
-        if tt.elem_type != onnx.TensorProto.FLOAT:
-            raise UnsupportedError(
-                f"model input '{inp.name}' has dtype {onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)}; "
-                "only float32 inputs are supported")
-        if not tt.HasField("shape"):
-            raise ShapeError(f"model input '{inp.name}' has no shape; re-export with a fixed input shape")
-        for axis, dim in enumerate(tt.shape.dim):
-            if dim.HasField("dim_value") and dim.dim_value > 0:
-                if axis == 0 and batch is not None and dim.dim_value != batch:
-                    raise ShapeError(
-                        f"model input '{inp.name}' has a fixed batch size of {dim.dim_value}, but "
-                        f"--batch {batch} was given; export the model with a dynamic batch dim "
-                        "(dynamic_shapes / dynamic_axes) to choose the batch here")
-                continue
-            label = dim.dim_param or "?"
-            if axis == 0 and batch is not None:
-                dim.Clear()
-                dim.dim_value = batch
-            elif axis == 0:
-                raise ShapeError(
-                    f"model input '{inp.name}' has a dynamic batch dimension '{label}'; "
-                    "pin it with --batch N (batch=N in Python)")
-            else:
-                raise ShapeError(
-                    f"model input '{inp.name}' has a dynamic dimension '{label}' at axis {axis}; "
-                    "only the batch dim (axis 0) can be pinned: re-export with a fixed shape")
+        if inp.name not in inits:
+            _check_input_type(inp)
+            _pin_dims(inp, batch)
     # Stale symbolic shapes of outputs/intermediates would fight the pinned ones: infer them anew.
     del model.graph.value_info[:]
     for out in model.graph.output:
         out.type.tensor_type.ClearField("shape")
 
 
+def _check_input_type(inp: onnx.ValueInfoProto) -> None:
+    kind = inp.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedError(f"model input '{inp.name}' is a {kind or 'value of no type'}, not a tensor; "
+                               "only float32 tensor inputs are supported")
+    tt = inp.type.tensor_type
+    if tt.elem_type != onnx.TensorProto.FLOAT:
+        raise UnsupportedError(f"model input '{inp.name}' has dtype {_dtype_name(tt.elem_type)}; "
+                               "only float32 inputs are supported")
+    if not tt.HasField("shape"):
+        raise ShapeError(f"model input '{inp.name}' has no shape; re-export with a fixed input shape")
+
+
+def _pin_dims(inp: onnx.ValueInfoProto, batch: int | None) -> None:
+    for axis, dim in enumerate(inp.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value < 1:
+            raise ShapeError(f"model input '{inp.name}' has dimension {dim.dim_value} at axis {axis}; "
+                             "re-export the model with positive dimensions (a named one for a dynamic batch)")
+        if dim.HasField("dim_value"):
+            if axis == 0 and batch is not None and dim.dim_value != batch:
+                raise ShapeError(
+                    f"model input '{inp.name}' has a fixed batch size of {dim.dim_value}, but "
+                    f"--batch {batch} was given; export the model with a dynamic batch dim "
+                    "(dynamic_shapes / dynamic_axes) to choose the batch here")
+            continue
+        label = dim.dim_param or "?"
+        if axis == 0 and batch is not None:
+            dim.Clear()
+            dim.dim_value = batch
+        elif axis == 0:
+            raise ShapeError(
+                f"model input '{inp.name}' has a dynamic batch dimension '{label}'; "
+                "pin it with --batch N (batch=N in Python)")
+        else:
+            raise ShapeError(
+                f"model input '{inp.name}' has a dynamic dimension '{label}' at axis {axis}; "
+                "only the batch dim (axis 0) can be pinned: re-export with a fixed shape")
+
+
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:
-        raise ShapeError(f"shape inference failed: {str(e).splitlines()[0]}") from None
+        raise ShapeError(f"shape inference failed ({_why(e)}); fix the shapes it names") from None
 
 
 def _fold_constants(model: onnx.ModelProto):
@@ -157,7 +239,7 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
         return numpy_helper.to_array(init)
     except Exception as e:
         raise ModelError(f"initializer '{init.name}' is corrupt: its data does not match its shape "
-                         f"{list(init.dims)} ({type(e).__name__}: {e})") from None
+                         f"{list(init.dims)} ({_why(e)})") from None
 
 
 def _fold(node, known: dict, shapes: dict) -> bool:
@@ -169,7 +251,7 @@ def _fold(node, known: dict, shapes: dict) -> bool:
         results = ReferenceEvaluator(node).run(None, feeds)
     except Exception as e:
         raise ModelError(f"node '{node.name}' ({node.op_type}): cannot evaluate constant "
-                         f"inputs ({type(e).__name__}: {e})") from None
+                         f"inputs ({_why(e)})") from None
     known.update({o: np.asarray(r) for o, r in zip(node.output, results) if o})
     return True
 
@@ -193,7 +275,7 @@ def _shapes(model) -> dict[str, tuple[int, ...]]:
 def _dtype(model, name) -> str:
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         if vi.name == name:
-            return str(onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            return _dtype_name(vi.type.tensor_type.elem_type)
     return "float32"
 
 
@@ -218,11 +300,7 @@ def _to_ir(model, kept, known, params, shapes) -> Graph:
     for node in nodes:
         for name in node.outputs:
             if name and name not in tensors:
-                if name not in shapes:
-                    raise ShapeError(
-                        f"{node.describe()}: the shape of output '{name}' is not static after "
-                        "pinning the inputs; re-export the model with fixed shapes")
-                tensors[name] = Tensor(name, shapes[name], _dtype(model, name), ACT)
+                tensors[name] = Tensor(name, _output_shape(node, name, shapes), _dtype(model, name), ACT)
     for name in inputs:
         tensors[name] = Tensor(name, shapes[name], "float32", INPUT)
     _check_sizes(tensors)
@@ -233,6 +311,18 @@ def _to_ir(model, kept, known, params, shapes) -> Graph:
         if op.check:
             op.check(node, graph)
     return graph
+
+
+def _output_shape(node: Node, name: str, shapes: dict) -> tuple[int, ...]:
+    """The inferred shape of a node's output; onnx infers an empty or negative dim without complaint
+    (a kernel larger than its input, a Pad cropping more than there is)."""
+    if name not in shapes:
+        raise ShapeError(f"{node.describe()}: the shape of output '{name}' is not static after "
+                         "pinning the inputs; re-export the model with fixed shapes")
+    if min(shapes[name], default=1) < 1:
+        raise ShapeError(f"{node.describe()}: output '{name}' would have shape {list(shapes[name])}, with no "
+                         "elements; check the node's input shapes and attributes (kernel, pads, target shape)")
+    return shapes[name]
 
 
 # The kernels count elements in C int; 2**28 float32 (1 GiB) is also far beyond any target's RAM.

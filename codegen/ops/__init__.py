@@ -8,7 +8,7 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UnsupportedError
+from ..errors import ShapeError, UnsupportedError
 from ..ir import TRAIN_DOMAIN, Node
 
 
@@ -103,6 +103,11 @@ def attr(node: Node, key: str, default=None):
 
 def refuse(node: Node, what: str) -> UnsupportedError:
     return UnsupportedError(f"{node.describe()}: {what} is not supported.")
+
+
+def invalid(node: Node, what: str) -> ShapeError:
+    """Shapes the ONNX spec forbids but onnx's shape inference lets through (onnxruntime refuses them)."""
+    return ShapeError(f"{node.describe()}: {what}, which the ONNX spec does not allow; fix the model and export it again")
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -1,5 +1,5 @@
 """Numpy broadcasting for the elementwise binary ops and the gradient that undoes it."""
-from . import refuse, register
+from . import invalid, refuse, register
 
 MAX_RANK = 6  # MT_MAX_RANK in runtime_c/mt_common.h
 
@@ -12,6 +12,14 @@ def strides_over(shape: tuple, out_shape: tuple) -> list[int]:
         strides.append(step if dim != 1 else 0)
         step *= dim
     return strides[::-1]
+
+
+def check_broadcast(node, graph, slot: int, what: str) -> None:
+    """Input `slot` must broadcast (numpy rules, one way) to output 0's shape."""
+    shape, out = tuple(graph.shape(node.inputs[slot])), tuple(graph.shape(node.outputs[0]))
+    if len(shape) > len(out) or any(d not in (1, o) for d, o in zip(reversed(shape), reversed(out))):
+        raise invalid(node, f"{what} '{node.inputs[slot]}' of shape {list(shape)} does not broadcast to the "
+                            f"output shape {list(out)}")
 
 
 def check_rank(node, graph):

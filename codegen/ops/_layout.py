@@ -1,7 +1,7 @@
 """Helpers shared by the shape-moving ops: compile-time constant inputs, axes, strides."""
 from math import prod
 
-from . import refuse
+from . import attr, invalid, refuse
 from ._broadcast import MAX_RANK
 
 
@@ -16,11 +16,34 @@ def constant(node, graph, slot: int, what: str):
 
 
 def scalar(node, graph, slot: int, what: str) -> float | None:
-    """A constant scalar input (e.g. Clip's min), None if absent."""
+    """A constant scalar input (e.g. Clip's min), None if absent; a 1-element vector passes, as
+    in onnxruntime."""
     value = constant(node, graph, slot, what)
-    if value is not None and value.size != 1:
-        raise refuse(node, f"a {what} input with {value.size} elements (a scalar is expected)")
+    if value is not None and (value.size != 1 or value.ndim > 1):
+        raise invalid(node, f"{what} '{node.inputs[slot]}' of shape {list(value.shape)} is not a scalar")
     return None if value is None else float(value.reshape(()))
+
+
+def vector(node, graph, slot: int, what: str):
+    """A constant 1-D input (axes, pads, a target shape), None if absent; onnx's shape inference
+    reads any rank, onnxruntime refuses all but 1-D."""
+    value = constant(node, graph, slot, what)
+    if value is not None and value.ndim != 1:
+        raise invalid(node, f"{what} '{node.inputs[slot]}' of shape {list(value.shape)} is not 1-D")
+    return value
+
+
+def check_flags(node, *keys: str) -> None:
+    """Boolean attributes are 0 or 1: onnx's shape inference and onnxruntime read other values
+    differently (e.g. noop_with_empty_axes=2: no reduction for the one, all axes for the other)."""
+    for key in keys:
+        if attr(node, key, 0) not in (0, 1):
+            raise invalid(node, f"{key}={attr(node, key)} (a boolean: 0 or 1)")
+
+
+def check_axes(node, graph) -> None:
+    """Squeeze and Unsqueeze: shape inference did the rest."""
+    vector(node, graph, 1, "axes")
 
 
 def optional_ptr(c, node, slot: int) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from . import attr, refuse
+from ._layout import check_flags
 
 AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
 SPATIAL_RANKS = (1, 2)
@@ -108,6 +109,7 @@ def check_pool(node, graph) -> None:
     kernel = attr(node, "kernel_shape")
     if kernel is None:
         raise refuse(node, f"{node.op} without kernel_shape")
+    check_flags(node, "ceil_mode", "count_include_pad")
     win = check(node, graph, kernel, bool(attr(node, "ceil_mode", 0)))
     spans = [(k - 1) * d + 1 for k, d in zip(win.kernel, win.dilations)]
     if any(p >= span for p, span in zip(win.begin + win.end, spans * 2)):

@@ -2,7 +2,7 @@
 transposed convolution of dY, dW correlates dY with X, dB sums dY per output channel."""
 import math
 
-from . import _window, attr, refuse, register, register_train_op
+from . import _window, attr, invalid, register, register_train_op
 from ._layout import optional_ptr
 
 
@@ -29,12 +29,14 @@ def _as_rows(win: _window.Window) -> _window.Window:
 def check(node, graph):
     x, w = (graph.shape(i) for i in node.inputs[:2])
     group = attr(node, "group", 1)
-    if x[1] % group or w[0] % group or w[1] * group != x[1]:
-        raise refuse(node, f"group {group} with input {list(x)} and weight {list(w)}")
+    if group < 1 or w[0] % group or w[1] * group != x[1]:
+        raise invalid(node, f"group {group} with input {list(x)} and weight {list(w)} (input channels must be "
+                            "group x the weight's dim 1, and its output channels a multiple of group)")
     if attr(node, "kernel_shape") is not None and list(attr(node, "kernel_shape")) != list(w[2:]):
-        raise refuse(node, f"kernel_shape {list(attr(node, 'kernel_shape'))} unlike the weight {list(w)}")
+        raise invalid(node, f"kernel_shape {list(attr(node, 'kernel_shape'))} unlike the weight {list(w)}")
     if _has_bias(node) and tuple(graph.shape(node.inputs[2])) != (w[0],):
-        raise refuse(node, f"a bias of shape {list(graph.shape(node.inputs[2]))}")
+        raise invalid(node, f"bias '{node.inputs[2]}' of shape {list(graph.shape(node.inputs[2]))} for {w[0]} "
+                            "output channels")
     _window.check(node, graph, w[2:])
 
 

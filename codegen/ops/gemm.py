@@ -1,11 +1,20 @@
 """Gemm: Y = alpha * op(A) op(B) + beta * C, C broadcast to (M, N)."""
 from . import attr, register
+from ._broadcast import check_broadcast
+from ._layout import check_flags
 from .sum_to import reduce_to
 
 
 def _flags(node):
     return (attr(node, "alpha", 1.0), attr(node, "beta", 1.0),
             int(attr(node, "transA", 0)), int(attr(node, "transB", 0)))
+
+
+def check(node, graph):
+    """onnx's shape inference does not look at C."""
+    check_flags(node, "transA", "transB")
+    if len(node.inputs) > 2 and node.inputs[2]:
+        check_broadcast(node, graph, 2, "bias C")
 
 
 def emit(node, c):
@@ -55,4 +64,4 @@ def grad(node, g):
 
 
 register("Gemm", kernel="gemm.h", emit=emit, grad=grad, diff_inputs=(0, 1, 2), bias_inputs=(2,),
-         emit_update=emit_update)
+         emit_update=emit_update, check=check)

@@ -2,14 +2,14 @@
 are constant inputs. Negative pads crop. The gradient is a Pad of dy with the pads negated and
 zero fill: it crops what was padded (and zero-fills what was cropped)."""
 from . import attr, refuse, register, register_train_op
-from ._layout import check_rank, constant, norm_axes, optional_ptr, row_major, scalar
+from ._layout import check_rank, norm_axes, optional_ptr, row_major, scalar, vector
 
 
 def full_pads(node, graph, rank: int) -> list[int]:
     """The pads input spread over all `rank` axes: [begin_0.., end_0..]."""
-    pads = [int(p) for p in constant(node, graph, 1, "pads").ravel()]
-    axes = constant(node, graph, 3, "axes")
-    axes = range(rank) if axes is None else norm_axes(axes.ravel(), rank)
+    pads = [int(p) for p in vector(node, graph, 1, "pads")]
+    axes = vector(node, graph, 3, "axes")
+    axes = range(rank) if axes is None else norm_axes(axes, rank)
     full = [0] * (2 * rank)
     for i, axis in enumerate(axes):
         full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]

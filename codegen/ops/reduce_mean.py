@@ -5,13 +5,13 @@ from math import prod
 
 from . import attr, register, register_train_op
 from ._broadcast import strides_over
-from ._layout import check_rank, constant, ints, norm_axes
+from ._layout import check_flags, check_rank, ints, norm_axes, vector
 
 
 def reduced(node, graph, full: tuple) -> tuple[list[int], float]:
     """For the unreduced shape `full`: (strides of the kept-dims result over it, 1 / count).
     Reads the node's attrs and axes input, which ReduceMeanGrad shares with its ReduceMean."""
-    axes = constant(node, graph, 1, "axes")
+    axes = vector(node, graph, 1, "axes")
     if axes is None or axes.size == 0:
         axes = [] if attr(node, "noop_with_empty_axes", 0) else range(len(full))
     axes = set(norm_axes(axes, len(full)))
@@ -22,6 +22,7 @@ def reduced(node, graph, full: tuple) -> tuple[list[int], float]:
 def check(node, graph):
     full = graph.shape(node.inputs[0])
     check_rank(node, len(full))
+    check_flags(node, "keepdims", "noop_with_empty_axes")
     reduced(node, graph, full)
 
 
