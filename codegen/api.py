@@ -15,6 +15,7 @@ from .emit import emit, input_idents
 from .errors import OptionError
 from .files import write_all
 from .paths import runtime_dir
+from .inspection import ChoiceRow, NodeRow, Report
 from .ir import CONST, FROZEN, PARAM, STATE
 from .training_onnx import to_onnx
 
@@ -120,53 +121,52 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
     }
 
 
-def inspect(model: str | Path, batch: int | None = None, optimizer: str = "sgd", momentum: float = 0.0,
+def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.kind, momentum: float = _OPT.momentum,
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
-            train_last: int | None = None, train_bias_only: bool = False, federated: bool = True) -> dict:
+            train_last: int | None = None, train_bias_only: bool = False, federated: bool = True) -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
     federated: count the round-start copy, as generate (federated by default) would build it."""
     raw = loader.upgraded(Path(model))
-    nodes = [{"op": n.op_type, "domain": n.domain, "name": n.name, "outputs": list(n.output),
-              "supported": (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY}
-             for n in raw.graph.node]
-    info = {"opset": loader.default_opset(raw), "nodes": nodes, "supported_ops": ops.supported_ops(),
-            "unsupported": sorted({n["op"] for n in nodes if not n["supported"]} - {"Constant", "Shape"})}
-    if info["unsupported"]:
-        return info
+    nodes = [NodeRow(n.op_type, n.domain, n.name, list(n.output),
+                     (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY) for n in raw.graph.node]
+    report = Report(loader.default_opset(raw), nodes, ops.supported_ops(),
+                    sorted({n.op for n in nodes if not n.supported} - {"Constant", "Shape"}), federated=federated)
+    if report.unsupported:
+        return report
     if batch is None and loader.has_dynamic_batch(raw):
-        batch, info["note"] = 1, "dynamic batch dim pinned to 1 for this estimate (use --batch)"
+        batch, report.note = 1, "dynamic batch dim pinned to 1 for this estimate (use --batch)"
     graph = loader.load(Path(model), batch)
     shapes = {n: list(t.shape) for n, t in graph.tensors.items()}
     for n in nodes:
-        n["shapes"] = [shapes.get(o) for o in n["outputs"]]
-    info.update(inputs={n: shapes[n] for n in graph.inputs}, outputs={n: shapes[n] for n in graph.outputs},
-                params=[{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)])
+        n.shapes = [shapes.get(o) for o in n.outputs]
+    report.inputs, report.outputs = {n: shapes[n] for n in graph.inputs}, {n: shapes[n] for n in graph.outputs}
+    report.params = [{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)]
     if len(graph.outputs) == 1:
-        loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
+        report.loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
         opt = training.Optimizer(momentum=momentum, kind=optimizer)
         own = training.Selection(train, freeze, train_last, train_bias_only)
-        info.update(loss=loss, optimizer=asdict(opt), federated=federated,
-                    memory_by_choice=_memory_by_choice(Path(model), Spec(loss, opt, own, batch), federated))
-    return info
+        report.optimizer = asdict(opt)
+        report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch), federated)
+    return report
 
 
 CHOICES = {"full training": training.Selection(), "--train-last 1": training.Selection(last=1),
            "--train-bias-only": training.Selection(bias_only=True)}
 
 
-def _memory_by_choice(model: Path, spec: Spec, federated: bool) -> list[dict]:
+def _memory_by_choice(model: Path, spec: Spec, federated: bool) -> list[ChoiceRow]:
     """The memory summary of each common trainable set, then of spec's own selection if it has
     one: what a choice costs in RAM before generating anything."""
     rows = []
     for choice, selection in CHOICES.items():
         try:
-            rows.append({"choice": choice, **_memory(model, replace(spec, selection=selection), federated)})
+            rows.append(ChoiceRow(choice, _memory(model, replace(spec, selection=selection), federated)))
         except OptionError as e:  # e.g. --train-bias-only on a model without biases
-            rows.append({"choice": choice, "error": str(e)})
+            rows.append(ChoiceRow(choice, error=str(e)))
     if spec.selection != training.Selection():
-        rows.append({"choice": "your choice", "options": _flags(spec.selection), **_memory(model, spec, federated)})
+        rows.append(ChoiceRow("your choice", _memory(model, spec, federated), options=_flags(spec.selection)))
     return rows
 
 

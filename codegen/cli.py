@@ -10,13 +10,15 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from . import __version__, api, blob, console, fit, ops, training
 from .budget import ram_bytes
 from .cli_boards import register as register_boards
 from .cli_lifecycle import register as register_lifecycle
-from .console import call, note, out, print_memory, say
+from .console import call, note, out, print_memory, printable, say
+from .inspection import Report
 
 
 class _PlainHelp:
@@ -208,54 +210,57 @@ def inspect(
 ):
     """Ops, shapes, parameters and the memory each trainable set costs, before generating.
     Exits with code 2 when the model has unsupported ops."""
-    info = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
-                freeze=freeze, train_last=train_last, train_bias_only=train_bias_only, federated=federated)
+    report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
+                  freeze=freeze, train_last=train_last, train_bias_only=train_bias_only, federated=federated)
     if as_json:
-        out.print_json(json.dumps(info))
+        out.print_json(json.dumps(report.to_json()))
     else:
-        _print_inspect(info)
-    if info["unsupported"]:
+        _print_inspect(report)
+    if report.unsupported:
         raise typer.Exit(2)
 
 
-def _print_inspect(info: dict) -> None:
+def _print_inspect(report: Report) -> None:
+    """Names from the model are shown as plain text (Text): never read as rich markup."""
     table = Table("op", "node", "output shapes", "supported")
-    for n in info["nodes"]:
-        shapes = ", ".join(str(tuple(s)) for s in n.get("shapes", []) if s is not None)
-        table.add_row(n["op"], n["name"] or n["outputs"][0], shapes, "yes" if n["supported"] else "[red]NO[/]")
+    for n in report.nodes:
+        shapes = ", ".join(str(tuple(s)) for s in n.shapes if s is not None)
+        table.add_row(Text(printable(n.op)), Text(printable(n.name or n.outputs[0])), shapes,
+                      "yes" if n.supported else "[red]NO[/]")
     out.print(table)
-    if info["unsupported"]:
-        out.print(f"[red]unsupported ops: {', '.join(info['unsupported'])}[/]; supported: "
-                  f"{', '.join(info['supported_ops'])}")
+    if report.unsupported:
+        say(printable(f"unsupported ops: {', '.join(report.unsupported)}; supported: {', '.join(report.supported_ops)}"),
+            markup=False)
         return
-    out.print(f"opset {info['opset']}; inputs {info['inputs']}; outputs {info['outputs']}")
-    out.print("parameters: " + ", ".join(f"{p['name']} {tuple(p['shape'])}" for p in info["params"]))
-    if "note" in info:
-        out.print(info["note"])
-    if "memory_by_choice" in info:
-        _print_choices(info)
+    say(printable(f"opset {report.opset}; inputs {report.inputs}; outputs {report.outputs}"), markup=False)
+    say(printable("parameters: " + ", ".join(f"{p['name']} {tuple(p['shape'])}" for p in report.params)), markup=False)
+    if report.note:
+        say(report.note)
+    if report.memory_by_choice:
+        _print_choices(report)
 
 
-def _print_choices(info: dict) -> None:
+def _print_choices(report: Report) -> None:
     """One row per trainable set: the RAM it needs (arena, parameters, optimizer state and, for a
     federated build, the round-start copy)."""
-    opt = info["optimizer"]
+    opt = report.optimizer
     momentum = f", momentum {opt['momentum']:g}" if opt["momentum"] else ""
     columns = {"arena": "arena_bytes", "parameters": "param_bytes", "optimizer state": "optimizer_state_bytes"}
-    if info["federated"]:
+    if report.federated:
         columns["federated copy"] = "round_start_bytes"
     table = Table("trainable set", *columns, "RAM total",
-                  title=f"RAM per trainable set, bytes ({info['loss']} loss, {opt['kind']}{momentum})")
+                  title=f"RAM per trainable set, bytes ({report.loss} loss, {opt['kind']}{momentum})")
     table.columns[0].no_wrap = True
-    for row in info["memory_by_choice"]:
-        if "error" in row:
-            table.add_row(row["choice"], f"[yellow]{row['error']}[/]")
+    for row in report.memory_by_choice:
+        if row.error:
+            table.add_row(row.choice, Text(printable(row.error), style="yellow"))
             continue
-        table.add_row(row["choice"], *(f"{n:,}" for n in [*(row[k] for k in columns.values()), ram_bytes(row)]))
+        mem = row.memory
+        table.add_row(row.choice, *(f"{n:,}" for n in [*(mem[k] for k in columns.values()), ram_bytes(mem)]))
     out.print(table)
-    for row in info["memory_by_choice"]:
-        if "options" in row:
-            say(f"{row['choice']}: {row['options']}")
+    for row in report.memory_by_choice:
+        if row.options:
+            say(printable(f"{row.choice}: {row.options}"), markup=False)
 
 
 register_boards(app)

@@ -190,5 +190,19 @@ def test_a_single_pattern_may_be_a_string(tmp_path):
     assert [p["name"] for p in summary["params"]] == ["W"] and summary["frozen"] == ["b"]
     summary = codegen.generate(tmp_path / "m.onnx", tmp_path / "c", freeze="W")
     assert [p["name"] for p in summary["params"]] == ["b"]
-    mine = codegen.inspect(tmp_path / "m.onnx", train="W")["memory_by_choice"][-1]
-    assert mine["options"] == "--train W" and mine["param_bytes"] == 4 * 3 * 8
+    mine = codegen.inspect(tmp_path / "m.onnx", train="W").memory_by_choice[-1]
+    assert mine.options == "--train W" and mine.memory["param_bytes"] == 4 * 3 * 8
+
+
+def test_inspect_json_schema_and_plain_names(tmp_path):
+    """`inspect --json` is Report.to_json() with its schema version; node names with rich markup
+    or control characters are printed as text in the table."""
+    from codegen.inspection import SCHEMA
+
+    nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], transB=1, name="[bold red]fc\x1b[2J")]
+    onnx_model(nodes, {"x": [2, 3]}, {"y": [2, 4]}, {"W": np.ones((4, 3), np.float32), "b": np.zeros(4, np.float32)},
+               path=tmp_path / "m.onnx")
+    as_json = json.loads(CliRunner().invoke(app, ["inspect", str(tmp_path / "m.onnx"), "--json"]).stdout)
+    assert as_json["schema"] == SCHEMA and as_json == codegen.inspect(tmp_path / "m.onnx").to_json()
+    text = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.onnx")]).stdout
+    assert "[bold red]fc\\x1b[2J" in text and "\x1b" not in text

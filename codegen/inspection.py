@@ -1,0 +1,52 @@
+"""What `mcutrain inspect` reports, as one typed, versioned schema: `api.inspect` fills it, the
+CLI prints it, `--json` writes `to_json()`. Later features (int8 alternatives, sparse-update
+proposals) add fields here, bumping SCHEMA."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SCHEMA = 1  # the "schema" field of `inspect --json`
+
+
+@dataclass
+class NodeRow:
+    op: str
+    domain: str
+    name: str
+    outputs: list[str]
+    supported: bool
+    shapes: list[list[int] | None] = field(default_factory=list)  # per output, once shapes are known
+
+
+@dataclass
+class ChoiceRow:
+    """The RAM one trainable set costs (the memory section of the manifest), or why it cannot be."""
+    choice: str  # e.g. "full training", "--train-last 1", "your choice"
+    memory: dict[str, int] | None = None
+    error: str | None = None
+    options: str | None = None  # the command-line options that make "your choice"
+
+    def to_json(self) -> dict:
+        extra = {k: v for k, v in (("error", self.error), ("options", self.options)) if v is not None}
+        return {"choice": self.choice, **(self.memory or {}), **extra}
+
+
+@dataclass
+class Report:
+    opset: int
+    nodes: list[NodeRow]
+    supported_ops: list[str]
+    unsupported: list[str]  # op types without an implementation (empty: the model compiles)
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    params: list[dict] = field(default_factory=list)  # {"name", "shape"} of every float parameter
+    loss: str | None = None  # the loss the estimates assume (single-output models only)
+    optimizer: dict | None = None
+    federated: bool = True
+    memory_by_choice: list[ChoiceRow] = field(default_factory=list)
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["memory_by_choice"] = [row.to_json() for row in self.memory_by_choice]
+        return {"schema": SCHEMA, **{k: v for k, v in d.items() if v is not None}}
