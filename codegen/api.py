@@ -129,15 +129,17 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
     federated: count the round-start copy, as generate (federated by default) would build it."""
     raw = loader.upgraded(Path(model))
+    note = None
+    if batch is None and loader.has_dynamic_batch(raw):
+        batch, note = 1, "dynamic batch dim pinned to 1 for this estimate (use --batch)"
+    folded = loader.fold(raw, batch)  # as generate judges a model: after folding constant chains
     nodes = [NodeRow(n.op_type, n.domain, n.name, list(n.output),
-                     (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY) for n in raw.graph.node]
+                     (n.domain if n.domain != "ai.onnx" else "", n.op_type) in ops.REGISTRY) for n in folded.nodes]
     report = Report(loader.default_opset(raw), nodes, ops.supported_ops(),
-                    sorted({n.op for n in nodes if not n.supported} - {"Constant", "Shape"}), federated=federated)
+                    sorted({n.op for n in nodes if not n.supported}), federated=federated, note=note)
     if report.unsupported:
         return report
-    if batch is None and loader.has_dynamic_batch(raw):
-        batch, report.note = 1, "dynamic batch dim pinned to 1 for this estimate (use --batch)"
-    graph = loader.load(Path(model), batch)
+    graph = loader.to_ir(folded)
     shapes = {n: list(t.shape) for n, t in graph.tensors.items()}
     for n in nodes:
         n.shapes = [shapes.get(o) for o in n.outputs]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -18,9 +19,22 @@ TARGET_OPSET = 18
 
 def load(path: str | Path, batch: int | None = None) -> Graph:
     """Read `path` into the IR: fixed shapes everywhere, constant chains folded, parameters marked."""
-    model = upgraded(Path(path))
+    return to_ir(fold(upgraded(Path(path)), batch))
+
+
+class Folded(NamedTuple):
+    """A model with pinned inputs and its constant chains folded, before any op is judged."""
+    model: onnx.ModelProto
+    nodes: list  # the NodeProtos that remain to run
+    known: dict[str, np.ndarray]  # constants (folded values, integer initializers)
+    params: dict[str, np.ndarray]  # float initializers
+    shapes: dict[str, tuple[int, ...]]
+
+
+def fold(model: onnx.ModelProto, batch: int | None = None) -> Folded:
+    """Pin the inputs of an upgraded() model (changing it) and fold its constant chains."""
     _pin_inputs(model, batch)
-    return _to_ir(*_fold_constants(model))
+    return Folded(*_fold_constants(model))
 
 
 def _why(e: Exception) -> str:
@@ -29,7 +43,8 @@ def _why(e: Exception) -> str:
     return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
-def _read(path: Path) -> onnx.ModelProto:
+def read(path: Path) -> onnx.ModelProto:
+    """An ONNX file that onnx's checker accepts and whose names are all text, or ModelError."""
     if not path.is_file():
         raise ModelError(f"model file '{path}' not found")
     try:
@@ -42,13 +57,13 @@ def _read(path: Path) -> onnx.ModelProto:
         onnx.checker.check_model(model)
     except Exception as e:  # ValidationError, but also e.g. UnicodeDecodeError on a corrupt name
         raise ModelError(f"'{path}' is not a valid ONNX model ({_why(e)}); re-export it") from None
+    _check_names(model, path)
     return model
 
 
 def upgraded(path: Path) -> onnx.ModelProto:
     """The validated model at TARGET_OPSET or later, local functions inlined."""
-    model = _read(path)
-    _check_names(model)
+    model = read(path)
     _check_opset(model)
     _check_outputs(model)
     _check_parameter_dtypes(model)
@@ -69,12 +84,12 @@ def _names(model: onnx.ModelProto):
         yield from (node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute))
 
 
-def _check_names(model: onnx.ModelProto) -> None:
+def _check_names(model: onnx.ModelProto, path: Path) -> None:
     """protobuf hands over a name that is not valid UTF-8 as bytes, and the checker lets it pass
     where it never quotes it (a node's own name): a flipped byte."""
     bad = next((name for name in _names(model) if isinstance(name, bytes)), None)
     if bad is not None:
-        raise ModelError(f"the model holds a name that is not valid UTF-8 ({bad!r}); the file is corrupt: "
+        raise ModelError(f"'{path}' holds a name that is not valid UTF-8 ({bad!r}); the file is corrupt: "
                          "export the model again")
 
 
@@ -279,14 +294,15 @@ def _dtype(model, name) -> str:
     return "float32"
 
 
-def _to_ir(model, kept, known, params, shapes) -> Graph:
+def to_ir(folded: Folded) -> Graph:
+    """The IR of a folded model: unsupported ops, invalid shapes and sizes refused here."""
+    model, kept, known, params, shapes = folded
     inits = _initializer_names(model)
     tensors: dict[str, Tensor] = {}
     nodes = [Node(n.op_type, list(n.input), list(n.output),
                   {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute},
                   n.name, n.domain if n.domain != "ai.onnx" else "") for n in kept]
-    for node in nodes:
-        ops.lookup(node)  # unsupported ops fail here, before anything else
+    ops.check_supported(nodes)  # every unsupported op in one message, before anything else
     used = {i for n in nodes for i in n.inputs if i}
     outputs = [o.name for o in model.graph.output]
     for name in [*params, *known]:  # initializer order: it becomes the parameter blob's order

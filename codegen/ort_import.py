@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import Message
 from onnx import TensorProto, helper, numpy_helper
 
 from . import api, loader, ops, training
@@ -180,26 +179,6 @@ def _loss(forward, inputs: list[str], inits: dict, training: Path) -> tuple[str,
     return kind, model_out[0]
 
 
-def _all_utf8(message: Message) -> bool:
-    """Whether every string in a protobuf message is UTF-8: protobuf hands the others over as bytes,
-    which break every name lookup downstream."""
-    for field, value in message.ListFields():
-        values = [value] if isinstance(value, (str, bytes, Message)) else value
-        if (field.type == field.TYPE_STRING and any(isinstance(v, bytes) for v in values)
-                or field.type == field.TYPE_MESSAGE and not all(map(_all_utf8, values))):
-            return False
-    return True
-
-
-def _read_onnx(path: Path) -> onnx.ModelProto:
-    """An artifact's ONNX file through the loader's checks, plus one they lack for names the
-    checker passes (node names, ...): UTF-8."""
-    model = loader._read(path)
-    if not _all_utf8(model):
-        raise _corrupt(path, "a name in it is not UTF-8")
-    return model
-
-
 def _adamw_options(path: Path, node: onnx.NodeProto) -> dict:
     """generate()'s AdamW options from the node's attributes, each a finite float when present."""
     attrs = {a.name: a for a in node.attribute}
@@ -212,7 +191,7 @@ def _adamw_options(path: Path, node: onnx.NodeProto) -> dict:
 
 
 def _optimizer(path: Path) -> dict:
-    nodes = list(_read_onnx(path).graph.node)
+    nodes = list(loader.read(path).graph.node)
     if len(nodes) == 1 and nodes[0].op_type == "SGDOptimizerV2":
         return {"optimizer": "sgd"}
     if len(nodes) == 1 and nodes[0].op_type == "AdamWOptimizer":
@@ -256,7 +235,7 @@ def recover(artifacts: Path) -> tuple[onnx.ModelProto, dict]:
         raise ModelError(f"'{artifacts}' lacks {', '.join(missing)} (written by generate_artifacts)")
     train, frozen = read_checkpoint(artifacts / "checkpoint")
     training_path = artifacts / "training_model.onnx"
-    training = _read_onnx(training_path)
+    training = loader.read(training_path)
     graph = training.graph
     if not graph.output:
         raise _corrupt(training_path, "it has no outputs (the first is the loss)")

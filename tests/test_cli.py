@@ -206,3 +206,37 @@ def test_inspect_json_schema_and_plain_names(tmp_path):
     assert as_json["schema"] == SCHEMA and as_json == codegen.inspect(tmp_path / "m.onnx").to_json()
     text = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.onnx")]).stdout
     assert "[bold red]fc\\x1b[2J" in text and "\x1b" not in text
+
+
+def shape_chain_model(path, extra_ops=()):
+    """x -> Reshape(x, Concat(Gather(Shape(x), 0), [-1])) -> Gemm: the shape chain folds away;
+    extra_ops appends unsupported elementwise ops (Cos, Sin, ...) after the Gemm."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "zero"], ["n"]),
+             helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["y0"], transB=1)]
+    last = "y0"
+    for k, op in enumerate(extra_ops):
+        nodes.append(helper.make_node(op, [last], [f"e{k}"], name=f"extra{k}"))
+        last = f"e{k}"
+    nodes[-1].output[0] = "y"
+    onnx_model(nodes, {"x": [2, 3, 2]}, {"y": [2, 4]},
+               {"W": np.ones((4, 6), np.float32), "b": np.zeros(4, np.float32), "zero": np.array(0),
+                "axes": np.array([0]), "minus1": np.array([-1])}, path=path)
+
+
+def test_inspect_judges_ops_after_folding(tmp_path):
+    """Shape/Gather/Concat that only compute a shape are folded before ops are judged, as in generate."""
+    shape_chain_model(tmp_path / "m.onnx")
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "m.onnx"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [n["op"] for n in json.loads(result.stdout)["nodes"]] == ["Reshape", "Gemm"]
+    codegen.generate(tmp_path / "m.onnx", tmp_path / "b", loss="mse")
+
+
+def test_generate_lists_every_unsupported_op(tmp_path):
+    shape_chain_model(tmp_path / "m.onnx", ["Cos", "Sin", "Cos"])
+    result = CliRunner().invoke(app, ["generate", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "3 nodes use unsupported ops: Cos, Sin" in result.output, result.output
+    assert all(f"extra{k}" in result.output for k in range(3))

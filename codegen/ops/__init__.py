@@ -87,6 +87,18 @@ def lookup(node: Node) -> OpDef:
     return op
 
 
+def check_supported(nodes: list[Node]) -> None:
+    """One UnsupportedError naming every node whose op is missing, so a user sees the whole list."""
+    missing = [n for n in nodes if (n.domain, n.op) not in REGISTRY]
+    if len(missing) == 1:
+        lookup(missing[0])
+    if missing:
+        ops = sorted({f"{n.op}" + (f" (domain '{n.domain}')" if n.domain else "") for n in missing})
+        nodes_text = ", ".join(n.describe() for n in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise UnsupportedError(f"{len(missing)} nodes use unsupported ops: {', '.join(ops)} ({nodes_text}). "
+                               f"Supported ops: {', '.join(supported_ops())}.")
+
+
 def view_roots(nodes: list[Node]) -> dict[str, str]:
     """Map each output of a view op to the tensor whose bytes it shares (through view chains)."""
     root: dict[str, str] = {}
