@@ -2,6 +2,7 @@
 kernel call produced by its op's emit rule. The generated code uses only static buffers."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,12 @@ def c_float(x: float) -> str:
     return (s if any(ch in s for ch in ".e") else s + ".0") + "f"
 
 
+# Blobs with at least this many bytes of initial values are not written as C literals (about 16
+# bytes of source per float, slow to compile) but as a binary file the assembler embeds (.incbin)
+# where the compiler is GNU-compatible and targets little-endian ELF, hex words elsewhere.
+EMBED_BYTES = 1 << 20
+
+
 @dataclass
 class Blob:
     """Tensors of one role packed into one C array; offsets in floats."""
@@ -44,12 +51,49 @@ class Blob:
             size += graph.tensors[n].size
         return cls(c_name, names, offsets, size)
 
-    def values(self, graph: Graph) -> list[str]:
-        """Initial values as C literals; none for all-zero blobs (static storage starts zeroed)."""
+    def initial(self, graph: Graph) -> np.ndarray | None:
+        """Initial values, flat; None for all-zero blobs (static storage starts zeroed)."""
         if not self.names or not any(np.any(graph.tensors[n].value) for n in self.names):
-            return []
-        flat = np.concatenate([np.asarray(graph.tensors[n].value, np.float32).ravel() for n in self.names])
-        return [c_float(v) for v in flat]
+            return None
+        return np.concatenate([np.asarray(graph.tensors[n].value, np.float32).ravel() for n in self.names])
+
+
+def hex_words(values: np.ndarray) -> bytes:
+    """`0x3f800000u, ` per float, eight to a line: the bits themselves, so -0.0, subnormals and
+    NaN payloads survive. Numbers only, formatted here: no text from the model reaches it."""
+    digits = np.frombuffer(values.astype(">f4").tobytes().hex().encode(), np.uint8).reshape(-1, 8)
+    words = np.empty((len(digits), 13), np.uint8)
+    words[:, :2] = np.frombuffer(b"0x", np.uint8)
+    words[:, 2:10] = digits
+    words[:, 10:] = np.frombuffer(b"u, ", np.uint8)
+    words[7::8, 12] = ord("\n")
+    return words.tobytes() + b"\n"
+
+
+def storage(prefix: str, blob: Blob, graph: Graph) -> tuple[dict, dict[str, bytes]]:
+    """How the template declares a blob, and the data files that hold its values if it is large:
+    <prefix>_<blob>.bin (little-endian floats) for .incbin, <prefix>_<blob>.inc (hex words)."""
+    values = blob.initial(graph)
+    fields = {"c": blob.c_name, "size": blob.size, "values": [], "file": None}
+    if values is None:
+        return fields, {}
+    if values.nbytes < EMBED_BYTES:
+        return {**fields, "values": [c_float(v) for v in values]}, {}
+    stem, raw = f"{prefix}_{blob.c_name}", values.astype("<f4").tobytes()
+    fields.update(file=stem, sha256=hashlib.sha256(raw).hexdigest())
+    return fields, {f"{stem}.bin": raw, f"{stem}.inc": hex_words(values)}
+
+
+def incbin(symbol: str, const: bool, blob: dict) -> str:
+    """Assembler text that defines `symbol` as the blob's .bin file: read-only (flash) for const
+    data, writable (RAM, its initial values in flash) for the rest. Hidden: not exported from a
+    shared library. The file's digest, in an assembler comment, makes the compiled text change
+    with the values: make, CMake and ccache do not track .incbin files."""
+    section = f'.rodata.{symbol},"a"' if const else f'.data.{symbol},"aw"'
+    return "\n".join([f"/* {blob['file']}.bin SHA-256 {blob['sha256']} */", f".pushsection {section}",
+                      ".balign 16", f".globl {symbol}", f".hidden {symbol}", f".type {symbol},%object",
+                      f".size {symbol},{4 * blob['size']}", f"{symbol}:", f'.incbin "{blob["file"]}.bin"',
+                      ".popsection"])
 
 
 class EmitContext:
@@ -117,8 +161,8 @@ def _referenced(graph: Graph, role: str, nodes) -> list[str]:
 
 
 def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_hash: int,
-         federated: bool) -> dict[str, str]:
-    """Return {filename: text} for the generated header and source."""
+         federated: bool) -> dict[str, str | bytes]:
+    """Return {filename: text or bytes}: the generated header and source, and data files."""
     graph = tg.graph
     nodes = graph.nodes
     blobs = {PARAM: Blob.pack("params", graph, [n for n in tg.trainable]),
@@ -131,6 +175,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
         nodes[tg.n_updates_from:]))
     loss = loss[0]
+    stored = {role: storage(prefix, b, graph) for role, b in blobs.items()}
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
     label = graph.tensors[tg.label]
     out = graph.tensors[tg.output]
@@ -145,7 +190,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         "params": [{"name": comment(n), "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n), "size": graph.tensors[n].size}
                    for n in tg.trainable],
         "model_hash": f"0x{model_hash:08X}u", "federated": federated,
-        "blobs": {role: {"c": b.c_name, "size": b.size, "values": b.values(graph)} for role, b in blobs.items()},
+        "blobs": {role: fields for role, (fields, _) in stored.items()}, "incbin": incbin,
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
         "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "updates": updates,
@@ -154,4 +199,5 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         "accumulate": tg.accumulate, "micro": ctx.micro, "arrays": ctx.arrays,
     }
     return {f"{prefix}.h": ENV.get_template("model.h.j2").render(**info),
-            f"{prefix}.c": ENV.get_template("model.c.j2").render(**info)}
+            f"{prefix}.c": ENV.get_template("model.c.j2").render(**info),
+            **{name: data for _, files in stored.values() for name, data in files.items()}}

@@ -22,9 +22,8 @@ def build_library(build_dir: str | Path, target_name: str, out: str | Path | Non
     target = targets.load(target_name)
     name = m.name
     dest = Path(out) if out else default_dir(folder, target, name)
-    sources = [folder / f"{name}.h", folder / f"{name}.c", *sorted((folder / "runtime").rglob("*.h"))]
     ctx = {"name": name, "version": __version__, "target": target}
-    files = {f"src/{p.relative_to(folder).as_posix()}": p.read_text() for p in sources}
+    files = {f"src/{rel}": (folder / rel).read_bytes() for rel in m.c_files}
     files["CMakeLists.txt"] = ENV.get_template("lib_CMakeLists.txt.j2").render(ctx)
     files["library.json"] = ENV.get_template("lib_library.json.j2").render(ctx)
     if target.qemu:  # a cross target: the application needs its compiler and CPU flags

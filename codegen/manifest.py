@@ -70,6 +70,12 @@ class Manifest:
         """Classes of a cross_entropy output (batch, classes); None for other losses."""
         return self.output.shape[1] if self.loss == "cross_entropy" else None
 
+    @property
+    def c_files(self) -> list[str]:
+        """What compiling the trainer reads: sources, headers and the data files they include or
+        embed (relative paths, all verified by read())."""
+        return sorted(rel for rel in self.files if rel.endswith((".c", ".h", ".inc", ".bin")))
+
     @classmethod
     def from_json(cls, d: dict) -> "Manifest":
         return cls(name=d["name"], source=d["source"], loss=d["loss"], accumulate=d["accumulate"],
