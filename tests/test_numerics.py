@@ -146,3 +146,17 @@ def test_last_status_class_index(tmp_path, label, status):
     x = np.ones((2, 4), np.float32)
     trainer._fn("train_step")(trainer._ptr(x, "float"), labels)
     assert trainer.last_status() == status
+
+
+@pytest.mark.parametrize("big", [1e4, -1e4, 3e5])
+def test_log_softmax_keeps_precision_on_large_inputs(tmp_path, big):
+    """(x - max) - log(sum exp(x - max)), not x - (max + log(sum)): with inputs around 1e4 the
+    latter rounds outputs of about -0.4 by ~1e-3 (ONNX's test_logsoftmax_large_number)."""
+    trainer = scaled(tmp_path, "LogSoftmax", "mse")
+    x = np.array([[big, big + 0.5, big - 0.25, big + 1], [0, 1, 2, 3]], np.float32)
+    ref = torch.log_softmax(torch.tensor(x, dtype=torch.float64), dim=1).numpy()
+    np.testing.assert_allclose(trainer.predict(x), ref, rtol=0, atol=2e-6)
+    y = np.array([3, 1])
+    ce = torch.nn.functional.cross_entropy(torch.tensor(x, dtype=torch.float64), torch.tensor(y)).item()
+    (tmp_path / "ce").mkdir()
+    assert scaled(tmp_path / "ce", None, "cross_entropy").train_step(x, y) == pytest.approx(ce, abs=2e-6)

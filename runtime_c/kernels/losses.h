@@ -35,7 +35,7 @@ static inline void mt_cross_entropy(const float *x, const int32_t *labels, float
         }
         for (c = 1; c < classes; ++c) mx = row[c] > mx ? row[c] : mx;
         for (c = 0; c < classes; ++c) sum += expf(row[c] - mx);
-        s += mx + logf(sum) - row[labels[b]];
+        s += logf(sum) - (row[labels[b]] - mx); /* the stable form of log-softmax, as softmax.h */
     }
     *loss = s / (float)batch;
 }

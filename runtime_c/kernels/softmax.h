@@ -13,9 +13,9 @@ static inline void mt_softmax_any(const float *x, float *y, int outer, int n, in
             float mx = xs[0], sum = 0.0f;
             for (i = 1; i < n; ++i) mx = xs[(size_t)i * inner] > mx ? xs[(size_t)i * inner] : mx;
             for (i = 0; i < n; ++i) sum += expf(xs[(size_t)i * inner] - mx);
-            if (log_out) {
-                const float lse = mx + logf(sum);
-                for (i = 0; i < n; ++i) ys[(size_t)i * inner] = xs[(size_t)i * inner] - lse;
+            if (log_out) { /* (x - max) - log(sum): max + log(sum) first would round away small terms */
+                const float lse = logf(sum);
+                for (i = 0; i < n; ++i) ys[(size_t)i * inner] = (xs[(size_t)i * inner] - mx) - lse;
             } else {
                 for (i = 0; i < n; ++i) ys[(size_t)i * inner] = expf(xs[(size_t)i * inner] - mx) / sum;
             }
