@@ -107,6 +107,7 @@ class EmitContext:
         self.micro = "mt_micro"  # index of the micro-batch within the step (0 without accumulation)
         self.f = c_float
         self.inputs = input_idents(tg.graph.inputs)
+        self.used: set[str] = set()  # the tensors whose data some statement reads or writes
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tg.graph.shape(name)
@@ -116,6 +117,7 @@ class EmitContext:
 
     def ptr(self, name: str) -> str:
         root = self.plan.root(name)
+        self.used.add(root)
         t = self.tg.graph.tensors[root]
         if t.role == ACT:
             return f"({self.prefix}_arena + {self.plan.buffers[root].offset // 4})"
@@ -160,6 +162,29 @@ def _referenced(graph: Graph, role: str, nodes) -> list[str]:
             and t.dtype == "float32"]
 
 
+def _statements(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+    """(context, [forward, loss, backward, updates] statements) of the whole schedule."""
+    nodes = tg.graph.nodes
+    ctx = EmitContext(tg, plan, prefix, blobs)
+    fused = {n.inputs[1]: n for n in nodes if len(n.inputs) > 1 and n.inputs[1] in tg.fused}
+    parts = [[_statement(n, ctx, fused) for n in part] for part in (
+        nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
+        nodes[tg.n_updates_from:])]
+    return ctx, parts
+
+
+def _constants(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+    """Emit the schedule; again without the const data no statement read (a Dropout's ratio, a
+    view's shape), so the C defines nothing unused (-Wall -Werror: 'defined but not used')."""
+    ctx, parts = _statements(tg, plan, prefix, blobs)
+    kept = {role: Blob.pack(blobs[role].c_name, tg.graph, [n for n in blobs[role].names if n in ctx.used])
+            for role in (FROZEN, CONST)}
+    if all(kept[role].names == blobs[role].names for role in kept):
+        return blobs, ctx, parts
+    blobs = {**blobs, **kept}
+    return (blobs, *_statements(tg, plan, prefix, blobs))
+
+
 def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_hash: int,
          federated: bool) -> dict[str, str | bytes]:
     """Return {filename: text or bytes}: the generated header and source, and data files."""
@@ -169,11 +194,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
              FROZEN: Blob.pack("frozen", graph, _referenced(graph, FROZEN, nodes)),
              CONST: Blob.pack("consts", graph, _referenced(graph, CONST, nodes)),
              STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)])}
-    ctx = EmitContext(tg, plan, prefix, blobs)
-    fused = {n.inputs[1]: n for n in nodes if len(n.inputs) > 1 and n.inputs[1] in tg.fused}
-    forward, loss, backward, updates = ([_statement(n, ctx, fused) for n in part] for part in (
-        nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
-        nodes[tg.n_updates_from:]))
+    blobs, ctx, (forward, loss, backward, updates) = _constants(tg, plan, prefix, blobs)
     loss = loss[0]
     stored = {role: storage(prefix, b, graph) for role, b in blobs.items()}
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})

@@ -35,6 +35,10 @@ KERNELS = {"simd": [f for f in host_cflags() if f.startswith("-march")], "scalar
            **({"sse2": ["-march=x86-64"]} if platform.machine().lower() in ("x86_64", "amd64") else {})}
 
 
+# What the generated C must compile under, warnings as errors (the project's standard).
+STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wvla", "-O2", "-ffp-contract=off"]
+
+
 def compile_model(model_path, out_dir, cflags=None, **options) -> codegen.HostTrainer:
     codegen.generate(model_path, out_dir, **options)
     return codegen.load_host(out_dir, cflags)

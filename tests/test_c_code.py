@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from benchmarks.mcu import callgraph, reachable
-from helpers import KERNELS, compile_model, export_torch
+from helpers import KERNELS, STRICT, compile_model, export_torch
 
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-Wvla", "-O2", "-ffp-contract=off"]
 
 
 @pytest.fixture(scope="module")

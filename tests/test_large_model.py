@@ -18,9 +18,8 @@ from onnx import helper, numpy_helper
 
 import codegen
 from codegen import emit, firmware, library, loader, memory, qemu, training
-from helpers import KERNELS, onnx_model
+from helpers import KERNELS, STRICT, onnx_model
 from test_boards import APP, CMAKE, need
-from test_c_code import STRICT
 
 # Bits a decimal round trip or a flush-to-zero could lose: signed zero, subnormals, the extremes.
 SPECIAL = np.array([-0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, 1 / 3, -np.pi, 6.1e-5], np.float32)

@@ -7,12 +7,14 @@ operand's gradient as (before - after). Tolerance: float32, rtol 1e-4 / atol 1e-
 gradient read back through one float32 weight update loses up to one ulp of the weight)."""
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
 from onnx import helper
 
-from helpers import KERNELS, compile_model, onnx_model
+from helpers import KERNELS, STRICT, compile_model, onnx_model
 
 RNG = np.random.default_rng(1234)
 
@@ -36,6 +38,9 @@ def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None, kernels=
     onnx_model(nodes, {"x": list(x_shape)}, {"y": list(y_ref.shape)},
                {**dict(zip(names, operands)), **consts}, path=path)
     trainer = compile_model(path, tmp_path / "build", KERNELS[kernels], loss="mse", lr=1.0)
+    strict = subprocess.run(["cc", *STRICT, *KERNELS[kernels], "-fsyntax-only", "op.c"], cwd=tmp_path / "build",
+                            capture_output=True, text=True)  # every op's C: -Wall -Wextra -Werror clean
+    assert strict.returncode == 0, strict.stderr
     x = np.zeros(x_shape, np.float32)
     np.testing.assert_allclose(trainer.predict(x), y_ref.detach().numpy(), rtol=1e-5, atol=1e-6)
 
