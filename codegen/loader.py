@@ -261,6 +261,10 @@ def _fold(node, known: dict, shapes: dict) -> bool:
     """Evaluate `node` into `known` if its inputs are all known; True if it was folded."""
     if node.domain not in ("", "ai.onnx") or not _foldable(node, known, shapes):
         return False
+    for out in node.output:  # before evaluating: a ConstantOfShape of 10**9 would allocate it
+        if out in shapes and np.prod(shapes[out], dtype=object) > MAX_ELEMENTS:
+            raise ShapeError(f"node '{node.name}' ({node.op_type}): folding it would make a constant "
+                             f"'{out}' of shape {list(shapes[out])}, more than {MAX_ELEMENTS:,} elements")
     feeds = {i: known[i] if i in known else np.zeros(shapes[i], np.float32) for i in node.input if i}
     try:
         results = ReferenceEvaluator(node).run(None, feeds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from codegen import loader
 from codegen.errors import ModelError, ShapeError, UnsupportedError
@@ -179,3 +179,18 @@ def test_invalid_shapes_are_refused(tmp_path, case):
     nodes, x_shape, inits, words = INVALID[case]
     model = onnx_model(nodes, {"x": x_shape}, {"y": [1]}, {"W": W, **inits})
     _refused(tmp_path, model, ShapeError, *words)
+
+
+def test_huge_folded_constant_is_refused_before_evaluation(tmp_path):
+    """ConstantOfShape([10**9]) is refused from its inferred shape, never allocated."""
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="huge"),
+             helper.make_node("ReduceMean", ["big"], ["m"], keepdims=1),
+             helper.make_node("Mul", ["x", "m"], ["y0"]), helper.make_node("Mul", ["y0", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(np.array([10**9], np.int64), "shape"),
+                               numpy_helper.from_array(np.ones(3, np.float32), "w")])
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    with pytest.raises(ShapeError, match=r"node 'huge' \(ConstantOfShape\).*\[1000000000\]"):
+        loader.load(path)
