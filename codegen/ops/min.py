@@ -1,0 +1,3 @@
+from ._variadic import register_extreme
+
+register_extreme("Min", "mt_vmin")

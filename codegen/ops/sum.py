@@ -1,0 +1,3 @@
+from ._variadic import register_sum
+
+register_sum("Sum", mean=False)
