@@ -55,3 +55,21 @@ def test_two_way_tie_matches_torch_maximum(tmp_path):
     """All equal: torch.maximum gives each input half of dy."""
     a = rand(3, 4)
     run_case(tmp_path, "Max", [a, a.copy()], torch.maximum)
+
+
+def test_scalar_kernels(tmp_path):
+    """The kernels have one implementation; the scalar build (helpers.KERNELS) compiles it too."""
+    run_case(tmp_path, "Max", [rand(2, 3, 4), rand(3, 1), rand(4)], VARIADIC["Max"], kernels="scalar")
+
+
+def test_too_many_inputs_refused(tmp_path):
+    import codegen
+    from codegen.errors import UnsupportedError
+    from helpers import onnx_model
+    from onnx import helper
+
+    names = [f"p{i}" for i in range(17)]
+    onnx_model([helper.make_node("Add", ["x", "p0"], ["a0"]), helper.make_node("Sum", ["a0", *names[1:]], ["y"])],
+               {"x": [3]}, {"y": [3]}, {n: rand(3) for n in names}, path=tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedError, match="Sum of 17 inputs"):
+        codegen.generate(tmp_path / "m.onnx", tmp_path / "out", loss="mse")
