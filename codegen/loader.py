@@ -303,7 +303,8 @@ def to_ir(folded: Folded) -> Graph:
     model, kept, known, params, shapes = folded
     inits = _initializer_names(model)
     tensors: dict[str, Tensor] = {}
-    nodes = [Node(n.op_type, list(n.input), list(n.output),
+    read = {i for n in kept for i in n.input} | {o.name for o in model.graph.output}
+    nodes = [Node(n.op_type, list(n.input), _read_outputs(n, read),
                   {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute},
                   n.name, n.domain if n.domain != "ai.onnx" else "") for n in kept]
     ops.check_supported(nodes)  # every unsupported op in one message, before anything else
@@ -331,6 +332,12 @@ def to_ir(folded: Folded) -> Graph:
         if op.check:
             op.check(node, graph)
     return graph
+
+
+def _read_outputs(node, read: set[str]) -> list[str]:
+    """The node's outputs, optional ones that nothing reads omitted ("" as in ONNX): a Dropout's
+    mask or a MaxPool's Indices that no node uses need no support, no memory and no code."""
+    return [node.output[0], *(o if o in read else "" for o in node.output[1:])]
 
 
 def _output_shape(node: Node, name: str, shapes: dict) -> tuple[int, ...]:

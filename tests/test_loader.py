@@ -194,3 +194,21 @@ def test_huge_folded_constant_is_refused_before_evaluation(tmp_path):
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
     with pytest.raises(ShapeError, match=r"node 'huge' \(ConstantOfShape\).*\[1000000000\]"):
         loader.load(path)
+
+
+@pytest.mark.parametrize("op, attrs, second", [("Dropout", {}, "mask"), ("MaxPool", {"kernel_shape": [2]}, "indices")])
+def test_optional_outputs_need_support_only_when_read(tmp_path, op, attrs, second):
+    """A Dropout mask or MaxPool Indices that nothing reads is dropped; one that is read (here a
+    model output) is refused."""
+    nodes = [helper.make_node("Mul", ["x", "w"], ["h"]), helper.make_node(op, ["h"], ["y", second], **attrs)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4 if op == "Dropout" else 3])],
+                              [numpy_helper.from_array(np.ones(4, np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(tmp_path / "quiet.onnx"))
+    compile_model(tmp_path / "quiet.onnx", tmp_path / "b", loss="mse")
+    kind = TensorProto.BOOL if op == "Dropout" else TensorProto.INT64
+    model.graph.output.append(helper.make_tensor_value_info(second, kind, [1, 2, 4 if op == "Dropout" else 3]))
+    onnx.save(model, str(tmp_path / "read.onnx"))
+    with pytest.raises(UnsupportedError, match=f"{op}.*(mask|Indices) output"):
+        loader.load(tmp_path / "read.onnx")

@@ -53,13 +53,8 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
     "BatchNormalization with training_mode=1": [
         "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode"],
     "Dropout in training mode": [
-        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_zero_ratio"],
-    # a second output declared by the node, even when nothing reads it
-    "using Dropout's mask output": [
-        "test_dropout_default_mask", "test_dropout_default_mask_ratio", "test_training_dropout_mask",
-        "test_training_dropout_default_mask", "test_training_dropout_zero_ratio_mask"],
-    "the Indices output of MaxPool": ["test_maxpool_with_argmax_2d_precomputed_pads"],
-    "storage_order != 0": ["test_maxpool_with_argmax_2d_precomputed_strides"],
+        "test_training_dropout", "test_training_dropout_default", "test_training_dropout_zero_ratio",
+        "test_training_dropout_mask", "test_training_dropout_default_mask", "test_training_dropout_zero_ratio_mask"],
 }
 REFUSAL = {case: message for message, cases in EXPECTED_REFUSALS.items() for case in cases}
 

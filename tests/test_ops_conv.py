@@ -253,9 +253,7 @@ def test_forward_against_onnx_runtimes(tmp_path, case):
 
 
 # ---- refusals ----
-REFUSED = {  # op, x shape, attributes, extra outputs, message
-    "storage_order": ("MaxPool", (1, 1, 4, 4), {"kernel_shape": [2, 2], "storage_order": 1}, [], "storage_order"),
-    "indices": ("MaxPool", (1, 1, 4, 4), {"kernel_shape": [2, 2]}, ["idx"], "Indices"),
+REFUSED = {  # op, x shape, attributes, extra outputs, message (Indices that are read: test_loader)
     "3d": ("MaxPool", (1, 1, 4, 4, 4), {"kernel_shape": [2, 2, 2]}, [], "3 spatial"),
     "pads_as_large_as_kernel": ("AveragePool", (1, 1, 6, 6), {"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, [],
                                 "as large as the kernel"),

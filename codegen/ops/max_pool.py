@@ -1,10 +1,9 @@
 """MaxPool (1-D and 2-D): the gradient goes to each window's first maximum, recomputed from X."""
-from . import _window, attr, refuse, register, register_train_op
+from . import _window, refuse, register, register_train_op
 
 
 def check(node, graph):
-    if attr(node, "storage_order", 0) != 0:
-        raise refuse(node, "storage_order != 0")
+    """storage_order only orders the Indices output, refused when something reads it."""
     if len(node.outputs) > 1 and node.outputs[1]:
         raise refuse(node, "the Indices output of MaxPool")
     _window.check_pool(node, graph)
