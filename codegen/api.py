@@ -97,7 +97,7 @@ def compile_plan(model: Path, spec: Spec):
 
 
 def _bytes(graph, role) -> int:
-    return 4 * sum(t.size for t in graph.of_role(role) if t.dtype == "float32")
+    return sum(t.nbytes for t in graph.of_role(role))
 
 
 def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dict:

@@ -14,6 +14,10 @@ from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, Graph
 from .memory import MemoryPlan
 from .training import TrainingGraph
 
+# C element type of each dtype a tensor's data can have in the generated code.
+CTYPES = {"float32": "float", "int32": "int32_t", "int8": "int8_t"}
+
+
 def input_idents(names) -> dict[str, str]:
     """The C identifier of each model input's pointer argument (in_<sanitised, unique name>)."""
     return {n: f"in_{ident}" for n, ident in identifiers(names).items()}
@@ -120,24 +124,32 @@ class EmitContext:
         self.used.add(root)
         t = self.tg.graph.tensors[root]
         if t.role == ACT:
-            return f"({self.prefix}_arena + {self.plan.buffers[root].offset // 4})"
+            at = f"{self.prefix}_arena + {self.plan.buffers[root].offset // 4}"  # offsets are 16-aligned
+            return f"(({CTYPES[t.dtype]} *)({at}))" if t.dtype != "float32" else f"({at})"
         if t.role == INPUT:
             return self.inputs[root]
         if t.role == LABEL:
             return "labels"
+        if t.dtype in CTYPES and t.dtype != "float32" and t.role in (CONST, FROZEN):
+            return self.ints(t.value.ravel(), CTYPES[t.dtype])
         blob = self.blobs[t.role]
         if t.dtype != "float32":
             raise UnsupportedError(f"tensor '{root}' ({t.dtype}) is used as data by a kernel; "
                                    "only float32 tensors are supported there")
         return f"({self.prefix}_{blob.c_name} + {blob.offsets[root]})"
 
-    def ints(self, values) -> str:
+    def value(self, name: str) -> np.ndarray:
+        """A constant's value, read at compile time (a scale, a zero point)."""
+        return self.tg.graph.tensors[name].value
+
+    def ints(self, values, ctype: str = "int32_t") -> str:
+        """A static const array of these integers (one per distinct content and type)."""
         values = [int(v) for v in values]
-        for name, existing in self.arrays:
-            if existing == values:
+        for name, kind, existing in self.arrays:
+            if (kind, existing) == (ctype, values):
                 return name
         name = f"{self.prefix}_i{len(self.arrays)}"
-        self.arrays.append((name, values))
+        self.arrays.append((name, ctype, values))
         return name
 
 

@@ -17,6 +17,20 @@ CONST = "const"  # other constants: const (flash)
 STATE = "state"  # optimizer state (momentum): RAM, persists across steps
 ACT = "act"  # intermediate value (activation, loss, gradient): the arena
 
+# Bytes per element of each dtype a tensor can have in the generated C.
+ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool": 1}
+
+
+@dataclass
+class Quantized:
+    """How a float parameter is stored in a quantized model: value = scale * (values - zero_point),
+    scale and zero point per tensor or along `axis`. The float tensor keeps the dequantized value,
+    so trainable-set patterns and float layers see the model's float names."""
+    values: np.ndarray  # int8 (weights) or int32 (biases)
+    scale: np.ndarray  # float32, scalar or 1-D along axis
+    zero_point: np.ndarray  # same shape as scale
+    axis: int = 0
+
 
 @dataclass
 class Tensor:
@@ -26,10 +40,15 @@ class Tensor:
     role: str = ACT
     value: np.ndarray | None = None  # for PARAM/FROZEN/CONST/STATE: the initial value
     in_place_of: str | None = None  # a new value of a parameter/state tensor: written over it
+    quant: Quantized | None = None  # for parameters of a quantized model: their integer form
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * ITEMSIZE[self.dtype]
 
 
 @dataclass

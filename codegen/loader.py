@@ -9,7 +9,7 @@ import onnx
 from onnx import inliner, numpy_helper, shape_inference, version_converter
 from onnx.reference import ReferenceEvaluator
 
-from . import ops
+from . import ops, quantized
 from .errors import ModelError, ShapeError, UnsupportedError
 from .ir import ACT, CONST, FROZEN, INPUT, PARAM, Graph, Node, Tensor
 
@@ -228,7 +228,8 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _fold_constants(model: onnx.ModelProto):
     """Evaluate, at compile time, every node whose inputs are all known: Constant nodes, chains
-    over integer initializers, and Shape of a fixed-shape tensor. Shape inference runs again
+    over integer initializers, and Shape of a fixed-shape tensor (not QuantizeLinear and
+    DequantizeLinear: codegen/quantized.py keeps a quantized weight's integer form). Shape inference runs again
     after each round, since folded values (e.g. a computed Pad or Reshape shape) fix more shapes.
     Float initializers are parameters and are never folded into constants."""
     known: dict[str, np.ndarray] = {}
@@ -259,7 +260,7 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
 
 def _fold(node, known: dict, shapes: dict) -> bool:
     """Evaluate `node` into `known` if its inputs are all known; True if it was folded."""
-    if node.domain not in ("", "ai.onnx") or not _foldable(node, known, shapes):
+    if node.domain not in ("", "ai.onnx") or node.op_type in quantized.QDQ or not _foldable(node, known, shapes):
         return False
     for out in node.output:  # before evaluating: a ConstantOfShape of 10**9 would allocate it
         if out in shapes and np.prod(shapes[out], dtype=object) > MAX_ELEMENTS:
@@ -325,7 +326,7 @@ def to_ir(folded: Folded) -> Graph:
     for name in inputs:
         tensors[name] = Tensor(name, shapes[name], "float32", INPUT)
     _check_sizes(tensors)
-    graph = Graph(tensors, nodes, inputs, outputs, default_opset(model))
+    graph = quantized.recognize(Graph(tensors, nodes, inputs, outputs, default_opset(model)))
     _mark_parameters(graph)
     for node in nodes:
         op = ops.lookup(node)

@@ -80,8 +80,9 @@ def aliases(tg: TrainingGraph) -> dict[str, str]:
         if op.view:
             target = roots[0]
         elif op.inplace:
-            size = graph.tensors[out].size
-            target = next((r for r in roots if graph.tensors[r].size == size and dies_at(r, step)), None)
+            like = graph.tensors[out]
+            target = next((r for r in roots if (graph.tensors[r].size, graph.tensors[r].dtype) == (like.size, like.dtype)
+                           and dies_at(r, step)), None)
         else:
             continue
         if target is not None:
@@ -146,14 +147,14 @@ def _gap(lo: np.ndarray, hi: np.ndarray, size: int, best_fit: bool) -> int:
 def _naive(tg: TrainingGraph) -> int:
     """Every activation and gradient in its own buffer: no reuse, no in-place, no fusion."""
     graph = tg.graph
-    return sum(_aligned(graph.tensors[o].size * 4) for n in graph.nodes if not ops.lookup(n).view
+    return sum(_aligned(graph.tensors[o].nbytes) for n in graph.nodes if not ops.lookup(n).view
                for o in n.outputs if o and graph.tensors[o].role == ACT)
 
 
 def plan(tg: TrainingGraph) -> MemoryPlan:
     alias = aliases(tg)
     life = lifetimes(tg, alias)
-    sizes = {n: _aligned(tg.graph.tensors[n].size * 4) for n in life}
+    sizes = {n: _aligned(tg.graph.tensors[n].nbytes) for n in life}
     steps = len(tg.graph.nodes)
     # The peak of live bytes: no placement of these lifetimes can use less.
     bound = max(live_bytes(((*life[n], sizes[n]) for n in life), steps), default=0)

@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from . import ops
+from . import ops, quantized
 from .autodiff import backward, requires_grad
 from .errors import OptionError
 from .ir import FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node
@@ -154,6 +154,7 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     for t in graph.of_role(PARAM):
         if t.name not in trainable:
             t.role = FROZEN
+    quantized.lower(graph)  # frozen quantized layers run in int8
     forward = _prune(graph, output)
 
     out_shape = graph.shape(output)
