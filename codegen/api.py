@@ -45,7 +45,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              batch: int | None = None, name: str | None = None, output: str | None = None,
              optimizer: str = _OPT.kind, beta1: float = _OPT.beta1, beta2: float = _OPT.beta2,
              eps: float = _OPT.eps,
-             train_last: int | None = None, train_bias_only: bool = False, fuse_updates: bool = True,
+             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
+             fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them."""
@@ -53,7 +54,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
-                training.Selection(train, freeze, train_last, train_bias_only), batch, output,
+                training.Selection(train, freeze, train_last, train_bias_only, train_bias_last), batch, output,
                 fuse_updates, accumulate)
     graph, tg, plan = compile_plan(model, spec)
     summary = _summary(tg, plan, prefix, str(model), federated)
@@ -123,9 +124,10 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
 
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.kind, momentum: float = _OPT.momentum,
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
-            train_last: int | None = None, train_bias_only: bool = False, federated: bool = True) -> Report:
+            train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
+            federated: bool = True) -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
-    (full, last layer, biases, and the given train/freeze/train_last/train_bias_only choice) with
+    (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
     federated: count the round-start copy, as generate (federated by default) would build it."""
     raw = loader.upgraded(Path(model))
@@ -148,7 +150,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
     if len(graph.outputs) == 1:
         report.loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
         opt = training.Optimizer(momentum=momentum, kind=optimizer)
-        own = training.Selection(train, freeze, train_last, train_bias_only)
+        own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last)
         report.optimizer = asdict(opt)
         report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch), federated)
     return report
@@ -185,4 +187,6 @@ def _flags(sel: training.Selection) -> str:
         flags.append(f"--train-last {sel.last}")
     if sel.bias_only:
         flags.append("--train-bias-only")
+    if sel.bias_last is not None:
+        flags.append(f"--train-bias-last {sel.bias_last}")
     return " ".join(flags)

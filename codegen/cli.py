@@ -101,6 +101,8 @@ def generate(
     train_last: Optional[int] = typer.Option(None, "--train-last", metavar="N",
                                              help="train only the last N parameterised layers"),
     train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
+    train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
+                                                  help="also train the biases of the last N layers that have one"),
     batch: Optional[int] = typer.Option(None, metavar="N", help="pin a dynamic batch dimension"),
     name: Optional[str] = typer.Option(None, metavar="PREFIX", help="C prefix (default: from the model file name)"),
     output: Optional[str] = typer.Option(None, metavar="NAME", help="graph output the loss is attached to"),
@@ -118,8 +120,8 @@ def generate(
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
                    batch=batch, name=name, output=output, optimizer=optimizer.value, beta1=beta1,
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
-                   accumulate=accumulate, fuse_updates=fuse_updates, ram_budget=ram_budget,
-                   federated=federated)
+                   train_bias_last=train_bias_last, accumulate=accumulate, fuse_updates=fuse_updates,
+                   ram_budget=ram_budget, federated=federated)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
          "training_model.onnx, memory.json, mcutrain.json")
     say(f"trainable: {', '.join(p['name'] for p in summary['params'])}")
@@ -204,6 +206,8 @@ def inspect(
     train_last: Optional[int] = typer.Option(None, "--train-last", metavar="N",
                                              help="train only the last N parameterised layers"),
     train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
+    train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
+                                                  help="also train the biases of the last N layers that have one"),
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="count the round-start copy of the weights (as generate builds it)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -211,7 +215,8 @@ def inspect(
     """Ops, shapes, parameters and the memory each trainable set costs, before generating.
     Exits with code 2 when the model has unsupported ops."""
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
-                  freeze=freeze, train_last=train_last, train_bias_only=train_bias_only, federated=federated)
+                  freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
+                  train_bias_last=train_bias_last, federated=federated)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:

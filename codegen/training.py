@@ -80,11 +80,14 @@ class TrainingGraph:
 
 @dataclass
 class Selection:
-    """Which parameters train. Each given criterion narrows the set; `freeze` then removes."""
+    """Which parameters train (../shared/DECISIONS.md section 1). The narrowing criteria (train,
+    last, bias_only) intersect to a base set (everything when none is given); the adding ones
+    (bias_last) join it, on an empty base when they come alone; `freeze` then removes."""
     train: str | list[str] | None = None  # glob patterns on parameter names
     freeze: str | list[str] | None = None
     last: int | None = None  # only the parameters of the last N parameterised layers
     bias_only: bool = False  # only biases (1-D parameters added to a layer's output)
+    bias_last: int | None = None  # adding: the biases of the last N layers that have one
 
     def __post_init__(self):
         """One pattern may be a plain string (train="fc2.*"): a string is a sequence too, and
@@ -105,13 +108,14 @@ def _layers(graph: Graph) -> list[list[str]]:
     return layers
 
 
-def _biases(graph: Graph) -> set[str]:
-    found = set()
+def _biases(graph: Graph) -> list[str]:
+    """Bias parameters in the order of the layers that add them."""
+    found = []
     for node in graph.nodes:
         for slot in ops.lookup(node).bias_inputs:
             t = graph.tensors.get(node.inputs[slot]) if slot < len(node.inputs) else None
-            if t is not None and t.role == PARAM and len(t.shape) == 1:
-                found.add(t.name)
+            if t is not None and t.role == PARAM and len(t.shape) == 1 and t.name not in found:
+                found.append(t.name)
     return found
 
 
@@ -126,7 +130,8 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
             raise OptionError(f"pattern '{pattern}' matches no parameter; parameters are: {', '.join(names)}")
         return hits
 
-    chosen = set(names)
+    narrowing = bool(sel.train) or sel.last is not None or sel.bias_only
+    chosen = set(names) if narrowing or sel.bias_last is None else set()
     if sel.train:
         chosen &= set().union(*map(matching, sel.train))
     if sel.last is not None:
@@ -135,7 +140,12 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
             raise OptionError(f"--train-last {sel.last}: the model has {len(layers)} parameterised layers")
         chosen &= {n for layer in layers[-sel.last:] for n in layer}
     if sel.bias_only:
-        chosen &= _biases(graph)
+        chosen &= set(_biases(graph))
+    if sel.bias_last is not None:
+        biases = _biases(graph)
+        if not 1 <= sel.bias_last <= len(biases):
+            raise OptionError(f"--train-bias-last {sel.bias_last}: the model has {len(biases)} layers with a bias")
+        chosen |= set(biases[-sel.bias_last:])
     chosen -= set().union(*map(matching, sel.freeze or []))
     if not chosen:
         raise OptionError("the trainable-set options leave no parameter to train")
