@@ -7,8 +7,8 @@ of a constant (a weight or bias the quantizer stored as integers) becomes a floa
 under its float name, carrying its integer form (ir.Quantized). Trainable-set patterns and
 layers therefore see the float model; scales and zero points are never parameters.
 
-lower(graph), once the trainable set is known: a frozen layer between DequantizeLinear of an
-int8 activation and a QuantizeLinear becomes the QOperator op that runs it in integer
+lower(graph), once the trainable set is known: a frozen layer that no gradient passes through,
+between DequantizeLinear of an int8 activation and a QuantizeLinear, becomes the QOperator op that runs it in integer
 arithmetic (QLinearConv, QGemm, ...); MaxPool and views with equal scales move onto the int8
 tensor. Whatever is not lowered (trainable layers, ops without an int8 kernel) runs in float
 between its Q/DQ nodes: the same arithmetic as the model's, with fake quantization.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
+from .autodiff import requires_grad
 from .errors import ModelError, UnsupportedError
 from .ir import ACT, CONST, FROZEN, Graph, Node, Quantized, Tensor
 
@@ -71,7 +72,7 @@ def _check_qdq(graph: Graph, node: Node) -> None:
     if str(zp.dtype) not in allowed:
         raise UnsupportedError(f"{node.describe()}: zero point '{node.inputs[2]}' is {zp.dtype}; the int8 path "
                                f"supports {', '.join(allowed)} here")
-    if zp.shape != scale.shape:
+    if zp.size != scale.size:
         raise ModelError(f"{node.describe()}: zero point '{node.inputs[2]}' has shape {list(zp.shape)}, its scale "
                          f"{list(scale.shape)}; they must match")
 
@@ -257,9 +258,10 @@ def lower(graph: Graph) -> None:
     if not any(n.op in QDQ for n in graph.nodes):
         return
     lw = _Lowering(graph)
+    carries_gradient = requires_grad(graph, graph.nodes)  # int8 ops have no gradient rules (yet)
     for node in graph.nodes:
         rule = LOWERINGS.get(node.op) if not node.domain else None
-        q = lw.quantized_output(node) if rule else None
+        q = lw.quantized_output(node) if rule and not carries_gradient.intersection(node.inputs) else None
         if q is not None and id(q) not in lw.replaced:
             rule(lw, node, q)
     graph.nodes = [lw.replaced.get(id(n), n) for n in graph.nodes if lw.replaced.get(id(n), n) is not None]

@@ -26,8 +26,9 @@ def to_onnx(tg: TrainingGraph, opset: int) -> onnx.ModelProto:
     nodes = [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, domain=n.domain, **n.attrs)
              for n in graph.nodes]
     g = helper.make_graph(nodes, "training", inputs, outputs, inits, value_info=value_info)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset),
-                                                helper.make_opsetid(TRAIN_DOMAIN, 1)],
+    domains = sorted({n.domain for n in graph.nodes} - {"", TRAIN_DOMAIN})  # com.microsoft's int8 ops
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(TRAIN_DOMAIN, 1),
+                                                *(helper.make_opsetid(d, 1) for d in domains)],
                               producer_name="mcutrain")
     onnx.checker.check_model(model)
     return model
