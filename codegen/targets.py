@@ -86,10 +86,23 @@ def load(name: str) -> Target:
     if not path.is_file():
         raise OptionError(f"unknown target '{name}'; known: {', '.join(names())} (or a path to a .toml)")
     try:
-        data = tomllib.loads(path.read_text())
-        return _parse(path, data)
+        return _parse(path, _read(path))
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as e:
         raise OptionError(f"target file '{path}' is invalid: {type(e).__name__} {e}") from None
+
+
+def _read(path: Path) -> dict:
+    """A board file's tables; `based_on = "<target>"` takes another target's tables and changes
+    the keys this file gives (a chip that differs from a core's target in memory sizes only)."""
+    data, seen = tomllib.loads(path.read_text()), {path.stem}
+    while "based_on" in data:
+        base = data.pop("based_on")
+        if base in seen or not (targets_dir() / f"{base}.toml").is_file():
+            raise KeyError(f"based_on: '{base}' is not a known target (or a cycle)")
+        seen.add(base)
+        parent = tomllib.loads((targets_dir() / f"{base}.toml").read_text())
+        data = {**parent, **{k: {**parent.get(k, {}), **v} if isinstance(v, dict) else v for k, v in data.items()}}
+    return data
 
 
 # Target names become folder names and C/CMake text; compiler names and flags go on command lines

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import codegen
 from codegen import elfsize, firmware, library, qemu, targets
 from codegen.cli import app
-from codegen.errors import FitError, ToolchainError
+from codegen.errors import FitError, OptionError, ToolchainError
 from helpers import export_torch
 
 EPOCHS, SAMPLES, BATCH = 3, 128, 8
@@ -213,6 +213,16 @@ def test_missing_toolchain_names_the_package(tmp_path, model):
         firmware.build(model[0], board, model[1], model[2])
     done = CliRunner().invoke(app, ["build", str(model[0]), "--target", board, "--library"])
     assert done.exit_code == 0, done.output  # a library needs no compiler
+
+
+def test_board_based_on_a_core_target(tmp_path):
+    """nrf52840 is cortex-m4f with the chip's memory; a board file may extend any known target."""
+    nrf, m4 = targets.load("nrf52840"), targets.load("cortex-m4f")
+    assert (nrf.memory.ram, nrf.memory.flash) == (256 * 1024, 1024 * 1024)
+    assert (nrf.cc, nrf.cflags, nrf.qemu) == (m4.cc, m4.cflags, m4.qemu)
+    (tmp_path / "loop.toml").write_text('based_on = "loop"\n')
+    with pytest.raises(OptionError, match="based_on: 'loop' is not a known target"):
+        targets.load(str(tmp_path / "loop.toml"))
 
 
 APP = """#include <stdio.h>
