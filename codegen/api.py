@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import blob, budget, export, loader, manifest, memory, ops, training
+from . import blob, budget, calibrate, export, loader, manifest, memory, ops, training
 from .ctext import identifiers
 from .emit import emit, input_idents
 from .errors import OptionError
@@ -47,23 +47,28 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              eps: float = _OPT.eps,
              train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
              fuse_updates: bool = True,
-             accumulate: int = 1, ram_budget: int | None = None, federated: bool = True) -> dict:
+             accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
+             quantize: str | None = None, calibration: str | Path | None = None) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
-    train/freeze: glob patterns on parameter names, one string or a list of them."""
+    train/freeze: glob patterns on parameter names, one string or a list of them.
+    quantize="int8" with calibration (an .npz of sample inputs): the model is first quantized
+    (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
                 training.Selection(train, freeze, train_last, train_bias_only, train_bias_last), batch, output,
                 fuse_updates, accumulate)
-    graph, tg, plan = compile_plan(model, spec)
-    summary = _summary(tg, plan, prefix, str(model), federated)
-    summary["model_hash"] = blob.model_hash(tg)
-    if ram_budget is not None:
-        budget.check(ram_budget, summary, lambda alt: _memory(model, alt, federated), spec)
+    with calibrate.model_to_compile(model, quantize, calibration) as (compiled, quantized):
+        graph, tg, plan = compile_plan(compiled, spec)
+        summary = _summary(tg, plan, prefix, str(model), federated)
+        summary["model_hash"] = blob.model_hash(tg)
+        if ram_budget is not None:
+            budget.check(ram_budget, summary, lambda alt: _memory(compiled, alt, federated), spec)
+        source = export.source_bytes(compiled)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),
-             export.SOURCE_MODEL: export.source_bytes(model),
+             export.SOURCE_MODEL: source, **quantized,
              "training_model.onnx": to_onnx(tg, graph.opset).SerializeToString(),
              "memory.json": json.dumps(plan.to_json(), indent=1),
              "runtime/mt_common.h": (runtime_dir() / "mt_common.h").read_text()}

@@ -56,6 +56,7 @@ def _choices(name: str, values) -> type[Enum]:
 
 Loss = _choices("Loss", sorted(ops.LOSSES))
 OptimizerKind = _choices("OptimizerKind", sorted(ops.OPTIMIZERS))
+Quantize = _choices("Quantize", ["int8"])
 _OPT = training.Optimizer  # its field defaults are the options' defaults
 
 
@@ -114,16 +115,22 @@ def generate(
                                              "parameters + optimizer state fit in this many bytes"),
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="keep round-start weights for federated deltas (parameter-sized RAM)"),
+    quantize: Optional[Quantize] = typer.Option(None, metavar="int8", help="quantize the float model first "
+                                                "(int8 frozen layers); needs --calibration"),
+    calibration: Optional[Path] = typer.Option(None, metavar="FILE", help=".npz of sample inputs for --quantize: "
+                                               "an array per input name (or x, as train --data takes)"),
 ):
-    """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json."""
+    """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json
+    (and quantized_model.onnx with --quantize)."""
     summary = call(api.generate, model, out_dir, loss=loss.value, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
                    batch=batch, name=name, output=output, optimizer=optimizer.value, beta1=beta1,
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
                    train_bias_last=train_bias_last, accumulate=accumulate, fuse_updates=fuse_updates,
-                   ram_budget=ram_budget, federated=federated)
+                   ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
+                   calibration=calibration)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
-         "training_model.onnx, memory.json, mcutrain.json")
+         f"training_model.onnx, {'quantized_model.onnx, ' if quantize else ''}memory.json, mcutrain.json")
     say(f"trainable: {', '.join(p['name'] for p in summary['params'])}")
     if summary["frozen"]:
         say(f"frozen: {', '.join(summary['frozen'])}")
