@@ -1,4 +1,6 @@
-"""MaxPool (1-D and 2-D): the gradient goes to each window's first maximum, recomputed from X."""
+"""MaxPool (1-D and 2-D): the gradient goes to each window's first maximum, recomputed from X.
+On an int8 tensor (a frozen quantized layer; same scale and zero point in and out) the int8
+kernel runs, forward only."""
 from . import _window, refuse, register, register_train_op
 
 
@@ -11,7 +13,8 @@ def check(node, graph):
 
 def emit(node, c):
     x, y = node.inputs[0], node.outputs[0]
-    return f"mt_max_pool({c.ptr(x)}, {c.ptr(y)}, {_window.pool_args(node, c, x)});"
+    kernel = "mt_max_pool_s8" if c.tg.graph.tensors[x].dtype == "int8" else "mt_max_pool"
+    return f"{kernel}({c.ptr(x)}, {c.ptr(y)}, {_window.pool_args(node, c, x)});"
 
 
 def grad(node, g):
@@ -24,5 +27,5 @@ def emit_grad(node, c):
     return f"mt_max_pool_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {_window.pool_args(node, c, x)});"
 
 
-register("MaxPool", kernel="pool.h", emit=emit, grad=grad, check=check)
+register("MaxPool", kernel="pool_s8.h", emit=emit, grad=grad, check=check)
 register_train_op("MaxPoolGrad", kernel="pool.h", emit=emit_grad)

@@ -1,0 +1,45 @@
+"""QGemm (com.microsoft): int8 Gemm of the frozen layers, Y = alpha * A' B' + C with A' = A or
+A^T, B' = B or B^T; per-tensor A, per-tensor or per-column B scale and zero point; C an int32
+tensor broadcast to (M, N) at scale alpha * a_scale * b_scale. Forward only; the float output
+(no y_scale) is refused."""
+from . import _broadcast, _qlinear, attr, invalid, refuse, register
+from ._layout import check_flags
+
+A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, C, Y_SCALE, Y_ZP = range(9)
+
+
+def check(node, graph):
+    check_flags(node, "transA", "transB")
+    if not _qlinear.present(node, Y_SCALE):
+        raise refuse(node, "QGemm with a float output (no y_scale)")
+    _qlinear.check_tensors(node, graph, data=(A, B), scales=(A_SCALE, B_SCALE, Y_SCALE),
+                           zero_points=(A_ZP, B_ZP, Y_ZP), per_axis=(B_SCALE, B_ZP))
+    y, a, b = (graph.shape(t) for t in (node.outputs[0], node.inputs[A], node.inputs[B]))
+    a, b = (a[::-1] if attr(node, "transA", 0) else a), (b[::-1] if attr(node, "transB", 0) else b)
+    if len(a) != 2 or len(b) != 2 or a[1] != b[0] or tuple(y) != (a[0], b[1]):
+        raise invalid(node, f"output {list(y)} from A {list(a)} and B {list(b)} (after transA/transB)")
+    _qlinear.check_per_axis(node, graph, (B_SCALE, B_ZP), y[-1], "columns")
+    if _qlinear.present(node, C):
+        _broadcast.check_broadcast(node, graph, C, "C")
+        if graph.tensors[node.inputs[C]].dtype != "int32":
+            raise refuse(node, f"C '{node.inputs[C]}' of type {graph.tensors[node.inputs[C]].dtype} (int32 only)")
+
+
+def emit(node, c):
+    a, b, y = node.inputs[A], node.inputs[B], node.outputs[0]
+    m, n = c.shape(y)
+    k = c.shape(a)[0 if attr(node, "transA", 0) else 1]
+    reals = (attr(node, "alpha", 1.0) * _qlinear.scale(c, node, A_SCALE) * _qlinear.scale(c, node, B_SCALE)
+             / _qlinear.scale(c, node, Y_SCALE))
+    rq = _qlinear.requant_c(c, node, reals, _qlinear.zero_point(c, node, Y_ZP))
+    if _qlinear.present(node, C):
+        bias = c.ptr(node.inputs[C])
+        csm, csn = _broadcast.strides_over(c.shape(node.inputs[C]), (m, n))
+    else:
+        bias, csm, csn = "NULL", 0, 0
+    return (f"mt_gemm_s8({c.ptr(a)}, {_qlinear.zero_point(c, node, A_ZP)}, {c.ptr(b)}, "
+            f"{_qlinear.zero_points(c, node, B_ZP, n)}, {bias}, {csm}, {csn}, {c.ptr(y)}, {m}, {k}, {n}, "
+            f"{attr(node, 'transA', 0)}, {attr(node, 'transB', 0)}, {rq});")
+
+
+register("QGemm", kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")

@@ -1,0 +1,23 @@
+"""QLinearAveragePool (com.microsoft): int8 window means (1-D and 2-D, count_include_pad,
+ceil_mode), each window's int32 sum of (x - x_zp) requantized with the multiplier of its tap
+count. NCHW only. Forward only."""
+from math import prod
+
+from . import _qlinear, _window, attr, register
+from .qlinear_global_average_pool import X, X_ZP, average_requant, check_inputs
+
+
+def check(node, graph):
+    check_inputs(node, graph)
+    _window.check_pool(node, graph)
+
+
+def emit(node, c):
+    x, y = node.inputs[X], node.outputs[0]
+    counts = range(1, prod(attr(node, "kernel_shape")) + 1)
+    return (f"mt_avg_pool_s8({c.ptr(x)}, {_qlinear.zero_point(c, node, X_ZP)}, {c.ptr(y)}, "
+            f"{_window.pool_args(node, c, x)}, {int(attr(node, 'count_include_pad', 0))}, "
+            f"{average_requant(c, node, counts)});")
+
+
+register("QLinearAveragePool", kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")

@@ -1,0 +1,32 @@
+"""QLinearConv (ONNX): the int8 convolution of the frozen layers, 1-D and 2-D, grouped and
+depthwise, per-tensor or per-output-channel weight scale and zero point, optional int32 bias.
+Forward only: frozen layers need no gradient."""
+from ..ir import Node
+from . import _qlinear, _window, attr, conv, refuse, register
+
+X, X_SCALE, X_ZP, W, W_SCALE, W_ZP, Y_SCALE, Y_ZP, BIAS = range(9)
+
+
+def check(node, graph):
+    bias = node.inputs[BIAS] if _qlinear.present(node, BIAS) else ""
+    conv.check(Node(node.op, [node.inputs[X], node.inputs[W], bias], node.outputs, node.attrs, node.name), graph)
+    _qlinear.check_tensors(node, graph, data=(X, W), scales=(X_SCALE, W_SCALE, Y_SCALE),
+                           zero_points=(X_ZP, W_ZP, Y_ZP), per_axis=(W_SCALE, W_ZP))
+    _qlinear.check_per_axis(node, graph, (W_SCALE, W_ZP), graph.shape(node.inputs[W])[0], "output channels")
+    if bias and graph.tensors[bias].dtype != "int32":
+        raise refuse(node, f"bias '{bias}' of type {graph.tensors[bias].dtype} (int32 only)")
+
+
+def emit(node, c):
+    x, w, y = node.inputs[X], node.inputs[W], node.outputs[0]
+    (n, ch), m = c.shape(x)[:2], c.shape(w)[0]
+    reals = _qlinear.scale(c, node, X_SCALE) * _qlinear.scale(c, node, W_SCALE) / _qlinear.scale(c, node, Y_SCALE)
+    rq = _qlinear.requant_c(c, node, reals, _qlinear.zero_point(c, node, Y_ZP))
+    bias = c.ptr(node.inputs[BIAS]) if _qlinear.present(node, BIAS) else "NULL"
+    win = _window.window(node, c.shape(x), c.shape(w)[2:])
+    return (f"mt_conv_s8({c.ptr(x)}, {_qlinear.zero_point(c, node, X_ZP)}, {c.ptr(w)}, "
+            f"{_qlinear.zero_points(c, node, W_ZP, m)}, {bias}, {c.ptr(y)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, "
+            f"{win.c()}, {rq});")
+
+
+register("QLinearConv", kernel="conv_s8.h", emit=emit, diff_inputs=(), check=check)
