@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import int8_reference as ref
+import codegen
 from codegen import loader, requant
 from codegen.errors import UnsupportedError
 from helpers import KERNELS, STRICT, compile_model
@@ -62,25 +63,28 @@ def same_upper_pads(x_shape, kernel, strides):
     return [t // 2 for t in totals] + [t - t // 2 for t in totals]
 
 
-def run(tmp_path, declared, node, x, y_q, y_scale, y_zp, inits: dict, x_q=(X_SCALE, X_ZP), exact=True):
-    """Compile x -> Q (x_q: scale, zero point) -> node ('xq' -> 'yq') -> DQ -> + p; compare with
-    y_q (the reference's integers) exactly, or within one step where not `exact`, and with
-    onnxruntime within one step."""
-    y_shape = list(y_q.shape)
+def one_op_model(tmp_path, declared, node, x_shape, y_shape, y_scale, y_zp, inits: dict, x_q=(X_SCALE, X_ZP)):
+    """x -> Q (x_q: scale, zero point) -> node ('xq' -> 'yq') -> DQ -> + p, saved as op.onnx."""
     inits = {"x_scale": x_q[0], "x_zp": x_q[1], "y_scale": np.float32(y_scale), "y_zp": y_zp,
              "p": np.zeros(y_shape, np.float32), **inits}
     nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"]), node,
              helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["yf"]),
              helper.make_node("Add", ["yf", "p"], ["y"])]
     elem = helper.np_dtype_to_tensor_dtype(np.asarray(y_zp).dtype)
-    declared["yq"] = helper.make_tensor_value_info("yq", elem, y_shape)
-    graph = helper.make_graph(nodes, "int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+    declared["yq"] = helper.make_tensor_value_info("yq", elem, list(y_shape))
+    graph = helper.make_graph(nodes, "int8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))],
                               [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid(MS, 1)])
-    path = tmp_path / "op.onnx"
-    onnx.save(model, str(path))
+    onnx.save(model, str(tmp_path / "op.onnx"))
+    return model
 
+
+def run(tmp_path, declared, node, x, y_q, y_scale, y_zp, inits: dict, x_q=(X_SCALE, X_ZP), exact=True):
+    """Compile the one-op model; compare with y_q (the reference's integers) exactly, or within
+    one step where not `exact`, and with onnxruntime within one step."""
+    model = one_op_model(tmp_path, declared, node, x.shape, y_q.shape, y_scale, y_zp, inits, x_q)
+    path = tmp_path / "op.onnx"
     trainer = compile_model(path, tmp_path / "build", KERNELS["scalar"], loss="mse")
     strict = subprocess.run(["cc", *STRICT, *KERNELS["scalar"], "-fsyntax-only", "op.c"], cwd=tmp_path / "build",
                             capture_output=True, text=True)
@@ -295,3 +299,34 @@ def test_onnx_node_case(tmp_path, declared_shapes, case):
     node.input[0], node.output[0] = "xq", "yq"
     run(tmp_path, declared_shapes, node, ref.dequantize(values[0], x_scale, x_zp), y_q, y_scale, y_zp, inits,
         (x_scale, x_zp), exact=False)
+
+
+# ---- refused variants ----
+def _q(*shape):
+    return np.zeros(shape, np.int8)
+
+
+REFUSED = {  # node, x shape, y shape, extra initializers, message
+    "qgemm_float_output": (helper.make_node("QGemm", ["xq", "x_scale", "x_zp", "b", "x_scale", "x_zp"], ["yq"],
+                                            domain=MS), (2, 3), (2, 4), {"b": _q(3, 4)}, "float output"),
+    "channels_last": (helper.make_node("QLinearGlobalAveragePool", ["xq", "x_scale", "x_zp", "y_scale", "y_zp"],
+                                       ["yq"], domain=MS, channels_last=1), (1, 2, 3, 3), (1, 2, 1, 1), {},
+                      "channels_last"),
+    "per_axis_activation": (helper.make_node("QLinearAdd", ["xq", "s2", "x_zp", "b", "x_scale", "x_zp", "y_scale",
+                                                            "y_zp"], ["yq"], domain=MS), (2, 2), (2, 2),
+                            {"b": _q(2, 2), "s2": np.full(2, 0.1, np.float32)}, "per-axis scale"),
+    "matmul_broadcast_b": (helper.make_node("QLinearMatMul", ["xq", "x_scale", "x_zp", "b", "x_scale", "x_zp",
+                                                              "y_scale", "y_zp"], ["yq"]), (2, 3, 4), (2, 3, 5),
+                           {"b": _q(1, 4, 5)}, "broadcasting b"),
+    "huge_multiplier": (helper.make_node("QLinearMatMul", ["xq", "x_scale", "x_zp", "b", "x_scale", "x_zp",
+                                                           "tiny", "y_zp"], ["yq"]), (2, 3), (2, 4),
+                        {"b": _q(3, 4), "tiny": np.float32(1e-15)}, "output 'yq': requantization multiplier"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused(tmp_path, declared_shapes, case):
+    node, x_shape, y_shape, inits, message = REFUSED[case]
+    one_op_model(tmp_path, declared_shapes, node, x_shape, y_shape, np.float32(0.1), np.int8(0), inits)
+    with pytest.raises(UnsupportedError, match=message):
+        codegen.generate(tmp_path / "op.onnx", tmp_path / "build", loss="mse")
