@@ -21,7 +21,8 @@ The method (onnxruntime's, so both tools give the same scales):
 - which ops: Conv, Gemm, MatMul and Add, Concat, GlobalAveragePool, ReduceMean get Q/DQ on their
   float inputs and their output; MaxPool, AveragePool, Reshape and Flatten of a quantized tensor
   give their output the input's scale and zero point. Every other op stays float, reading the
-  DequantizeLinear output of a quantized tensor. The model's output is quantized too.
+  DequantizeLinear output of a quantized tensor (onnxruntime also quantizes ops that have no int8
+  kernel here, e.g. Sigmoid, Softmax: not this). The model's output is quantized too.
 A quantized tensor t becomes t -> QuantizeLinear -> DequantizeLinear -> t_DequantizeLinear_Output
 (a graph output keeps its name: its producer writes t_QuantizeLinear_Input), named as
 onnxruntime names them; weights become <w>_quantized + DequantizeLinear -> <w>_DequantizeLinear_Output,
