@@ -39,6 +39,11 @@ class GradContext:
         """Add `op(inputs)` to the backward graph; its output has the shape of tensor `like`."""
         return self._b.add(op, inputs, self.shape(like), attrs or {}, domain, self.node)
 
+    def save(self, op: str, inputs: list[str], dtype: str = "bit") -> str:
+        """Add `op(inputs)` to the forward pass, right after this node: what the backward keeps
+        of it (a 1-bit mask instead of the activation). Its output has the shape of inputs[0]."""
+        return self._b.save(op, inputs, self.shape(inputs[0]), dtype, self.node)
+
     def give(self, i: int, grad: str) -> None:
         self.given.add(i)
         self._b.contribute(self.node.inputs[i], grad)
@@ -49,7 +54,19 @@ class Backward:
 
     def __init__(self, graph: Graph):
         self.graph, self.nodes, self.grads = graph, [], {}
+        self.saved: dict[int, list[Node]] = {}  # id(forward node) -> nodes to run right after it
         self._count = 0
+
+    def save(self, op, inputs, shape, dtype, origin: Node) -> str:
+        name = self.graph.add(f"saved/{op}/{origin.outputs[0]}", shape, dtype)
+        self.saved.setdefault(id(origin), []).append(
+            Node(op, list(inputs), [name], {}, f"saved for the gradient of {origin.name or origin.outputs[0]}",
+                 TRAIN_DOMAIN))
+        return name
+
+    def forward(self, nodes: list[Node]) -> list[Node]:
+        """The forward pass with the saved nodes in place."""
+        return [m for n in nodes for m in (n, *self.saved.get(id(n), []))]
 
     def add(self, op, inputs, shape, attrs, domain, origin: Node | None) -> str:
         self._count += 1

@@ -15,7 +15,7 @@ from .memory import MemoryPlan
 from .training import TrainingGraph
 
 # C element type of each dtype a tensor's data can have in the generated code.
-CTYPES = {"float32": "float", "int32": "int32_t", "int8": "int8_t"}
+CTYPES = {"float32": "float", "int32": "int32_t", "int8": "int8_t", "bit": "uint8_t"}
 
 
 def input_idents(names) -> dict[str, str]:

@@ -17,6 +17,8 @@ CONST = "const"  # other constants: const (flash)
 STATE = "state"  # optimizer state (momentum): RAM, persists across steps
 ACT = "act"  # intermediate value (activation, loss, gradient): the arena
 
+BIT = "bit"  # a mask packed 8 elements per byte (least significant bit first)
+
 # Bytes per element of each dtype a tensor can have in the generated C.
 ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool": 1}
 
@@ -48,7 +50,7 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
-        return self.size * ITEMSIZE[self.dtype]
+        return (self.size + 7) // 8 if self.dtype == BIT else self.size * ITEMSIZE[self.dtype]
 
 
 @dataclass

@@ -7,11 +7,13 @@ of a constant (a weight or bias the quantizer stored as integers) becomes a floa
 under its float name, carrying its integer form (ir.Quantized). Trainable-set patterns and
 layers therefore see the float model; scales and zero points are never parameters.
 
-lower(graph), once the trainable set is known: a frozen layer that no gradient passes through,
-between DequantizeLinear of an int8 activation and a QuantizeLinear, becomes the QOperator op that runs it in integer
-arithmetic (QLinearConv, QGemm, ...); MaxPool and views with equal scales move onto the int8
-tensor. Whatever is not lowered (trainable layers, ops without an int8 kernel) runs in float
-between its Q/DQ nodes: the same arithmetic as the model's, with fake quantization.
+lower(graph), once the trainable set is known: a layer with frozen weights between
+DequantizeLinear of an int8 activation and a QuantizeLinear becomes the QOperator op that runs
+it in integer arithmetic (QLinearConv, QGemm, ...); MaxPool and views with equal scales move onto the int8
+tensor. A trainable bias stays float (QuantizeBias makes its int32 form at every step); a
+gradient passes through int8 layers whose ops have a gradient rule (dX from the int8 weights,
+1-bit masks). Whatever is not lowered (layers with trainable weights, ops without an int8
+kernel or gradient) runs in float between its Q/DQ nodes: the model's arithmetic, fake-quantized.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import numpy as np
 from . import ops
 from .autodiff import requires_grad
 from .errors import ModelError, UnsupportedError
-from .ir import ACT, CONST, FROZEN, Graph, Node, Quantized, Tensor
+from .ir import ACT, CONST, FROZEN, PARAM, TRAIN_DOMAIN, Graph, Node, Quantized, Tensor
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 MS = "com.microsoft"  # onnxruntime's contrib ops: QGemm, QLinearAdd, ... (the QOperator form)
@@ -132,6 +134,8 @@ class _Lowering:
             for i in n.inputs:
                 self.readers.setdefault(i, []).append(n)
         self.replaced: dict[int, Node | None] = {}  # id(node) -> its replacement (None: removed)
+        self.before: dict[int, list[Node]] = {}  # id(node) -> nodes its replacement needs first
+        self.carries_gradient = requires_grad(graph, graph.nodes)
 
     def int8_input(self, name: str) -> list[str] | None:
         """[q, scale, zero point] if `name` is DequantizeLinear of an int8 activation."""
@@ -163,12 +167,19 @@ class _Lowering:
         return [self.const(f"{w.name}_quantized", qw.values, FROZEN), self.const(f"{w.name}_scale", qw.scale),
                 self.const(f"{w.name}_zero_point", qw.zero_point.astype(np.int8))]
 
-    def bias(self, name: str, x_scale: str, w: Tensor) -> str:
-        """The int32 bias at scale x_scale * w_scale (as the int8 kernels add it to the sums)."""
+    def bias(self, node: Node, name: str, x_scale: str, w: Tensor) -> str:
+        """The int32 bias at scale x_scale * w_scale (as the int8 kernels add it to the sums): a
+        constant for a frozen bias; for a trainable one, QuantizeBias computes it at every step."""
         if not name:
             return ""
         b = self.graph.tensors[name]
-        scale = self.graph.tensors[x_scale].value.astype(np.float64) * w.quant.scale.astype(np.float64)
+        scale = np.broadcast_to(self.graph.tensors[x_scale].value.astype(np.float64) * w.quant.scale, b.shape)
+        if b.role == PARAM:
+            out = self.graph.add(f"{name}_int32", b.shape, "int32")
+            scales = self.const(f"{name}_int32_scale", scale.astype(np.float32))
+            self.before.setdefault(id(node), []).append(Node("QuantizeBias", [name, scales], [out], {},
+                                                             f"quantize {name}", TRAIN_DOMAIN))
+            return out
         q = np.rint(b.value.astype(np.float64) / scale)
         if np.abs(q).max(initial=0) >= 2**31:
             raise UnsupportedError(f"bias '{name}' does not fit int32 at scale input scale x weight scale")
@@ -176,20 +187,26 @@ class _Lowering:
 
     def replace(self, node: Node, q: Node, op: str, inputs: list[str], domain: str = "", attrs=None) -> bool:
         """False, changing nothing, when `op` has no int8 kernel here."""
-        if (domain, op) not in ops.REGISTRY:
+        new = Node(op, inputs, [q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name, domain)
+        if (domain, op) not in ops.REGISTRY or self.carries_gradient.intersection(node.inputs) and not _differentiable(new):
+            self.before.pop(id(node), None)
             return False
-        self.replaced[id(node)] = Node(op, inputs, [q.outputs[0]], dict(node.attrs if attrs is None else attrs),
-                                       node.name, domain)
+        self.replaced[id(node)] = new
         self.replaced[id(q)] = None
         return True
+
+
+def _differentiable(node: Node) -> bool:
+    """An int8 op a gradient can pass through (MaxPool's rule reads float inputs only)."""
+    return ops.lookup(node).grad is not None and node.op != "MaxPool"
 
 
 def _conv(lw: _Lowering, node: Node, q: Node) -> bool:
     x, w = lw.int8_input(node.inputs[0]), lw.frozen_weight(node.inputs[1])
     b = node.inputs[2] if len(node.inputs) > 2 else ""
-    if x is None or w is None or (b and lw.graph.tensors[b].role != FROZEN):
+    if x is None or w is None:
         return False
-    return lw.replace(node, q, "QLinearConv", [*x, *lw.weight(w), *q.inputs[1:3], lw.bias(b, x[1], w)])
+    return lw.replace(node, q, "QLinearConv", [*x, *lw.weight(w), *q.inputs[1:3], lw.bias(node, b, x[1], w)])
 
 
 def _gemm(lw: _Lowering, node: Node, q: Node) -> bool:
@@ -197,10 +214,10 @@ def _gemm(lw: _Lowering, node: Node, q: Node) -> bool:
     x, w = lw.int8_input(node.inputs[0]), lw.frozen_weight(node.inputs[1])
     c = node.inputs[2] if len(node.inputs) > 2 else ""
     if x is None or w is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 \
-            or (c and (lw.graph.tensors[c].role != FROZEN or len(lw.graph.shape(c)) != 1)) \
+            or (c and len(lw.graph.shape(c)) != 1) \
             or w.quant.scale.size != 1 and w.quant.axis != (0 if a.get("transB", 0) else 1):
         return False
-    return lw.replace(node, q, "QGemm", [*x, *lw.weight(w), lw.bias(c, x[1], w), *q.inputs[1:3]], MS,
+    return lw.replace(node, q, "QGemm", [*x, *lw.weight(w), lw.bias(node, c, x[1], w), *q.inputs[1:3]], MS,
                {"transB": a.get("transB", 0)})
 
 
@@ -258,12 +275,12 @@ def lower(graph: Graph) -> None:
     if not any(n.op in QDQ for n in graph.nodes):
         return
     lw = _Lowering(graph)
-    carries_gradient = requires_grad(graph, graph.nodes)  # int8 ops have no gradient rules (yet)
     for node in graph.nodes:
         rule = LOWERINGS.get(node.op) if not node.domain else None
-        q = lw.quantized_output(node) if rule and not carries_gradient.intersection(node.inputs) else None
+        q = lw.quantized_output(node) if rule else None
         if q is not None and id(q) not in lw.replaced:
             rule(lw, node, q)
-    graph.nodes = [lw.replaced.get(id(n), n) for n in graph.nodes if lw.replaced.get(id(n), n) is not None]
+    lowered = [m for n in graph.nodes for m in (*lw.before.get(id(n), []), lw.replaced.get(id(n), n))]
+    graph.nodes = [n for n in lowered if n is not None]
     _drop_unused(graph)
 

@@ -182,6 +182,7 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     seed = graph.add("grad/loss", out_shape)
     seed_node = Node(f"{lossdef.op}Grad", [output, labels], [seed], {}, "loss gradient", TRAIN_DOMAIN)
     back = backward(graph, forward, output, seed, needed)
+    forward = back.forward(forward)
 
     # A selected parameter the loss does not depend on has no gradient: nothing to update.
     grads = {name: grad for name in trainable if (grad := back.total(name))}

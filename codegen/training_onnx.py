@@ -6,14 +6,18 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .ir import CONST, FROZEN, INPUT, LABEL, PARAM, STATE, TRAIN_DOMAIN
+from .ir import BIT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, TRAIN_DOMAIN
 from .training import UPDATED, TrainingGraph
+
+
+def _elem_type(dtype: str) -> int:
+    """ONNX's element type; a 1-bit mask is declared bool (the packing is the C's business)."""
+    return onnx.TensorProto.BOOL if dtype == BIT else helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
 def to_onnx(tg: TrainingGraph, opset: int) -> onnx.ModelProto:
     graph = tg.graph
-    elem = lambda dtype: helper.np_dtype_to_tensor_dtype(np.dtype(dtype))  # noqa: E731
-    info = lambda t: helper.make_tensor_value_info(t.name, elem(t.dtype), list(t.shape))  # noqa: E731
+    info = lambda t: helper.make_tensor_value_info(t.name, _elem_type(t.dtype), list(t.shape))  # noqa: E731
     used = {i for n in graph.nodes for i in n.inputs if i}
     inits = [numpy_helper.from_array(np.asarray(t.value), t.name) for t in graph.tensors.values()
              if t.role in (PARAM, FROZEN, CONST, STATE) and t.name in used]

@@ -1,8 +1,9 @@
 """QuantizeLinear on activations: float -> int8 (per-tensor scale and zero point). Its gradient is
-the straight-through estimator of fake quantization: dy passes where the quantizer does not
-saturate."""
-from . import register, register_train_op
+the straight-through estimator of fake quantization: dy passes where the int8 output is not at a
+bound (a 1-bit mask, as for the int8 layers)."""
+from . import register
 from ._qdq import check_activation, scale_zp
+from .quantized_mask import masked
 
 
 def emit(node, c):
@@ -11,14 +12,7 @@ def emit(node, c):
 
 
 def grad(node, g):
-    x = node.inputs[0]
-    g.give(0, g.op("QuantizeLinearGrad", [g.dy(), x, *node.inputs[1:3]], like=x))
-
-
-def emit_grad(node, c):
-    dy, x = node.inputs[:2]
-    return f"mt_quantize_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(node.outputs[0])}, {c.size(x)}, {scale_zp(c, *node.inputs[2:4])});"
+    g.give(0, masked(g, node.outputs[0]))
 
 
 register("QuantizeLinear", kernel="qdq.h", emit=emit, grad=grad, check=check_activation)
-register_train_op("QuantizeLinearGrad", kernel="qdq.h", emit=emit_grad, inplace=True)

@@ -78,7 +78,7 @@ static inline void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_R
                                   int N, int C, int M, int G, mt_window g)
 {
     const int cg = C / G, mg = M / G, kk = g.kh * g.kw, oplane = g.oh * g.ow, plane = g.h * g.w;
-    int n, c, m, i, j, o, q, o0, o1, q0, q1, k;
+    int n, c, m, i, j, k;
     for (n = 0; n < N; ++n) {
         for (c = 0; c < C; ++c) {
             const float *dy = dY + ((size_t)n * M + (size_t)(c / cg) * mg) * oplane;
@@ -87,18 +87,8 @@ static inline void mt_conv_grad_x(const float *MT_RESTRICT dY, const float *MT_R
             for (k = 0; k < plane; ++k) dx[k] = 0.0f;
             for (m = 0; m < mg; ++m) {
                 const float *dm = dy + (size_t)m * oplane, *wr = wc + (size_t)m * cg * kk;
-                for (i = 0; i < g.kh; ++i) {
-                    mt_span(i * g.dh - g.pt, g.sh, g.oh, g.h, &o0, &o1);
-                    for (j = 0; j < g.kw; ++j) {
-                        const float w = *wr++;
-                        mt_span(j * g.dw - g.pl, g.sw, g.ow, g.w, &q0, &q1);
-                        for (o = o0; o < o1; ++o) {
-                            const float *dr = dm + o * g.ow + q0;
-                            float *xr = dx + (o * g.sh + i * g.dh - g.pt) * g.w + q0 * g.sw + j * g.dw - g.pl;
-                            for (q = 0; q < q1 - q0; ++q) xr[q * g.sw] += w * dr[q];
-                        }
-                    }
-                }
+                for (i = 0; i < g.kh; ++i)
+                    for (j = 0; j < g.kw; ++j) mt_conv_scatter_tap(dm, dx, *wr++, i, j, &g);
             }
         }
     }

@@ -53,6 +53,21 @@ MT_SPECIALIZE int mt_tap_offset(const mt_window *g, const mt_taps *t, int i)
     return (t->ih + i * g->dh) * g->w + t->iw + t->j0 * g->dw;
 }
 
+/* dx plane += w * the dY plane dm, read through tap (i, j): one weight's share of the transposed
+ * convolution (conv_rows.h and the int8 layers' backward_s8.h). */
+MT_SPECIALIZE void mt_conv_scatter_tap(const float *MT_RESTRICT dm, float *MT_RESTRICT dx, float w, int i, int j,
+                                       const mt_window *g)
+{
+    int o, q, o0, o1, q0, q1;
+    mt_span(i * g->dh - g->pt, g->sh, g->oh, g->h, &o0, &o1);
+    mt_span(j * g->dw - g->pl, g->sw, g->ow, g->w, &q0, &q1);
+    for (o = o0; o < o1; ++o) {
+        const float *dr = dm + o * g->ow + q0;
+        float *xr = dx + (o * g->sh + i * g->dh - g->pt) * g->w + q0 * g->sw + j * g->dw - g->pl;
+        for (q = 0; q < q1 - q0; ++q) xr[q * g->sw] += w * dr[q];
+    }
+}
+
 /* The running maximum m and its offset best, as tap v at offset k comes in: NaN wins, as in
  * PyTorch; ties keep the first. Cores with a vector unit (deep pipelines, MT_SIMD) select with
  * masks, not branches, which random data would mispredict; microcontrollers branch. */

@@ -1,0 +1,78 @@
+/* The backward pass through int8 layers (frozen weights, float gradients). Gradients are taken
+ * with respect to real values, scale * (q - zero point). Where an int8 output sits at a bound
+ * (-128 or 127) its quantizer saturated, or its folded ReLU/Clip cut: no gradient passes there,
+ * which a 1-bit mask saved in the forward pass records (M: bit i of byte i / 8, LSB first). */
+#ifndef MT_BACKWARD_S8_H
+#define MT_BACKWARD_S8_H
+#include "../mt_common.h"
+#include "pool.h"
+
+/* M (n bits) = -128 < Y < 127. */
+static inline void mt_mask_s8(const int8_t *MT_RESTRICT Y, uint8_t *MT_RESTRICT M, int n)
+{
+    int i;
+    for (i = 0; i < (n + 7) / 8; ++i) M[i] = 0;
+    for (i = 0; i < n; ++i) M[i >> 3] |= (uint8_t)((Y[i] > -128 && Y[i] < 127) << (i & 7));
+}
+
+/* dX = dY where the mask bit is set, else 0. */
+static inline void mt_masked(const float *dY, const uint8_t *MT_RESTRICT M, float *dX, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) dX[i] = (M[i >> 3] >> (i & 7)) & 1 ? dY[i] : 0.0f;
+}
+
+/* The int32 bias of a trainable float bias B at scale S (input scale x weight scale, per
+ * channel): round half to even, saturated (a NaN gives INT32_MIN). */
+static inline void mt_quantize_bias(const float *B, const float *S, int32_t *Q, int n)
+{
+    int i;
+    for (i = 0; i < n; ++i) {
+        const float v = rintf(B[i] / S[i]);
+        Q[i] = v >= 2147483648.0f ? INT32_MAX : v >= -2147483648.0f ? (int32_t)v : INT32_MIN;
+    }
+}
+
+/* dX (N, C, h, w) = the transposed convolution of dY (N, M, oh, ow) with the real weights
+ * SW[m] * (W - ZW[m]) (W: M, C/G, kh, kw), dequantized one weight at a time. */
+static inline void mt_conv_grad_x_s8w(const float *MT_RESTRICT dY, const int8_t *MT_RESTRICT W, const int32_t *ZW,
+                                      const float *SW, float *MT_RESTRICT dX, int N, int C, int M, int G, mt_window g)
+{
+    const int cg = C / G, mg = M / G, kk = g.kh * g.kw, oplane = g.oh * g.ow, plane = g.h * g.w;
+    int n, c, m, i, j, k;
+    for (n = 0; n < N; ++n) {
+        for (c = 0; c < C; ++c) {
+            const int m0 = (c / cg) * mg;
+            const int8_t *wc = W + ((size_t)m0 * cg + c % cg) * kk;
+            float *dx = dX + ((size_t)n * C + c) * plane;
+            for (k = 0; k < plane; ++k) dx[k] = 0.0f;
+            for (m = 0; m < mg; ++m) {
+                const float *dm = dY + ((size_t)n * M + m0 + m) * oplane;
+                const int8_t *wr = wc + (size_t)m * cg * kk;
+                for (i = 0; i < g.kh; ++i)
+                    for (j = 0; j < g.kw; ++j)
+                        mt_conv_scatter_tap(dm, dx, SW[m0 + m] * (float)(*wr++ - ZW[m0 + m]), i, j, &g);
+            }
+        }
+    }
+}
+
+/* dA (R, K) = dY (R, N) times the real weights' transpose: B' (K, N) = B, or B^T when transB
+ * (B: N, K), column n at scale SB[n] and zero point ZB[n]. */
+static inline void mt_gemm_grad_x_s8w(const float *MT_RESTRICT dY, const int8_t *MT_RESTRICT B, const int32_t *ZB,
+                                      const float *SB, float *MT_RESTRICT dA, int R, int K, int N, int transB)
+{
+    int r, k, n;
+    for (r = 0; r < R; ++r) {
+        for (k = 0; k < K; ++k) {
+            float acc = 0.0f;
+            for (n = 0; n < N; ++n) {
+                const int8_t b = transB ? B[(size_t)n * K + k] : B[(size_t)k * N + n];
+                acc += dY[(size_t)r * N + n] * (SB[n] * (float)(b - ZB[n]));
+            }
+            dA[(size_t)r * K + k] = acc;
+        }
+    }
+}
+
+#endif
