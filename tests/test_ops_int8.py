@@ -321,6 +321,9 @@ REFUSED = {  # node, x shape, y shape, extra initializers, message
     "huge_multiplier": (helper.make_node("QLinearMatMul", ["xq", "x_scale", "x_zp", "b", "x_scale", "x_zp",
                                                            "tiny", "y_zp"], ["yq"]), (2, 3), (2, 4),
                         {"b": _q(3, 4), "tiny": np.float32(1e-15)}, "output 'yq': requantization multiplier"),
+    "int32_overflow": (helper.make_node("QLinearMatMul", ["xq", "x_scale", "x_zp", "b", "x_scale", "x_zp",
+                                                          "y_scale", "y_zp"], ["yq"]), (1, 33100), (1, 1),
+                       {"b": _q(33100, 1)}, "sums of 33100 int8 products"),
 }
 
 

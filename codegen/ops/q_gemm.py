@@ -21,8 +21,7 @@ def check(node, graph):
     _qlinear.check_per_axis(node, graph, (B_SCALE, B_ZP), y[-1], "columns")
     if _qlinear.present(node, C):
         _broadcast.check_broadcast(node, graph, C, "C")
-        if graph.tensors[node.inputs[C]].dtype != "int32":
-            raise refuse(node, f"C '{node.inputs[C]}' of type {graph.tensors[node.inputs[C]].dtype} (int32 only)")
+    _qlinear.check_sums(node, graph, a[1], C)
 
 
 def emit(node, c):

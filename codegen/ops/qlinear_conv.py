@@ -1,8 +1,10 @@
 """QLinearConv (ONNX): the int8 convolution of the frozen layers, 1-D and 2-D, grouped and
 depthwise, per-tensor or per-output-channel weight scale and zero point, optional int32 bias.
 Forward only: frozen layers need no gradient."""
+from math import prod
+
 from ..ir import Node
-from . import _qlinear, _window, attr, conv, refuse, register
+from . import _qlinear, _window, attr, conv, register
 
 X, X_SCALE, X_ZP, W, W_SCALE, W_ZP, Y_SCALE, Y_ZP, BIAS = range(9)
 
@@ -13,8 +15,7 @@ def check(node, graph):
     _qlinear.check_tensors(node, graph, data=(X, W), scales=(X_SCALE, W_SCALE, Y_SCALE),
                            zero_points=(X_ZP, W_ZP, Y_ZP), per_axis=(W_SCALE, W_ZP))
     _qlinear.check_per_axis(node, graph, (W_SCALE, W_ZP), graph.shape(node.inputs[W])[0], "output channels")
-    if bias and graph.tensors[bias].dtype != "int32":
-        raise refuse(node, f"bias '{bias}' of type {graph.tensors[bias].dtype} (int32 only)")
+    _qlinear.check_sums(node, graph, prod(graph.shape(node.inputs[W])[1:]), BIAS)
 
 
 def emit(node, c):

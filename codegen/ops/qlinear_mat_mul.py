@@ -17,6 +17,7 @@ def check(node, graph):
     _qlinear.check_tensors(node, graph, data=(A, B), scales=(A_SCALE, B_SCALE, Y_SCALE),
                            zero_points=(A_ZP, B_ZP, Y_ZP), per_axis=(B_SCALE, B_ZP) if len(b) == 2 else ())
     _qlinear.check_per_axis(node, graph, (B_SCALE, B_ZP), b[-1], "columns")
+    _qlinear.check_sums(node, graph, b[-2])
 
 
 def emit(node, c):
