@@ -220,12 +220,16 @@ def test_qlinear_average_pool(tmp_path, declared_shapes, case, count_include_pad
     run(tmp_path, declared_shapes, node, x, y_q, y_scale, y_zp, {})
 
 
-@pytest.mark.parametrize("case", sorted(POOL_CASES))
+MAX_POOL_CASES = {**POOL_CASES, "dilated": ((1, 2, 7, 7), {"kernel_shape": [2, 3], "dilations": [2, 2],
+                                                            "pads": [1, 1, 0, 2]})}
+
+
+@pytest.mark.parametrize("case", sorted(MAX_POOL_CASES))
 def test_max_pool_int8(tmp_path, declared_shapes, case):
     """Same scale and zero point in and out: the window maxima of the int8 levels."""
-    shape, attrs = POOL_CASES[case]
+    shape, attrs = MAX_POOL_CASES[case]
     xq, x = levels(*shape)
-    y_q = ref.max_pool(xq, attrs["kernel_shape"], attrs.get("strides"), attrs.get("pads"))
+    y_q = ref.max_pool(xq, attrs["kernel_shape"], attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"))
     node = helper.make_node("MaxPool", ["xq"], ["yq"], **attrs)
     run(tmp_path, declared_shapes, node, x, y_q, X_SCALE, X_ZP, {})
 
