@@ -46,9 +46,10 @@ def check_sums(node, graph, terms: int, bias_slot: int | None = None) -> None:
     """The kernels accumulate in int32: `terms` products (x - zx)(w - zw), each at most 255^2 in
     magnitude, plus the constant int32 bias (optional input `bias_slot`) must fit."""
     bias = graph.tensors[node.inputs[bias_slot]] if bias_slot is not None and present(node, bias_slot) else None
-    if bias is not None and (bias.value is None or bias.dtype != "int32"):
-        raise refuse(node, f"bias '{bias.name}' of type {bias.dtype}{'' if bias.value is not None else ', computed'} "
-                           "(a constant int32 only)")
+    if bias is not None and bias.value is None:
+        raise refuse(node, f"a computed (non-constant) bias '{bias.name}'")
+    if bias is not None and bias.dtype != "int32":
+        raise refuse(node, f"bias '{bias.name}' of type {bias.dtype} (int32 only)")
     if terms * 255**2 + (0 if bias is None else int(np.abs(bias.value.astype(np.int64)).max(initial=0))) >= 2**31:
         raise refuse(node, f"sums of {terms} int8 products (the int32 accumulator could overflow)")
 
