@@ -156,6 +156,15 @@ def test_bad_calibration_refused(tmp_path, arrays, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_non_finite_range_refused(tmp_path):
+    """A quantized tensor that reaches NaN on the samples (here Log of negative values) has no range."""
+    nodes = [helper.make_node("Log", ["x"], ["l"]), helper.make_node("Gemm", ["l", "W"], ["y"], transB=1)]
+    onnx_model(nodes, {"x": [4, 8]}, {"y": [4, 3]}, {"W": np.ones((3, 8), np.float32)}, path=tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=-GOOD)
+    with pytest.raises(OptionError, match="tensor 'l' reaches NaN or infinity on the calibration data"):
+        codegen.generate(tmp_path / "m.onnx", tmp_path / "out", quantize="int8", calibration=tmp_path / "c.npz")
+
+
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
