@@ -44,6 +44,11 @@ class GradContext:
         of it (a 1-bit mask instead of the activation). Its output has the shape of inputs[0]."""
         return self._b.save(op, inputs, self.shape(inputs[0]), dtype, self.node)
 
+    def kept(self, name: str) -> bool:
+        """Whether the tensor stays alive for the backward anyway: a model output, or read (through
+        views) by a backward node built so far (the gradients of the nodes after this one)."""
+        return self._b.kept(name)
+
     def give(self, i: int, grad: str) -> None:
         self.given.add(i)
         self._b.contribute(self.node.inputs[i], grad)
@@ -55,6 +60,7 @@ class Backward:
     def __init__(self, graph: Graph):
         self.graph, self.nodes, self.grads = graph, [], {}
         self.saved: dict[int, list[Node]] = {}  # id(forward node) -> nodes to run right after it
+        self.forward_nodes: list[Node] = []
         self._count = 0
 
     def save(self, op, inputs, shape, dtype, origin: Node) -> str:
@@ -63,6 +69,12 @@ class Backward:
             Node(op, list(inputs), [name], {}, f"saved for the gradient of {origin.name or origin.outputs[0]}",
                  TRAIN_DOMAIN))
         return name
+
+    def kept(self, name: str) -> bool:
+        root = ops.view_roots(self.forward_nodes + self.nodes)
+        mine = root.get(name, name)
+        return mine in {root.get(o, o) for o in self.graph.outputs} or \
+            any(root.get(i, i) == mine for n in self.nodes for i in n.inputs)
 
     def forward(self, nodes: list[Node]) -> list[Node]:
         """The forward pass with the saved nodes in place."""
@@ -94,6 +106,7 @@ class Backward:
 def backward(graph: Graph, forward: list[Node], output: str, seed: str, needed: set[str]) -> Backward:
     """Walk `forward` in reverse from d loss / d output = `seed`, applying each op's rule."""
     b = Backward(graph)
+    b.forward_nodes = forward
     b.contribute(output, seed)
     for node in reversed(forward):
         op = ops.lookup(node)

@@ -1,9 +1,11 @@
 """The static memory plan: never two live buffers on the same bytes, and real reuse."""
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 
+import codegen
 from codegen import loader, memory, training
 from helpers import export_torch
 from test_train_vs_torch import mlp
@@ -144,3 +146,19 @@ def test_plan_is_deterministic(mlp_path):
     plans = [memory.plan(training.build(loader.load(mlp_path), "cross_entropy", training.Optimizer(0.1, 0.9)))
              for _ in range(2)]
     assert plans[0].to_json() == plans[1].to_json()
+
+
+def test_frozen_relu_layers_keep_1_bit_masks(tmp_path):
+    """Bias-only training through frozen conv layers: each ReLU's backward keeps a 1-bit mask of
+    y > 0 (the frozen convolutions' dX needs only the weights), not its float output, so the
+    arena holds a few activations, not one per layer (a DS-CNN: 320 KB -> 72 KB)."""
+    layers = [torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU()]
+    for _ in range(4):
+        layers += [torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(8 * 16 * 16, 4))
+    path = export_torch(net, torch.zeros(1, 1, 16, 16), tmp_path / "m.onnx", dynamo=False)
+    summary = codegen.generate(path, tmp_path / "b", loss="cross_entropy", train_bias_only=True)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "b" / "training_model.onnx")).graph.node]
+    assert ops.count("PositiveMask") == 5 and "ReluGrad" not in ops
+    activation = 8 * 16 * 16 * 4
+    assert summary["memory"]["arena_bytes"] <= 3 * activation + 5 * activation // 32

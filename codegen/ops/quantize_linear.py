@@ -3,7 +3,7 @@ the straight-through estimator of fake quantization: dy passes where the int8 ou
 bound (a 1-bit mask, as for the int8 layers)."""
 from . import register
 from ._qdq import check_activation, scale_zp
-from .quantized_mask import masked
+from .mask import masked
 
 
 def emit(node, c):
@@ -12,7 +12,7 @@ def emit(node, c):
 
 
 def grad(node, g):
-    g.give(0, masked(g, node.outputs[0]))
+    g.give(0, masked(g, node.outputs[0], "QuantizedMask"))
 
 
 register("QuantizeLinear", kernel="qdq.h", emit=emit, grad=grad, check=check_activation)

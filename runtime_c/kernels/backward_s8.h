@@ -1,26 +1,9 @@
 /* The backward pass through int8 layers (frozen weights, float gradients). Gradients are taken
- * with respect to real values, scale * (q - zero point). Where an int8 output sits at a bound
- * (-128 or 127) its quantizer saturated, or its folded ReLU/Clip cut: no gradient passes there,
- * which a 1-bit mask saved in the forward pass records (M: bit i of byte i / 8, LSB first). */
+ * with respect to real values, scale * (q - zero point); where they pass is a 1-bit mask (mask.h). */
 #ifndef MT_BACKWARD_S8_H
 #define MT_BACKWARD_S8_H
 #include "../mt_common.h"
 #include "pool.h"
-
-/* M (n bits) = -128 < Y < 127. */
-static inline void mt_mask_s8(const int8_t *MT_RESTRICT Y, uint8_t *MT_RESTRICT M, int n)
-{
-    int i;
-    for (i = 0; i < (n + 7) / 8; ++i) M[i] = 0;
-    for (i = 0; i < n; ++i) M[i >> 3] |= (uint8_t)((Y[i] > -128 && Y[i] < 127) << (i & 7));
-}
-
-/* dX = dY where the mask bit is set, else 0. */
-static inline void mt_masked(const float *dY, const uint8_t *MT_RESTRICT M, float *dX, int n)
-{
-    int i;
-    for (i = 0; i < n; ++i) dX[i] = (M[i >> 3] >> (i & 7)) & 1 ? dY[i] : 0.0f;
-}
 
 /* The int32 bias of a trainable float bias B at scale S (input scale x weight scale, per
  * channel): round half to even, saturated (a NaN gives INT32_MIN). */
