@@ -330,6 +330,7 @@ def to_ir(folded: Folded) -> Graph:
     _mark_parameters(graph)
     for node in nodes:
         op = ops.lookup(node)
+        ops.check_dtypes(node, graph)
         if op.check:
             op.check(node, graph)
     return graph

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ShapeError, UnsupportedError
-from ..ir import TRAIN_DOMAIN, Node
+from ..ir import CONST, TRAIN_DOMAIN, Node
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class OpDef:
     domain: str = ""
     bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
     inplace: bool = False  # elementwise: output may overwrite an input of the same size
+    int8: bool = False  # reads int8 data (QOperator ops, MaxPool, DequantizeLinear); others read float
     # (node, c, scale, keep) -> C computing out = keep * out + scale * result: lets a parameter's
     # gradient be applied as an SGD update directly (scale = -lr, keep = 1 - lr * weight_decay).
     emit_update: Callable | None = None
@@ -97,6 +98,17 @@ def check_supported(nodes: list[Node]) -> None:
         nodes_text = ", ".join(n.describe() for n in missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise UnsupportedError(f"{len(missing)} nodes use unsupported ops: {', '.join(ops)} ({nodes_text}). "
                                f"Supported ops: {', '.join(supported_ops())}.")
+
+
+def check_dtypes(node: Node, graph) -> None:
+    """Float ops read float data: an int8 tensor (of a QOperator-form model) reaches only int8 ops
+    and views."""
+    op = lookup(node)
+    data = [graph.tensors[i] for i in node.inputs if i and graph.tensors[i].role != CONST]
+    bad = [t.name for t in data if t.dtype == "int8"] if not (op.int8 or op.view) else []
+    if bad:
+        raise UnsupportedError(f"{node.describe()}: input '{bad[0]}' is int8, and {node.op} runs on float32 here; "
+                               "put a DequantizeLinear before it (or give the model in QDQ form)")
 
 
 def view_roots(nodes: list[Node]) -> dict[str, str]:

@@ -14,4 +14,4 @@ def grad(node, g):
     g.give(0, g.dy())
 
 
-register("DequantizeLinear", kernel="qdq.h", emit=emit, grad=grad, check=check_activation)
+register("DequantizeLinear", int8=True, kernel="qdq.h", emit=emit, grad=grad, check=check_activation)

@@ -27,5 +27,5 @@ def emit_grad(node, c):
     return f"mt_max_pool_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {_window.pool_args(node, c, x)});"
 
 
-register("MaxPool", kernel="pool_s8.h", emit=emit, grad=grad, check=check)
+register("MaxPool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, check=check)
 register_train_op("MaxPoolGrad", kernel="pool.h", emit=emit_grad)

@@ -41,4 +41,4 @@ def emit(node, c):
             f"{attr(node, 'transA', 0)}, {attr(node, 'transB', 0)}, {rq});")
 
 
-register("QGemm", kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")

@@ -30,5 +30,5 @@ def emit(node, c):
             f"{c.size(y)}, {q});")
 
 
-register("QLinearAdd", kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft",
+register("QLinearAdd", int8=True, kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft",
          inplace=True)

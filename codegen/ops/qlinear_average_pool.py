@@ -20,4 +20,4 @@ def emit(node, c):
             f"{average_requant(c, node, counts)});")
 
 
-register("QLinearAveragePool", kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+register("QLinearAveragePool", int8=True, kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")

@@ -41,4 +41,4 @@ def emit(node, c):
     return "\n    ".join(calls)
 
 
-register("QLinearConcat", kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+register("QLinearConcat", int8=True, kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")

@@ -30,4 +30,4 @@ def emit(node, c):
             f"{win.c()}, {rq});")
 
 
-register("QLinearConv", kernel="conv_s8.h", emit=emit, diff_inputs=(), check=check)
+register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, diff_inputs=(), check=check)

@@ -39,5 +39,5 @@ def emit(node, c):
             f"{shape[0] * shape[1]}, {count}, {average_requant(c, node, [count])});")
 
 
-register("QLinearGlobalAveragePool", kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check,
+register("QLinearGlobalAveragePool", int8=True, kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check,
          domain="com.microsoft")

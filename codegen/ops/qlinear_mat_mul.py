@@ -32,4 +32,4 @@ def emit(node, c):
             f"{rq});")
 
 
-register("QLinearMatMul", kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check)
+register("QLinearMatMul", int8=True, kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check)

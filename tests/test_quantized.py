@@ -1,0 +1,188 @@
+"""Quantized models from onnxruntime's quantize_static (QDQ, issue 14): the C forward agrees with
+onnxruntime on the same file within one output quantization step, frozen layers run in int8,
+selectors see the float names, a float head trains on the int8 backbone exactly as a PyTorch
+reference with the same fake quantization, and bad quantization parameters are refused."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+
+import codegen
+from codegen.errors import ModelError
+from helpers import compile_model
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime (a dev extra) is the oracle of quantized models")
+from onnxruntime import quantization as ortq  # noqa: E402
+
+SHAPE = (3, 8, 8)
+
+
+class Net(torch.nn.Module):
+    """A MobileNet-style block: conv+ReLU, depthwise+ReLU6, pointwise + residual, max pooling,
+    global average, linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.c3 = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        z = self.c3(torch.nn.functional.relu6(self.c2(y))) + y
+        return self.fc(torch.nn.functional.max_pool2d(z, 2).mean((2, 3)))
+
+
+def inputs(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *SHAPE)).astype(np.float32)
+
+
+class _Reader(ortq.CalibrationDataReader):
+    def __init__(self):
+        self.batches = iter([{"x": x[None]} for x in inputs(16, 1)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+@pytest.fixture(scope="module", params=[("int8", True), ("uint8", False)], ids=["s8-per-channel", "u8-per-tensor"])
+def qdq(request, tmp_path_factory) -> str:
+    """A QDQ model as quantize_static writes it: int8 or uint8 activations, per-channel or
+    per-tensor int8 weights."""
+    activations, per_channel = request.param
+    folder = tmp_path_factory.mktemp("qdq")
+    torch.manual_seed(0)
+    torch.onnx.export(Net().eval(), torch.zeros(1, *SHAPE), str(folder / "float.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=18, dynamo=False)
+    kind = ortq.QuantType.QInt8 if activations == "int8" else ortq.QuantType.QUInt8
+    ortq.quantize_static(str(folder / "float.onnx"), str(folder / "q.onnx"), _Reader(),
+                         quant_format=ortq.QuantFormat.QDQ, per_channel=per_channel, activation_type=kind,
+                         weight_type=ortq.QuantType.QInt8)
+    return str(folder / "q.onnx")
+
+
+def onnxruntime(path: str, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options).run(None, {"x": x})[0]
+
+
+def output_scale(path: str) -> float:
+    model = onnx.load(path)
+    scale = next(n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "y")
+    return float(next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == scale))
+
+
+def test_forward_matches_onnxruntime(qdq, tmp_path):
+    """Within one output quantization step per element; the same class wherever onnxruntime's
+    top two classes are more than two steps apart."""
+    trainer = compile_model(qdq, tmp_path / "b", loss="cross_entropy", train_last=1, batch=8)
+    x = inputs(8 * 4, 2)
+    ours = np.concatenate([trainer.predict(b) for b in np.split(x, 4)])
+    ref = onnxruntime(qdq, x)
+    step = output_scale(qdq)
+    print(f"max |C - onnxruntime| = {np.abs(ours - ref).max() / step:.2f} output steps")
+    assert np.abs(ours - ref).max() <= step * 1.001
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * step
+    assert np.array_equal(ours.argmax(1)[clear], ref.argmax(1)[clear])
+
+
+def test_frozen_layers_run_in_int8(qdq, tmp_path):
+    """With only the head trainable, the convolutions run as int8 ops on int8 activations, and
+    their weights take one byte each."""
+    summary = codegen.generate(qdq, tmp_path / "b", loss="cross_entropy", train_last=1, batch=1)
+    lowered = onnx.load(str(tmp_path / "b" / "training_model.onnx"))
+    ops = [n.op_type for n in lowered.graph.node]
+    assert ops.count("QLinearConv") == 3 and "Conv" not in ops
+    conv_weights = 8 * 3 * 9 + 8 * 9 + 8 * 8
+    assert summary["memory"]["frozen_bytes"] < conv_weights + 4 * 3 * 8 + 64
+    assert [p["name"] for p in summary["params"]] == ["fc.bias", "fc.weight"]
+
+
+def test_selectors_see_float_names(qdq, tmp_path):
+    """Parameters keep their float names; scales and zero points are never parameters."""
+    report = codegen.inspect(qdq)
+    assert sorted(p["name"] for p in report.params) == sorted(
+        f"{layer}.{kind}" for layer in ("c1", "c2", "c3", "fc") for kind in ("weight", "bias"))
+
+    def trained(**selection):
+        return [p["name"] for p in codegen.generate(qdq, tmp_path / "s", loss="cross_entropy", batch=1,
+                                                    **selection)["params"]]
+
+    assert trained(train_bias_last=2) == ["c3.bias", "fc.bias"]
+    assert trained(train_last=1, train_bias_last=2) == ["c3.bias", "fc.bias", "fc.weight"]
+    assert trained(train="c*.weight", freeze="c1.*") == ["c2.weight", "c3.weight"]
+
+
+class _FakeQuant(torch.autograd.Function):
+    """QuantizeLinear -> DequantizeLinear as the C computes it (x / scale rounded half to even,
+    saturated to int8), with the straight-through gradient where the int8 value is not at a bound."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zp):
+        level = (torch.round(x / scale) + zp).clamp(-128, 127)
+        ctx.save_for_backward((level > -128) & (level < 127))
+        return (level - zp) * scale
+
+    @staticmethod
+    def backward(ctx, dy):
+        (inside,) = ctx.saved_tensors
+        return dy * inside, None, None
+
+
+def _features_model(path: str, out: str, features: str) -> str:
+    """The model up to `features` (+ a zero parameter, so it compiles as a trainer): the C's own
+    int8 backbone output, to feed the PyTorch reference exactly."""
+    model = onnx.load(path)
+    g = model.graph
+    g.initializer.append(numpy_helper.from_array(np.zeros((1, 8), np.float32), "zero"))
+    g.node.append(helper.make_node("Add", [features, "zero"], ["features"]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, ["batch", 8]))
+    onnx.save(model, out)
+    return out
+
+
+def test_head_trains_like_fake_quant_reference(qdq, tmp_path):
+    """--train-last 1 on the int8 backbone: 30 SGD steps of the float head (logits fake-quantized
+    as in the model) equal PyTorch's on the same features, losses within 1e-5 relative."""
+    model = onnx.load(qdq)
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    backbone = compile_model(_features_model(qdq, str(tmp_path / "f.onnx"), gemm.input[0]), tmp_path / "f",
+                             loss="mse", batch=1)
+    trainer = compile_model(qdq, tmp_path / "b", loss="cross_entropy", train_last=1, batch=1, lr=0.1)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == gemm.output[0])
+    scale, zp = float(inits[q.input[1]]), int(inits[q.input[2]])
+    zp = zp - 128 if inits[q.input[2]].dtype == np.uint8 else zp
+    params = trainer.get_params()
+    w, b = (torch.tensor(params[k], requires_grad=True) for k in ("fc.weight", "fc.bias"))
+    opt = torch.optim.SGD([w, b], lr=0.1)
+    x, labels = inputs(30, 3), np.random.default_rng(4).integers(0, 4, 30)
+    for step in range(30):
+        features = torch.tensor(backbone.predict(x[step:step + 1]))
+        opt.zero_grad()
+        logits = _FakeQuant.apply(features @ w.T + b, scale, zp)
+        ref = torch.nn.functional.cross_entropy(logits, torch.tensor(labels[step:step + 1]))
+        ref.backward()
+        opt.step()
+        loss = trainer.train_step(x[step:step + 1], labels[step:step + 1].astype(np.int32))
+        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-6), f"step {step}"
+    np.testing.assert_allclose(trainer.get_params()["fc.weight"], w.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
+def test_bad_scale_refused(qdq, tmp_path, bad):
+    model = onnx.load(qdq)
+    scale = next(i for i in model.graph.initializer if i.name.endswith("_scale") and not i.dims)
+    scale.CopyFrom(numpy_helper.from_array(np.float32(bad), scale.name))
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=f"scale '{scale.name}' must be positive"):
+        codegen.generate(path, tmp_path / "out", loss="cross_entropy", batch=1, train_last=1)
+    assert not (tmp_path / "out").exists()
