@@ -144,12 +144,18 @@ class EmitContext:
 
     def ints(self, values, ctype: str = "int32_t") -> str:
         """A static const array of these integers (one per distinct content and type)."""
-        values = [int(v) for v in values]
+        return self._array(ctype, [str(int(v)) for v in values])
+
+    def floats(self, values) -> str:
+        """A static const float array (a per-channel scale read by a kernel)."""
+        return self._array("float", [c_float(v) for v in values])
+
+    def _array(self, ctype: str, texts: list[str]) -> str:
         for name, kind, existing in self.arrays:
-            if (kind, existing) == (ctype, values):
+            if (kind, existing) == (ctype, texts):
                 return name
         name = f"{self.prefix}_i{len(self.arrays)}"
-        self.arrays.append((name, ctype, values))
+        self.arrays.append((name, ctype, texts))
         return name
 
 

@@ -188,7 +188,7 @@ class _Lowering:
     def replace(self, node: Node, q: Node, op: str, inputs: list[str], domain: str = "", attrs=None) -> bool:
         """False, changing nothing, when `op` has no int8 kernel here."""
         new = Node(op, inputs, [q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name, domain)
-        if (domain, op) not in ops.REGISTRY or self.carries_gradient.intersection(node.inputs) and not _differentiable(new):
+        if (domain, op) not in ops.REGISTRY or self.carries_gradient.intersection(node.inputs) and ops.lookup(new).grad is None:
             self.before.pop(id(node), None)
             return False
         self.replaced[id(node)] = new
@@ -196,9 +196,6 @@ class _Lowering:
         return True
 
 
-def _differentiable(node: Node) -> bool:
-    """An int8 op a gradient can pass through (MaxPool's rule reads float inputs only)."""
-    return ops.lookup(node).grad is not None and node.op != "MaxPool"
 
 
 def _conv(lw: _Lowering, node: Node, q: Node) -> bool:

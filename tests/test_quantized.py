@@ -121,18 +121,87 @@ def test_selectors_see_float_names(qdq, tmp_path):
 
 class _FakeQuant(torch.autograd.Function):
     """QuantizeLinear -> DequantizeLinear as the C computes it (x / scale rounded half to even,
-    saturated to int8), with the straight-through gradient where the int8 value is not at a bound."""
+    saturated to int8, or uint8 with its zero point), with the straight-through gradient where the
+    quantized value is not at a bound."""
 
     @staticmethod
-    def forward(ctx, x, scale, zp):
-        level = (torch.round(x / scale) + zp).clamp(-128, 127)
-        ctx.save_for_backward((level > -128) & (level < 127))
+    def forward(ctx, x, scale, zp, lo=-128):
+        level = (torch.round(x / scale) + zp).clamp(lo, lo + 255)
+        ctx.save_for_backward((level > lo) & (level < lo + 255))
         return (level - zp) * scale
 
     @staticmethod
     def backward(ctx, dy):
         (inside,) = ctx.saved_tensors
-        return dy * inside, None, None
+        return dy * inside, None, None, None
+
+
+class _RoundBias(torch.autograd.Function):
+    """A trainable bias of an int8 layer as the C adds it: rintf(b / S) * S, S = float32(x_scale *
+    w_scale); the gradient passes straight through."""
+
+    @staticmethod
+    def forward(ctx, b, scale):
+        return torch.round(b / scale) * scale
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy, None
+
+
+def fake_quant_model(path: str, trainable: list[str]):
+    """The QDQ model in PyTorch: float ops on real values, each Q/DQ pair a fake quantization,
+    trainable parameters (float names) as leaves: the reference the int8 C must follow.
+    -> (forward function, {name: leaf})."""
+    model = onnx.load(path)
+    known = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    known.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"})
+    producer = {o: n for n in model.graph.node for o in n.output}
+    leaves, values = {}, {}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in known:
+            q, scale, zp = (known[i] for i in n.input)
+            shape = [-1] + [1] * (q.ndim - 1) if scale.ndim else []
+            name = n.input[0].removesuffix("_quantized")
+            values[n.output[0]] = torch.tensor((q.astype(np.int64) - zp.reshape(shape)).astype(np.float32)
+                                               * scale.reshape(shape))
+            if name in trainable:
+                leaves[name] = values[n.output[0]].clone().requires_grad_(True)
+                values[n.output[0]] = leaves[name]
+
+    def bias(name):  # an int8 layer's trainable bias at the scale the C uses
+        node = next(c for c in model.graph.node if name in c.input and c.op_type in ("Conv", "Gemm"))
+        x_scale = known[producer[node.input[0]].input[1]].astype(np.float64)
+        w_scale = known[producer[node.input[1]].input[1]].astype(np.float64)
+        return _RoundBias.apply(values[name], torch.tensor((x_scale * w_scale).astype(np.float32)))
+
+    def forward(x):
+        env = {**values, "x": torch.tensor(x)}
+        for n in model.graph.node:
+            a = {k.name: onnx.helper.get_attribute_value(k) for k in n.attribute}
+            ins = [env.get(i) for i in n.input]
+            if n.op_type == "QuantizeLinear":
+                zp = known[n.input[2]]
+                out = _FakeQuant.apply(ins[0], float(known[n.input[1]]), int(zp), 0 if zp.dtype == np.uint8 else -128)
+            elif n.op_type == "DequantizeLinear":
+                out = env[n.output[0]] if n.input[0] in known else ins[0]
+            elif n.op_type in ("Conv", "Gemm"):
+                b = ins[2] if n.input[2] not in leaves or n.op_type == "Gemm" and n.input[1] in leaves else bias(n.input[2])
+                out = (torch.nn.functional.conv2d(ins[0], ins[1], b, a["strides"], a["pads"][:2], a["dilations"],
+                                                  a["group"]) if n.op_type == "Conv" else ins[0] @ ins[1].T + b)
+            elif n.op_type == "Add":
+                out = ins[0] + ins[1]
+            elif n.op_type == "MaxPool":
+                out = torch.nn.functional.max_pool2d(ins[0], a["kernel_shape"], a["strides"])
+            elif n.op_type == "ReduceMean":
+                out = ins[0].mean(tuple(int(d) for d in known[n.input[1]]), keepdim=bool(a.get("keepdims", 1)))
+            else:
+                assert n.op_type == "Constant", n.op_type
+                continue
+            env[n.output[0]] = out
+        return env["y"]
+
+    return forward, leaves
 
 
 def _features_model(path: str, out: str, features: str) -> str:
@@ -186,3 +255,28 @@ def test_bad_scale_refused(qdq, tmp_path, bad):
     with pytest.raises(ModelError, match=f"scale '{scale.name}' must be positive"):
         codegen.generate(path, tmp_path / "out", loss="cross_entropy", batch=1, train_last=1)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("selection", [{"train_bias_last": 3}, {"train_last": 1, "train_bias_last": 4}],
+                         ids=["bias-last-3", "last-1+bias-last-4"])
+def test_bias_training_on_int8_layers_follows_fake_quant_reference(qdq, tmp_path, selection):
+    """Trainable biases of int8 layers (the layers stay int8, gradients pass through int8 layers
+    with 1-bit masks): 30 SGD steps equal a PyTorch fake-quantized model of the same QDQ file
+    (losses and parameters within 1e-5 relative)."""
+    trainer = compile_model(qdq, tmp_path / "b", loss="cross_entropy", batch=1, lr=0.05, **selection)
+    lowered = [n.op_type for n in onnx.load(str(tmp_path / "b" / "training_model.onnx")).graph.node]
+    assert "QLinearConvGradX" in lowered and "Conv" not in lowered
+    names = list(trainer.get_params())
+    forward, leaves = fake_quant_model(qdq, names)
+    opt = torch.optim.SGD(leaves.values(), lr=0.05)
+    x, labels = inputs(30, 5), np.random.default_rng(6).integers(0, 4, 30)
+    for step in range(30):
+        opt.zero_grad()
+        ref = torch.nn.functional.cross_entropy(forward(x[step:step + 1]), torch.tensor(labels[step:step + 1]))
+        ref.backward()
+        opt.step()
+        loss = trainer.train_step(x[step:step + 1], labels[step:step + 1].astype(np.int32))
+        assert loss == pytest.approx(ref.item(), rel=1e-5, abs=1e-6), f"step {step}"
+    for name, value in trainer.get_params().items():
+        np.testing.assert_allclose(value, leaves[name].detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+

@@ -84,3 +84,9 @@ def requant_literal(c, mult, shift, zp: int) -> str:
 def requant_c(c, node, reals, zp: int) -> str:
     """The mt_requant of output multipliers `reals` (one, or one per channel)."""
     return requant_literal(c, *requant.per_channel(reals, where(node)), zp)
+
+
+def scales(c, node, slot: int, count: int) -> str:
+    """A static float array of `count` scales (per channel, or one repeated): the real weights
+    of the backward pass."""
+    return c.floats(np.broadcast_to(c.value(node.inputs[slot]).reshape(-1), (count,)))

@@ -1,6 +1,6 @@
 """MaxPool (1-D and 2-D): the gradient goes to each window's first maximum, recomputed from X.
 On an int8 tensor (a frozen quantized layer; same scale and zero point in and out) the int8
-kernel runs, forward only."""
+kernels run."""
 from . import _window, refuse, register, register_train_op
 
 
@@ -24,8 +24,9 @@ def grad(node, g):
 
 def emit_grad(node, c):
     (dy, x), dx = node.inputs, node.outputs[0]
-    return f"mt_max_pool_grad({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {_window.pool_args(node, c, x)});"
+    kernel = "mt_max_pool_grad_s8" if c.tg.graph.tensors[x].dtype == "int8" else "mt_max_pool_grad"
+    return f"{kernel}({c.ptr(dy)}, {c.ptr(x)}, {c.ptr(dx)}, {_window.pool_args(node, c, x)});"
 
 
 register("MaxPool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, check=check)
-register_train_op("MaxPoolGrad", kernel="pool.h", emit=emit_grad)
+register_train_op("MaxPoolGrad", kernel="pool_s8.h", emit=emit_grad)

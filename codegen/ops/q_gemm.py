@@ -1,8 +1,12 @@
 """QGemm (com.microsoft): int8 Gemm of the frozen layers, Y = alpha * A' B' + C with A' = A or
 A^T, B' = B or B^T; per-tensor A, per-tensor or per-column B scale and zero point; C an int32
-tensor broadcast to (M, N) at scale alpha * a_scale * b_scale. Forward only; the float output
-(no y_scale) is refused."""
-from . import _broadcast, _qlinear, attr, invalid, refuse, register
+tensor broadcast to (M, N) at scale alpha * a_scale * b_scale. The float output (no y_scale)
+is refused; gradients flow to A and C (transA=0)."""
+import numpy as np
+
+from . import _broadcast, _qlinear, attr, invalid, refuse, register, register_train_op
+from .mask import masked
+from .sum_to import reduce_to
 from ._layout import check_flags
 
 A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, C, Y_SCALE, Y_ZP = range(9)
@@ -41,4 +45,28 @@ def emit(node, c):
             f"{attr(node, 'transA', 0)}, {attr(node, 'transB', 0)}, {rq});")
 
 
-register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+def grad(node, g):
+    """Of the masked dY: dA through the real weights (alpha folded into their scales), dC the sum
+    over rows (C broadcast as in the forward)."""
+    if attr(node, "transA", 0):
+        raise refuse(node, "a gradient through QGemm with transA=1")
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    if g.needs(A):
+        g.give(A, g.op("QGemmGradX", [dz, *node.inputs[B:B_ZP + 1]], like=node.inputs[A],
+                       attrs={"transB": attr(node, "transB", 0), "alpha": attr(node, "alpha", 1.0)}))
+    if g.needs(C):
+        g.give(C, reduce_to(g, dz, node.inputs[C]))
+
+
+def emit_grad_x(node, c):
+    """Also QLinearMatMul's (transB=0, per-column scales)."""
+    (dz, b, _, _), da = node.inputs, node.outputs[0]
+    k, n = c.shape(da)[-1], c.shape(dz)[-1]
+    scales = c.floats(attr(node, "alpha", 1.0) * np.broadcast_to(c.value(node.inputs[2]).reshape(-1), (n,)))
+    return (f"mt_gemm_grad_x_s8w({c.ptr(dz)}, {c.ptr(b)}, {_qlinear.zero_points(c, node, 3, n)}, {scales}, "
+            f"{c.ptr(da)}, {c.size(da) // k}, {k}, {n}, {attr(node, 'transB', 0)});")
+
+
+register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, diff_inputs=(A, C), check=check,
+         domain="com.microsoft")
+register_train_op("QGemmGradX", kernel="backward_s8.h", emit=emit_grad_x)

@@ -1,8 +1,10 @@
 """QLinearAdd (com.microsoft): int8 sum of the frozen layers with numpy broadcasting,
 C = (A_scale (A - A_zp) + B_scale (B - B_zp)) / C_scale + C_zp, rounded once (the two
-multipliers share a shift: codegen/requant.py). Forward only."""
+multipliers share a shift: codegen/requant.py). The gradient: the masked dY to both inputs."""
 from .. import requant
 from . import _broadcast, _qlinear, register
+from .mask import masked
+from .sum_to import reduce_to
 
 A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, Y_SCALE, Y_ZP = range(8)
 
@@ -30,5 +32,13 @@ def emit(node, c):
             f"{c.size(y)}, {q});")
 
 
-register("QLinearAdd", int8=True, kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft",
-         inplace=True)
+def grad(node, g):
+    """The masked dY to both inputs (reduced where they were broadcast)."""
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    for slot in (A, B):
+        if g.needs(slot):
+            g.give(slot, reduce_to(g, dz, node.inputs[slot]))
+
+
+register("QLinearAdd", int8=True, kernel="eltwise_s8.h", emit=emit, grad=grad, diff_inputs=(A, B), check=check,
+         domain="com.microsoft", inplace=True)

@@ -1,9 +1,10 @@
 """QLinearAveragePool (com.microsoft): int8 window means (1-D and 2-D, count_include_pad,
 ceil_mode), each window's int32 sum of (x - x_zp) requantized with the multiplier of its tap
-count. NCHW only. Forward only."""
+count. NCHW only. The gradient: the float op's, of the masked dY."""
 from math import prod
 
 from . import _qlinear, _window, attr, register
+from .mask import masked
 from .qlinear_global_average_pool import X, X_ZP, average_requant, check_inputs
 
 
@@ -20,4 +21,12 @@ def emit(node, c):
             f"{average_requant(c, node, counts)});")
 
 
-register("QLinearAveragePool", int8=True, kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+def grad(node, g):
+    """The float AveragePool's gradient, of the masked dY."""
+    attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    g.give(X, g.op("AveragePoolGrad", [dz], like=node.inputs[X], attrs=attrs))
+
+
+register("QLinearAveragePool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, diff_inputs=(X,), check=check,
+         domain="com.microsoft")

@@ -1,10 +1,12 @@
 """QLinearConv (ONNX): the int8 convolution of the frozen layers, 1-D and 2-D, grouped and
 depthwise, per-tensor or per-output-channel weight scale and zero point, optional int32 bias.
-Forward only: frozen layers need no gradient."""
+Its gradient (for a trainable bias or the layers before it) goes through the real weights, one
+dequantized at a time."""
 from math import prod
 
 from ..ir import Node
-from . import _qlinear, _window, attr, conv, register
+from . import _qlinear, _window, attr, conv, register, register_train_op
+from .mask import masked
 
 X, X_SCALE, X_ZP, W, W_SCALE, W_ZP, Y_SCALE, Y_ZP, BIAS = range(9)
 
@@ -30,4 +32,23 @@ def emit(node, c):
             f"{win.c()}, {rq});")
 
 
-register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, diff_inputs=(), check=check)
+def grad(node, g):
+    """Of the masked dY (a gradient passes where the int8 output is not at a bound): dX through
+    the real weights, the bias gradient as the float Conv's."""
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    if g.needs(X):
+        g.give(X, g.op("QLinearConvGradX", [dz, *node.inputs[W:W_ZP + 1]], like=node.inputs[X], attrs=node.attrs))
+    if g.needs(BIAS):
+        g.give(BIAS, g.op("ConvGradB", [dz], like=node.inputs[BIAS]))
+
+
+def emit_grad_x(node, c):
+    (dz, w, _, _), dx = node.inputs, node.outputs[0]
+    (n, ch), m = c.shape(dx)[:2], c.shape(w)[0]
+    win = _window.window(node, c.shape(dx), c.shape(w)[2:])
+    return (f"mt_conv_grad_x_s8w({c.ptr(dz)}, {c.ptr(w)}, {_qlinear.zero_points(c, node, 3, m)}, "
+            f"{_qlinear.scales(c, node, 2, m)}, {c.ptr(dx)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()});")
+
+
+register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, grad=grad, diff_inputs=(X, BIAS), check=check)
+register_train_op("QLinearConvGradX", kernel="backward_s8.h", emit=emit_grad_x)

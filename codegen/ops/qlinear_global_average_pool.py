@@ -1,10 +1,11 @@
 """QLinearGlobalAveragePool (com.microsoft): each (n, c) plane of int8 values to its mean, the
 int32 sum of (x - x_zp) requantized with real x_scale / (y_scale * plane size). NCHW only
-(channels_last refused). Forward only."""
+(channels_last refused). The gradient: the float op's, of the masked dY."""
 from math import prod
 
 from .. import requant
 from . import _qlinear, attr, invalid, refuse, register
+from .mask import masked
 
 X, X_SCALE, X_ZP, Y_SCALE, Y_ZP = range(5)  # also QLinearAveragePool's inputs
 
@@ -39,5 +40,11 @@ def emit(node, c):
             f"{shape[0] * shape[1]}, {count}, {average_requant(c, node, [count])});")
 
 
-register("QLinearGlobalAveragePool", int8=True, kernel="pool_s8.h", emit=emit, diff_inputs=(), check=check,
-         domain="com.microsoft")
+def grad(node, g):
+    """The masked dY spread over each plane, as the float op's."""
+    x = node.inputs[X]
+    g.give(X, g.op("GlobalAveragePoolGrad", [masked(g, node.outputs[0], "QuantizedMask")], like=x))
+
+
+register("QLinearGlobalAveragePool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, diff_inputs=(X,),
+         check=check, domain="com.microsoft")

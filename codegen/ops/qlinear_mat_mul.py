@@ -1,9 +1,10 @@
 """QLinearMatMul (ONNX): int8 matrix product of the frozen layers. a (..., M, K) with a
 per-tensor scale; b (K, N), per-tensor or per-column scale and zero point, or b (..., K, N)
-with a's batch dims and a per-tensor scale. Forward only."""
+with a's batch dims and a per-tensor scale. The gradient flows to a (b 2-D)."""
 from math import prod
 
 from . import _qlinear, refuse, register
+from .mask import masked
 
 A, A_SCALE, A_ZP, B, B_SCALE, B_ZP, Y_SCALE, Y_ZP = range(8)
 
@@ -32,4 +33,12 @@ def emit(node, c):
             f"{rq});")
 
 
-register("QLinearMatMul", int8=True, kernel="gemm_s8.h", emit=emit, diff_inputs=(), check=check)
+def grad(node, g):
+    """dA of the masked dY through the real b, as QGemm's (b 2-D: the rows of a are independent)."""
+    if len(g.shape(node.inputs[B])) > 2:
+        raise refuse(node, "a gradient through QLinearMatMul with a batched b")
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    g.give(A, g.op("QGemmGradX", [dz, *node.inputs[B:B_ZP + 1]], like=node.inputs[A], attrs={"transB": 0}))
+
+
+register("QLinearMatMul", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, check=check)

@@ -62,4 +62,27 @@ static inline void mt_global_avg_pool_s8(const int8_t *X, int32_t zx, int8_t *Y,
     }
 }
 
+/* dX (P, h, w) = dY (P, oh, ow) routed to each window's first largest int8 input (the float
+ * kernel's rule; same scale in and out, so nothing saturates and no mask is needed). */
+MT_SPECIALIZE void mt_max_pool_grad_s8(const float *dY, const int8_t *X, float *dX, int P, mt_window g)
+{
+    int p, oh, ow, i, j;
+    memset(dX, 0, (size_t)P * g.h * g.w * sizeof(float));
+    for (p = 0; p < P; ++p) {
+        const int8_t *x = X + (size_t)p * g.h * g.w;
+        for (oh = 0; oh < g.oh; ++oh) {
+            for (ow = 0; ow < g.ow; ++ow) {
+                const mt_taps t = mt_window_at(&g, oh, ow);
+                int best = -1, m = -129;
+                for (i = t.i0; i < t.i1; ++i) {
+                    const int row = mt_tap_offset(&g, &t, i);
+                    for (j = 0; j < t.j1 - t.j0; ++j)
+                        if (x[row + j * g.dw] > m) m = x[best = row + j * g.dw];
+                }
+                if (best >= 0) dX[(size_t)p * g.h * g.w + best] += dY[((size_t)p * g.oh + oh) * g.ow + ow];
+            }
+        }
+    }
+}
+
 #endif
