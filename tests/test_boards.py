@@ -83,6 +83,27 @@ def cnn_model(tmp_path_factory):
     return tmp / "cnn", x.reshape(SAMPLES, 1, 8, 8), y
 
 
+@pytest.fixture(scope="module")
+def qcnn_model(cnn_model):
+    """The small CNN quantized by onnxruntime (QDQ, int8 per-channel): the frozen conv runs in
+    int8, the head trains in float and the conv's bias in float through the int8 layer."""
+    ortq = pytest.importorskip("onnxruntime.quantization", reason="onnxruntime (a dev extra) quantizes the model")
+    build, x, y = cnn_model
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": x[i:i + BATCH]} for i in range(0, 64, BATCH)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantized = build.parent / "qcnn.onnx"
+    ortq.quantize_static(str(build.parent / "cnn.onnx"), str(quantized), Reader(), quant_format=ortq.QuantFormat.QDQ,
+                         per_channel=True, activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8)
+    codegen.generate(quantized, build.parent / "qcnn", loss="cross_entropy", lr=0.05, train_last=1, train_bias_last=2)
+    return build.parent / "qcnn", x, y
+
+
 def host_training(model):
     """The same batches, in the same order, through the cffi host build: per-epoch mean loss
     (float32 sum over the steps / steps, as the harness computes it), accuracy, final weights."""
@@ -110,6 +131,11 @@ def cnn_host(cnn_model):
     return host_training(cnn_model)
 
 
+@pytest.fixture(scope="module")
+def qcnn_host(qcnn_model):
+    return host_training(qcnn_model)
+
+
 def train_on(model, target: str) -> tuple[firmware.Report, qemu.RunResult]:
     build, x, y = model
     firmware.build(build, target, x, y, EPOCHS)
@@ -120,12 +146,12 @@ def train_on(model, target: str) -> tuple[firmware.Report, qemu.RunResult]:
     return report, result
 
 
-@pytest.mark.parametrize("target", BOARDS)
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("target, kind", [(t, k) for t in BOARDS for k in ("mlp", "cnn")]
+                         + [("cortex-m4f", "qcnn"), ("rv32imafc", "qcnn")])
 def test_firmware_trains_like_host(request, kind, target):
     need(target)
-    model = request.getfixturevalue("model" if kind == "mlp" else "cnn_model")
-    host = request.getfixturevalue("host" if kind == "mlp" else "cnn_host")
+    model = request.getfixturevalue("model" if kind == "mlp" else f"{kind}_model")
+    host = request.getfixturevalue("host" if kind == "mlp" else f"{kind}_host")
     report, result = train_on(model, target)
     losses, accuracy, params = host
     print(f"{kind} on {target}: losses {report.losses} (host {losses}), max |w - host| "
