@@ -21,7 +21,7 @@ import numpy as np
 
 from . import ops
 from .autodiff import requires_grad
-from .errors import ModelError, UnsupportedError
+from .errors import McutrainError, ModelError, UnsupportedError
 from .ir import ACT, CONST, FROZEN, PARAM, TRAIN_DOMAIN, Graph, Node, Quantized, Tensor
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -185,10 +185,24 @@ class _Lowering:
             raise UnsupportedError(f"bias '{name}' does not fit int32 at scale input scale x weight scale")
         return self.const(f"{name}_quantized", q.astype(np.int32), FROZEN)
 
+    def _runs(self, new: Node, gradient: bool) -> bool:
+        """The int8 op exists, has a gradient rule if one must pass, and takes these operands
+        (e.g. no int32 overflow); otherwise the layer stays float."""
+        op = ops.REGISTRY.get((new.domain, new.op))
+        if op is None or gradient and op.grad is None:
+            return False
+        try:
+            ops.check_dtypes(new, self.graph)
+            if op.check:
+                op.check(new, self.graph)
+        except McutrainError:
+            return False
+        return True
+
     def replace(self, node: Node, q: Node, op: str, inputs: list[str], domain: str = "", attrs=None) -> bool:
         """False, changing nothing, when `op` has no int8 kernel here."""
         new = Node(op, inputs, [q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name, domain)
-        if (domain, op) not in ops.REGISTRY or self.carries_gradient.intersection(node.inputs) and ops.lookup(new).grad is None:
+        if not self._runs(new, gradient=bool(self.carries_gradient.intersection(node.inputs))):
             self.before.pop(id(node), None)
             return False
         self.replaced[id(node)] = new
@@ -210,12 +224,12 @@ def _gemm(lw: _Lowering, node: Node, q: Node) -> bool:
     a = node.attrs
     x, w = lw.int8_input(node.inputs[0]), lw.frozen_weight(node.inputs[1])
     c = node.inputs[2] if len(node.inputs) > 2 else ""
-    if x is None or w is None or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 \
+    if x is None or w is None or a.get("transA", 0) or a.get("beta", 1.0) != 1.0 \
             or (c and len(lw.graph.shape(c)) != 1) \
             or w.quant.scale.size != 1 and w.quant.axis != (0 if a.get("transB", 0) else 1):
         return False
     return lw.replace(node, q, "QGemm", [*x, *lw.weight(w), lw.bias(node, c, x[1], w), *q.inputs[1:3]], MS,
-               {"transB": a.get("transB", 0)})
+                      {"transB": a.get("transB", 0), "alpha": a.get("alpha", 1.0)})
 
 
 def _matmul(lw: _Lowering, node: Node, q: Node) -> bool:
@@ -253,6 +267,16 @@ def _global_average(lw: _Lowering, node: Node, q: Node) -> bool:
     return True
 
 
+def _average(lw: _Lowering, node: Node, q: Node) -> bool:
+    x = lw.int8_input(node.inputs[0])
+    return x is not None and lw.replace(node, q, "QLinearAveragePool", [*x, *q.inputs[1:3]], MS)
+
+
+def _concat(lw: _Lowering, node: Node, q: Node) -> bool:
+    xs = [lw.int8_input(i) for i in node.inputs]
+    return all(xs) and lw.replace(node, q, "QLinearConcat", [*q.inputs[1:3], *(t for x in xs for t in x)], MS)
+
+
 def _same_scale(lw: _Lowering, node: Node, q: Node) -> bool:
     """Max pooling and views commute with quantization when input and output scales are equal."""
     x = lw.int8_input(node.inputs[0])
@@ -263,7 +287,7 @@ def _same_scale(lw: _Lowering, node: Node, q: Node) -> bool:
 
 
 LOWERINGS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "GlobalAveragePool": _global_average,
-             "ReduceMean": _global_average, "MaxPool": _same_scale, "Reshape": _same_scale,
+             "ReduceMean": _global_average, "AveragePool": _average, "Concat": _concat, "MaxPool": _same_scale, "Reshape": _same_scale,
              "Flatten": _same_scale, "Squeeze": _same_scale, "Unsqueeze": _same_scale}
 
 

@@ -1,11 +1,14 @@
 """QLinearConcat (com.microsoft): concatenation of int8 tensors along `axis`, each input
 requantized from its own scale and zero point to the output's (real = s_in / s_y). Inputs:
-Y_scale, Y_zero_point, then (tensor, scale, zero point) per input. Forward only."""
+Y_scale, Y_zero_point, then (tensor, scale, zero point) per input. The gradient: Concat's, of
+the masked dY."""
 from itertools import accumulate
 from math import prod
 
-from . import _qlinear, invalid, register
-from .concat import axis_of
+from . import _qlinear, invalid, refuse, register
+from ..ir import Node
+from .concat import MAX_INPUTS, axis_of, offsets
+from .mask import masked
 
 Y_SCALE, Y_ZP = 0, 1
 
@@ -14,6 +17,8 @@ def check(node, graph):
     if len(node.inputs) < 5 or (len(node.inputs) - 2) % 3:
         raise invalid(node, f"{len(node.inputs)} inputs (Y_scale, Y_zero_point, then triples of tensor, scale, "
                             "zero point)")
+    if len(node.inputs[2::3]) > MAX_INPUTS:
+        raise refuse(node, f"more than {MAX_INPUTS} inputs")
     slots = range(2, len(node.inputs))
     _qlinear.check_tensors(node, graph, data=slots[::3], scales=(Y_SCALE, *slots[1::3]),
                            zero_points=(Y_ZP, *slots[2::3]))
@@ -41,4 +46,16 @@ def emit(node, c):
     return "\n    ".join(calls)
 
 
-register("QLinearConcat", int8=True, kernel="eltwise_s8.h", emit=emit, diff_inputs=(), check=check, domain="com.microsoft")
+def grad(node, g):
+    """The masked dY (an input rescaled to the output's scale may saturate), cut back into the
+    inputs as Concat's gradient."""
+    dz = masked(g, node.outputs[0], "QuantizedMask")
+    axis = axis_of(node, len(g.shape(node.outputs[0])))
+    datas = Node("Concat", node.inputs[2::3], node.outputs)
+    for slot, offset in zip(range(2, len(node.inputs), 3), offsets(datas, g.shape, axis)):
+        if g.needs(slot):
+            g.give(slot, g.op("ConcatGrad", [dz], like=node.inputs[slot], attrs={"axis": axis, "offset": offset}))
+
+
+register("QLinearConcat", int8=True, kernel="eltwise_s8.h", emit=emit, grad=grad,
+         diff_inputs=tuple(range(2, 2 + 3 * MAX_INPUTS, 3)), check=check, domain="com.microsoft")

@@ -6,13 +6,14 @@
 #include "pool.h"
 
 /* The int32 bias of a trainable float bias B at scale S (input scale x weight scale, per
- * channel): round half to even, saturated (a NaN gives INT32_MIN). */
+ * channel): round half to even, saturated at +-2^30 (codegen/ops/_qlinear.py BIAS_LIMIT: the
+ * int8 sums fit beside it; a NaN gives -2^30). */
 static inline void mt_quantize_bias(const float *B, const float *S, int32_t *Q, int n)
 {
     int i;
     for (i = 0; i < n; ++i) {
         const float v = rintf(B[i] / S[i]);
-        Q[i] = v >= 2147483648.0f ? INT32_MAX : v >= -2147483648.0f ? (int32_t)v : INT32_MIN;
+        Q[i] = v >= 1073741824.0f ? 1073741824 : v >= -1073741824.0f ? (int32_t)v : -1073741824;
     }
 }
 
