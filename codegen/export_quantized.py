@@ -1,0 +1,69 @@
+"""Trained parameters back into a quantized (QDQ) source model, in the form that makes onnxruntime
+compute what the C computes. There a parameter is the output of a DequantizeLinear of a constant
+(codegen/quantized.py, recognize), named as its float tensor.
+
+- The bias of a layer with a frozen int8 weight and an int8 input: the C adds the int32 bias
+  rintf(b / S), S = float32(x_scale * w_scale[c]), saturated (mt_quantize_bias). Those integers
+  replace the bias's int32 constant when its scale is S and its zero point 0 (as onnxruntime and
+  `--calibration` write it), so onnxruntime adds the same integers and still runs the layer in int8.
+- Anything else (a trained weight, the bias of a layer whose weight trains, a bias stored at another
+  scale): a float initializer in place of its DequantizeLinear; the layer then runs in float between
+  its activations' Q/DQ, as it does in the C.
+Scales and zero points never change; those only a replaced DequantizeLinear read are dropped."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+BIASED = ("Conv", "Gemm")  # the layers whose input 2 the int8 kernels add as an int32 bias
+
+
+def write_back(graph: onnx.GraphProto, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Put the parameters that are dequantized constants of `graph` into it; returns the others."""
+    inits = {i.name: i for i in graph.initializer}
+    dequantized = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    by_source = {n.input[0]: n for n in dequantized.values()}
+    # quantized._float_name: the DequantizeLinear's output, or its source without "_quantized"
+    found = {p: dequantized.get(p) or by_source.get(f"{p}_quantized") for p in params if p not in inits}
+    found = {p: dq for p, dq in found.items() if dq is not None}
+    trained = {id(dq) for dq in found.values()}
+    for name, dq in found.items():
+        value = np.asarray(params[name], np.float32)
+        if not _int32_bias(graph, inits, dq, value, trained):
+            _to_float(graph, dq, name, value)
+    return {p: v for p, v in params.items() if p not in found}
+
+
+def _int32_bias(graph, inits, dq, value: np.ndarray, trained: set[int]) -> bool:
+    """Store `value` as the int32 bias the C's int8 layer adds; False where that layer is not one."""
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = [n for n in graph.node if dq.output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type not in BIASED or list(readers[0].input[2:3]) != [dq.output[0]]:
+        return False
+    x, w = (producer.get(i) for i in readers[0].input[:2])
+    if any(n is None or n.op_type != "DequantizeLinear" for n in (x, w)) \
+            or x.input[0] in inits or w.input[0] not in inits or id(w) in trained:
+        return False
+    q, scale, x_scale, w_scale = (numpy_helper.to_array(inits[i]) for i in (*dq.input[:2], x.input[1], w.input[1]))
+    zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else 0
+    s = np.broadcast_to(x_scale * w_scale, value.shape).astype(np.float32)
+    if q.dtype != np.int32 or np.any(zero) or not np.array_equal(np.broadcast_to(scale, value.shape), s):
+        return False
+    rounded = np.rint(value / s).astype(np.float64)  # float32 division and rounding, as rintf(B[i] / S[i])
+    ints = np.clip(rounded, -2.0**31, 2.0**31 - 1).astype(np.int32)
+    inits[dq.input[0]].CopyFrom(numpy_helper.from_array(ints.reshape(q.shape), dq.input[0]))
+    return True
+
+
+def _to_float(graph, dq, name: str, value: np.ndarray) -> None:
+    """Replace the DequantizeLinear by the float initializer `name`; drop what only it read."""
+    graph.node.remove(dq)
+    for node in graph.node:
+        node.input[:] = [name if i == dq.output[0] else i for i in node.input]
+    for info in [v for v in graph.value_info if v.name == dq.output[0]]:
+        graph.value_info.remove(info)
+    read = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name in dq.input and i.name not in read]:
+        graph.initializer.remove(init)
+    graph.initializer.append(numpy_helper.from_array(value, name))
