@@ -220,10 +220,36 @@ def _pin_dims(inp: onnx.ValueInfoProto, batch: int | None) -> None:
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        return shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as e:
-        raise ShapeError(f"shape inference failed ({_why(e)}); fix the shapes it names") from None
+    """onnx's shape inference, with the shape rules of ops it does not know (OpDef.shape) applied
+    in between until every output it can reach has a shape."""
+    while True:
+        try:
+            model = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        except Exception as e:
+            raise ShapeError(f"shape inference failed ({_why(e)}); fix the shapes it names") from None
+        if not _contrib_shapes(model):
+            return model
+
+
+def _contrib_shapes(model: onnx.ModelProto) -> bool:
+    """Add value_info for the outputs of non-standard ops whose inputs have shapes; True if any."""
+    types = {vi.name: vi.type.tensor_type for vi in (*model.graph.value_info, *model.graph.input, *model.graph.output)
+             if vi.type.tensor_type.HasField("shape")}
+    known = {i.name: (tuple(i.dims), _np_dtype(i.data_type)) for i in model.graph.initializer}
+    known.update({n: (tuple(d.dim_value for d in t.shape.dim), _np_dtype(t.elem_type)) for n, t in types.items()
+                  if all(d.HasField("dim_value") for d in t.shape.dim)})
+    added = False
+    for node in model.graph.node:
+        op = ops.REGISTRY.get((node.domain, node.op_type)) if node.domain not in ("", "ai.onnx") else None
+        if op is None or op.shape is None or node.output[0] in known or any(i and i not in known for i in node.input):
+            continue
+        ir_node = Node(node.op_type, list(node.input), list(node.output),
+                       {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}, node.name, node.domain)
+        shape, dtype = op.shape(ir_node, *zip(*(known.get(i, (None, None)) for i in node.input)))
+        model.graph.value_info.append(onnx.helper.make_tensor_value_info(
+            node.output[0], onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), list(shape)))
+        added = True
+    return added
 
 
 def _fold_constants(model: onnx.ModelProto):

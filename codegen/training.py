@@ -122,7 +122,10 @@ def _biases(graph: Graph) -> list[str]:
 def select_trainable(graph: Graph, sel: Selection) -> list[str]:
     names = [t.name for t in graph.of_role(PARAM)]
     if not names:
-        raise OptionError("the model has no float parameters (initializers) to train")
+        hint = ("; its quantized layers keep their weights as integers (the QOperator form): quantize it in "
+                "QDQ form (onnxruntime QuantFormat.QDQ) to train them") if any(n.op.startswith("QLinear") or
+                                                                              n.op == "QGemm" for n in graph.nodes) else ""
+        raise OptionError(f"the model has no float parameters (initializers) to train{hint}")
 
     def matching(pattern):
         hits = {n for n in names if fnmatchcase(n, pattern)}

@@ -303,3 +303,23 @@ def test_bias_training_on_int8_layers_follows_fake_quant_reference(qdq, tmp_path
     for name, value in trainer.get_params().items():
         np.testing.assert_allclose(value, leaves[name].detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
+
+def test_qoperator_form_runs_like_onnxruntime(qdq, tmp_path):
+    """The QOperator form of the same model (QLinearConv, com.microsoft QLinearAdd/QGemm/...: shapes
+    from their own rules) predicts like onnxruntime; training it needs the QDQ form, and says so."""
+    qop = str(tmp_path / "qop.onnx")
+    ortq.quantize_static(qdq.replace("q.onnx", "float.onnx"), qop, _Reader(), quant_format=ortq.QuantFormat.QOperator,
+                         per_channel=True, activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8)
+    with pytest.raises(codegen.errors.OptionError, match="quantize it in QDQ form"):
+        codegen.generate(qop, tmp_path / "b", loss="cross_entropy", batch=1)
+    model = onnx.load(qop)  # a float parameter after the int8 output makes it a trainer
+    g = model.graph
+    g.initializer.append(numpy_helper.from_array(np.zeros((1, 4), np.float32), "zero"))
+    g.node.append(helper.make_node("Add", ["y", "zero"], ["z"]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["batch", 4]))
+    onnx.save(model, str(tmp_path / "wrapped.onnx"))
+    trainer = compile_model(tmp_path / "wrapped.onnx", tmp_path / "w", loss="mse", batch=4)
+    x = inputs(4, 7)
+    assert np.abs(trainer.predict(x) - onnxruntime(qop, x)).max() <= output_scale(qdq) * 1.001
+

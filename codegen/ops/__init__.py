@@ -25,6 +25,9 @@ class OpDef:
     bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
     inplace: bool = False  # elementwise: output may overwrite an input of the same size
     int8: bool = False  # reads int8 data (QOperator ops, MaxPool, DequantizeLinear); others read float
+    # Ops onnx's shape inference does not know (onnxruntime's com.microsoft ops): (node, [input
+    # shapes], [input numpy dtypes]) -> (output shape, numpy dtype), an absent input's as None.
+    shape: Callable | None = None
     # (node, c, scale, keep) -> C computing out = keep * out + scale * result: lets a parameter's
     # gradient be applied as an SGD update directly (scale = -lr, keep = 1 - lr * weight_decay).
     emit_update: Callable | None = None

@@ -67,6 +67,11 @@ def emit_grad_x(node, c):
             f"{c.ptr(da)}, {c.size(da) // k}, {k}, {n}, {attr(node, 'transB', 0)});")
 
 
-register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, diff_inputs=(A, C), check=check,
+def shape(node, shapes, dtypes):
+    a, b = shapes[A], shapes[B]
+    rows, cols = a[1] if attr(node, "transA", 0) else a[0], b[0] if attr(node, "transB", 0) else b[1]
+    return (rows, cols), dtypes[Y_ZP] if len(dtypes) > Y_ZP and dtypes[Y_ZP] is not None else np.float32
+
+register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, diff_inputs=(A, C), check=check, shape=shape,
          domain="com.microsoft")
 register_train_op("QGemmGradX", kernel="backward_s8.h", emit=emit_grad_x)

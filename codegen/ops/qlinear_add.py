@@ -1,6 +1,8 @@
 """QLinearAdd (com.microsoft): int8 sum of the frozen layers with numpy broadcasting,
 C = (A_scale (A - A_zp) + B_scale (B - B_zp)) / C_scale + C_zp, rounded once (the two
 multipliers share a shift: codegen/requant.py). The gradient: the masked dY to both inputs."""
+import numpy as np
+
 from .. import requant
 from . import _broadcast, _qlinear, register
 from .mask import masked
@@ -40,5 +42,8 @@ def grad(node, g):
             g.give(slot, reduce_to(g, dz, node.inputs[slot]))
 
 
+def shape(node, shapes, dtypes):
+    return np.broadcast_shapes(shapes[A], shapes[B]), dtypes[Y_ZP] if len(dtypes) > Y_ZP and dtypes[Y_ZP] else dtypes[A]
+
 register("QLinearAdd", int8=True, kernel="eltwise_s8.h", emit=emit, grad=grad, diff_inputs=(A, B), check=check,
-         domain="com.microsoft", inplace=True)
+         shape=shape, domain="com.microsoft", inplace=True)

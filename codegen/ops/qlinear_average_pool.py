@@ -28,5 +28,10 @@ def grad(node, g):
     g.give(X, g.op("AveragePoolGrad", [dz], like=node.inputs[X], attrs=attrs))
 
 
+def shape(node, shapes, dtypes):
+    x = shapes[X]
+    win = _window.window(node, x, attr(node, "kernel_shape"), bool(attr(node, "ceil_mode", 0)))
+    return (*x[:2], *win.out), dtypes[X]
+
 register("QLinearAveragePool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, diff_inputs=(X,), check=check,
-         domain="com.microsoft")
+         shape=shape, domain="com.microsoft")

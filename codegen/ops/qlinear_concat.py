@@ -57,5 +57,10 @@ def grad(node, g):
             g.give(slot, g.op("ConcatGrad", [dz], like=node.inputs[slot], attrs={"axis": axis, "offset": offset}))
 
 
+def shape(node, shapes, dtypes):
+    datas = shapes[2::3]
+    axis = axis_of(node, len(datas[0]))
+    return (*datas[0][:axis], sum(s[axis] for s in datas), *datas[0][axis + 1:]), dtypes[Y_ZP]
+
 register("QLinearConcat", int8=True, kernel="eltwise_s8.h", emit=emit, grad=grad,
-         diff_inputs=tuple(range(2, 2 + 3 * MAX_INPUTS, 3)), check=check, domain="com.microsoft")
+         diff_inputs=tuple(range(2, 2 + 3 * MAX_INPUTS, 3)), check=check, shape=shape, domain="com.microsoft")

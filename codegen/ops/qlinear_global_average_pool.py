@@ -46,5 +46,9 @@ def grad(node, g):
     g.give(X, g.op("GlobalAveragePoolGrad", [masked(g, node.outputs[0], "QuantizedMask")], like=x))
 
 
-register("QLinearGlobalAveragePool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, diff_inputs=(X,),
-         check=check, domain="com.microsoft")
+def shape(node, shapes, dtypes):
+    x = shapes[X]
+    return (*x[:2], *(1,) * (len(x) - 2)), dtypes[X]
+
+register("QLinearGlobalAveragePool", int8=True, kernel="pool_s8.h", emit=emit, grad=grad, diff_inputs=(X,), check=check,
+         shape=shape, domain="com.microsoft")
