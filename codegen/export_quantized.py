@@ -3,7 +3,7 @@ compute what the C computes. There a parameter is the output of a DequantizeLine
 (codegen/quantized.py, recognize), named as its float tensor.
 
 - The bias of a layer with a frozen int8 weight and an int8 input: the C adds the int32 bias
-  rintf(b / S), S = float32(x_scale * w_scale[c]), saturated (mt_quantize_bias). Those integers
+  rintf(b / S), S = float32(x_scale * w_scale[c]), saturated at +-BIAS_LIMIT (mt_quantize_bias). Those integers
   replace the bias's int32 constant when its scale is S and its zero point 0 (as onnxruntime and
   `--calibration` write it), so onnxruntime adds the same integers and still runs the layer in int8.
 - Anything else (a trained weight, the bias of a layer whose weight trains, a bias stored at another
@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from .ops._qlinear import BIAS_LIMIT
 
 BIASED = ("Conv", "Gemm")  # the layers whose input 2 the int8 kernels add as an int32 bias
 
@@ -50,8 +52,8 @@ def _int32_bias(graph, inits, dq, value: np.ndarray, trained: set[int]) -> bool:
     s = np.broadcast_to(x_scale * w_scale, value.shape).astype(np.float32)
     if q.dtype != np.int32 or np.any(zero) or not np.array_equal(np.broadcast_to(scale, value.shape), s):
         return False
-    rounded = np.rint(value / s).astype(np.float64)  # float32 division and rounding, as rintf(B[i] / S[i])
-    ints = np.clip(rounded, -2.0**31, 2.0**31 - 1).astype(np.int32)
+    rounded = np.nan_to_num(np.rint(value / s), nan=-BIAS_LIMIT)  # float32, as rintf(B[i] / S[i]); NaN: -limit
+    ints = np.clip(rounded, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
     inits[dq.input[0]].CopyFrom(numpy_helper.from_array(ints.reshape(q.shape), dq.input[0]))
     return True
 

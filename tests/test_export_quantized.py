@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import codegen
 from codegen import calibrate, export, loader, manifest
 from codegen.cli import app
+from codegen.ops._qlinear import BIAS_LIMIT
 from helpers import export_torch
 from test_quantized import SHAPE, Net, inputs, onnxruntime, qdq  # noqa: F401 (qdq: the fixture)
 
@@ -90,15 +91,15 @@ def test_export_runs_in_onnxruntime_as_the_c(qdq, tmp_path, selection):
             np.testing.assert_array_equal(numpy_helper.to_array(out[name]), params[name])
 
 def test_int32_bias_saturates_and_initial_params(calibrated, tmp_path):
-    """A bias beyond int32 at its scale saturates as mt_quantize_bias does; a quantized build's
+    """A bias beyond BIAS_LIMIT at its scale (or NaN) saturates as mt_quantize_bias does; a quantized build's
     weights as generated (`delta`'s default base) are the dequantized constants the C starts from."""
     trainer = trained(tmp_path / "b", model=calibrated / "q.onnx", train_bias_last=1)
     start = export.initial_params(tmp_path / "b", manifest.read(tmp_path / "b"))
     np.testing.assert_array_equal(start["fc.bias"], codegen.load_host(tmp_path / "b").get_params()["fc.bias"])
-    huge = np.array([1e30, -1e30, 0, 0], np.float32)
+    huge = np.array([1e30, -1e30, np.nan, 0], np.float32)
     export.export_onnx(tmp_path / "b", {**trainer.get_params(), "fc.bias": huge}, tmp_path / "e.onnx")
     ints = numpy_helper.to_array(_initializers(tmp_path / "e.onnx")["fc.bias_quantized"])
-    assert ints.tolist() == [2**31 - 1, -2**31, 0, 0]
+    assert ints.tolist() == [BIAS_LIMIT, -BIAS_LIMIT, -BIAS_LIMIT, 0]
 
 
 def test_calibrated_build_exports(calibrated, tmp_path):
