@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codegen  # noqa: E402
+from benchmarks import int8_fit  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
 from codegen import api, blob, firmware, qemu, training  # noqa: E402
 from codegen.errors import FitError  # noqa: E402
@@ -134,6 +135,33 @@ def digits_on_boards():
     return (*counts, ram, flash, dataset)
 
 
+@cache
+def _int8_fit() -> dict[str, dict[str, dict]]:
+    folder = _workdir() / "int8_fit"
+    folder.mkdir(exist_ok=True)
+    return int8_fit.figures(folder)
+
+
+def int8_fit_table():
+    """Arena, parameters + state, their sum and the frozen weights of each int8_fit row."""
+    return tuple(n for kinds in _int8_fit().values() for m in kinds.values()
+                 for n in (m["arena_bytes"], m["param_bytes"] + m["optimizer_state_bytes"], int8_fit.ram(m),
+                           m["frozen_bytes"]))
+
+
+def int8_fit_board():
+    """The int8 MobileNetV2 on nrf52840: RAM without the harness's parameter copy, flash,
+    instructions of its training step under QEMU."""
+    _int8_fit()
+    model = int8_fit.MODELS[0]
+    size, room, run = int8_fit.run_on_board(_workdir() / "int8_fit" / f"{model.name}_int8", model.sample)
+    assert run.code == 0 and run.work, run.output[-2000:]
+    return size["ram"] - room, size["flash"], round(run.work.per_step)
+
+
+INT8_ROWS = " ".join(rf"\| {model} \| {kind} \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|"
+                     for model in (r"MobileNetV2-0\.35, 96x96x3", r"DS-CNN, 49x10") for kind in ("float32", "int8"))
+
 FIGURES = [
     Figure("digits MLP arena (batch 1, naive KB, accumulated batch 32)",
            r"trains at batch 1 in a\s+([\d,]+)-byte arena \(([\d,]+) KB without reuse\), and at batch 32\s+"
@@ -153,6 +181,11 @@ FIGURES = [
            r"per training step ([\d,]+) \(cortex-m4f\), ([\d,]+) \(cortex-m3, soft float\), ([\d,]+) "
            r"\(rv32imafc\);\s+static RAM ([\d,]+) B on Cortex-M4F[\s\S]*?flash ([\d,]+) B of which ([\d,]+) B is",
            digits_on_boards, boards=True),
+    Figure("int8 fit (arena, params + state, RAM, frozen weights: MobileNetV2 float/int8, DS-CNN float/int8)",
+           INT8_ROWS, int8_fit_table),
+    Figure("int8 MobileNetV2 on nrf52840 (RAM, flash, instructions per step)",
+           r"it takes RAM ([\d,]+) B and flash ([\d,]+) B, and a training step runs under QEMU \(([\d,]+) "
+           r"instructions", int8_fit_board, boards=True),
 ]
 
 
