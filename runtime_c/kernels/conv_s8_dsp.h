@@ -1,0 +1,225 @@
+/* mt_conv_s8 on cores with the DSP extension (Cortex-M4/M7/M33), included by conv_s8.h: SMLAD
+ * multiplies two int16 pairs and adds both products to an accumulator, two MACs in one
+ * instruction. Integer sums, so the same results as the portable code in any order.
+ * - 1x1 kernels (pointwise; any stride, padding, groups): the (x - zx) of two output pixels'
+ *   channels are packed once into int16 values on the stack, the same layout as the weights
+ *   (WP), then each pair of output channels takes them: 2 channels x 2 pixels, 8 SMLAD per four
+ *   64-bit loads (LDRD).
+ * - depthwise 3x3, stride 1, undilated: inside the padding, two adjacent output pixels read
+ *   4 input bytes per kernel row, SXTB16 splits them into the pairs (x0, x2) and (x1, x3) that
+ *   meet the packed (w0, w2); w1 takes a single MAC. zx is folded into the bias as zx * sum(w);
+ *   the border pixels (with padding taps) go through mt_conv_s8_pixel.
+ * Other shapes return 0: conv_s8.h's per-pixel code runs them. */
+#ifndef MT_CONV_S8_DSP_H
+#define MT_CONV_S8_DSP_H
+#include <arm_acle.h>
+
+/* Channels of a group the 1x1 path packs on the stack (2 pixels x 256 int16: 1 KiB). */
+#define MT_S8_PACK_CHANNELS 256
+
+/* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]). */
+static inline uint32_t mt_s8_pair(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16);
+}
+
+/* The low and high words of a packed int64: two pairs of int16. */
+static inline int32_t mt_s8_lo(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
+static inline int32_t mt_s8_hi(int64_t v) { return (int32_t)(uint32_t)((uint64_t)v >> 32); }
+
+/* x - zx of channel c of the input pixel at offset o of the plane; 0 for padding (o < 0) and
+ * channels past cg. */
+static inline int32_t mt_s8_tap(const int8_t *x, int plane, int cg, int o, int c, int32_t zx)
+{
+    return o < 0 || c >= cg ? 0 : x[o + (size_t)c * plane] - zx;
+}
+
+/* The cg channels of the input pixel at offset o, packed like a weight row, into every other
+ * int64 of out (two pixels interleave). */
+static inline void mt_s8_pack(const int8_t *x, int plane, int cg, int o, int32_t zx, int64_t *out)
+{
+    int c;
+    for (c = 0; c < cg; c += 4) {
+        const uint32_t lo = mt_s8_pair(mt_s8_tap(x, plane, cg, o, c, zx), mt_s8_tap(x, plane, cg, o, c + 1, zx));
+        const uint32_t hi = mt_s8_pair(mt_s8_tap(x, plane, cg, o, c + 2, zx), mt_s8_tap(x, plane, cg, o, c + 3, zx));
+        out[c / 2] = (int64_t)((uint64_t)hi << 32 | lo);
+    }
+}
+
+/* Plane offset of the input tap of output pixel p of a 1x1 window, -1 in the padding. */
+static inline int mt_s8_1x1_offset(const mt_window *g, int p)
+{
+    const int ih = p / g->ow * g->sh - g->pt, iw = p % g->ow * g->sw - g->pl;
+    return ih >= 0 && ih < g->h && iw >= 0 && iw < g->w ? ih * g->w + iw : -1;
+}
+
+/* acc[2i + j] += pixel j . row i (wa, wb) over n int64 of 4 taps; x interleaves the pixels:
+ * x[2k] pixel 0, x[2k + 1] pixel 1. */
+static inline void mt_s8_dot2x2(const int64_t *MT_RESTRICT x, const int64_t *MT_RESTRICT wa,
+                                const int64_t *MT_RESTRICT wb, int n, int32_t *acc)
+{
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    const int64_t *end = wa + n;
+#define MT_S8_STEP(k)                                                   \
+    do {                                                                \
+        const int64_t s = wa[k], t = wb[k], u = x[2 * (k)], v = x[2 * (k) + 1]; \
+        a0 = __smlad(mt_s8_hi(u), mt_s8_hi(s), __smlad(mt_s8_lo(u), mt_s8_lo(s), a0)); \
+        b0 = __smlad(mt_s8_hi(u), mt_s8_hi(t), __smlad(mt_s8_lo(u), mt_s8_lo(t), b0)); \
+        a1 = __smlad(mt_s8_hi(v), mt_s8_hi(s), __smlad(mt_s8_lo(v), mt_s8_lo(s), a1)); \
+        b1 = __smlad(mt_s8_hi(v), mt_s8_hi(t), __smlad(mt_s8_lo(v), mt_s8_lo(t), b1)); \
+    } while (0)
+    for (; end - wa >= 4; wa += 4, wb += 4, x += 8) { /* unrolled: one compare and branch per 64 MACs */
+        MT_S8_STEP(0);
+        MT_S8_STEP(1);
+        MT_S8_STEP(2);
+        MT_S8_STEP(3);
+    }
+    for (; wa < end; ++wa, ++wb, x += 2) MT_S8_STEP(0);
+#undef MT_S8_STEP
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = b0;
+    acc[3] = b1;
+}
+
+/* One output channel's requantization, read once: the same bits as mt_requant_s8, with the
+ * usual shift of 32 or more taken as the high word of one 64-bit multiply-add (SMLAL). */
+typedef struct {
+    int64_t round;
+    int32_t mult, shift;
+} mt_s8_rq;
+
+static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
+{
+    const int k = q->per_channel ? c : 0;
+    mt_s8_rq r;
+    r.mult = q->mult[k];
+    r.shift = q->shift[k];
+    r.round = (int64_t)1 << (r.shift - 1);
+    return r;
+}
+
+static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
+{
+    const int64_t p = (int64_t)acc * r->mult + r->round;
+    if (r->shift >= 32) { /* |p| < 2^62: v fits 31 bits */
+        const int32_t v = q->zp + ((int32_t)(p >> 32) >> (r->shift - 32));
+        return (int8_t)(v < q->lo ? q->lo : v > q->hi ? q->hi : v);
+    }
+    return mt_saturate_s8(q->zp + (p >> r->shift), q->lo, q->hi);
+}
+
+/* 1x1 kernels, two output pixels (p, p1) x two output channels (m0, m1) at a time; an odd last
+ * pixel or channel is paired with itself (computed twice, stored once). */
+static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int64_t *WP, const int32_t *B, int8_t *Y,
+                                  int N, int C, int M, int G, const mt_window *g, const mt_requant *q)
+{
+    const int cg = C / G, mg = M / G, n64 = (cg + 3) / 4, plane = g->h * g->w, out = g->oh * g->ow;
+    int64_t xp[MT_S8_PACK_CHANNELS / 2];
+    int32_t acc[4];
+    int n, gi, p, j;
+    for (n = 0; n < N; ++n) {
+        for (gi = 0; gi < G; ++gi) {
+            const int8_t *x = X + ((size_t)n * C + (size_t)gi * cg) * plane;
+            for (p = 0; p < out; p += 2) {
+                const int p1 = p + 1 < out ? p + 1 : p;
+                mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, p), zx, xp);
+                mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, p1), zx, xp + 1);
+                for (j = 0; j < mg; j += 2) {
+                    const int m0 = gi * mg + j, m1 = j + 1 < mg ? m0 + 1 : m0;
+                    const mt_s8_rq r0 = mt_s8_rq_of(q, m0), r1 = mt_s8_rq_of(q, m1);
+                    int8_t *y0 = Y + ((size_t)n * M + m0) * out, *y1 = Y + ((size_t)n * M + m1) * out;
+                    acc[0] = acc[1] = B ? B[m0] : 0;
+                    acc[2] = acc[3] = B ? B[m1] : 0;
+                    mt_s8_dot2x2(xp, WP + (size_t)m0 * n64, WP + (size_t)m1 * n64, n64, acc);
+                    y0[p] = mt_s8_rq_apply(&r0, q, acc[0]);
+                    y0[p1] = mt_s8_rq_apply(&r0, q, acc[1]);
+                    y1[p] = mt_s8_rq_apply(&r1, q, acc[2]);
+                    y1[p1] = mt_s8_rq_apply(&r1, q, acc[3]);
+                }
+            }
+        }
+    }
+}
+
+/* Outputs y[0], y[1] of two adjacent depthwise 3x3 windows whose top-left input is x (row
+ * length w): acc starts at the bias minus zx * sum(w); w02[i] packs taps (i, 0), (i, 2), w1[i] is
+ * tap (i, 1). */
+static inline void mt_s8_dw3x3_pair(const int8_t *x, int w, const int32_t *w02, const int32_t *w1, int32_t acc,
+                                    int32_t *y)
+{
+    int32_t a = acc, c = acc;
+    int i;
+    for (i = 0; i < 3; ++i) {
+        uint32_t u;
+        int32_t even, odd;
+        memcpy(&u, x + i * w, sizeof u);   /* x0..x3 (little-endian) */
+        even = (int32_t)__sxtb16(u);       /* (x0, x2) */
+        odd = (int32_t)__sxtb16(u >> 8);   /* (x1, x3) */
+        a = __smlabb(odd, w1[i], __smlad(even, w02[i], a)); /* x0 w0 + x2 w2 + x1 w1 */
+        c = __smlatb(even, w1[i], __smlad(odd, w02[i], c)); /* x1 w0 + x3 w2 + x2 w1 */
+    }
+    y[0] = a;
+    y[1] = c;
+}
+
+/* One depthwise 3x3 channel m: x, y its planes, wp its packed row, b its bias. */
+static inline void mt_conv_s8_dw3x3_plane(const int8_t *x, int32_t zx, const int64_t *wp, int32_t b, int8_t *y,
+                                          const mt_window *g, const mt_requant *q, int m)
+{
+    /* output rows and columns whose windows lie inside the input: [h0, h1) x [w0, w1) */
+    const int h0 = g->pt, h1 = g->h + g->pt - 2 < g->oh ? g->h + g->pt - 2 : g->oh;
+    const int w0 = g->pl, w1 = g->w + g->pl - 2 < g->ow ? g->w + g->pl - 2 : g->ow;
+    const mt_s8_rq rq = mt_s8_rq_of(q, m);
+    int16_t taps[9];
+    mt_s8_row row = mt_s8_row_of(0, 0, wp, 0, 9), *r = &row;
+    int32_t w02[3], w1s[3], inner = b, acc[2];
+    int i, oh, ow, o;
+    for (i = 0; i < 9; ++i) taps[i] = (int16_t)mt_s8_weight(r, i);
+    row.w16 = taps; /* the border pixels read these */
+    for (i = 0; i < 3; ++i) {
+        w02[i] = (int32_t)mt_s8_pair(mt_s8_weight(r, 3 * i), mt_s8_weight(r, 3 * i + 2));
+        w1s[i] = mt_s8_weight(r, 3 * i + 1);
+        inner -= zx * (mt_s8_weight(r, 3 * i) + w1s[i] + mt_s8_weight(r, 3 * i + 2));
+    }
+    for (oh = 0; oh < g->oh; ++oh) {
+        int8_t *yr = y + oh * g->ow;
+        const int inside = oh >= h0 && oh < h1 && w1 - w0 >= 2;
+        for (ow = 0; ow < g->ow; ++ow) {
+            if (inside && ow == w0) { /* pairs of inner pixels; an odd last pair overlaps the one before */
+                for (o = w0; o < w1; o += 2) {
+                    const int at = o + 2 <= w1 ? o : w1 - 2;
+                    mt_s8_dw3x3_pair(x + (oh - g->pt) * g->w + (at - g->pl), g->w, w02, w1s, inner, acc);
+                    yr[at] = mt_s8_rq_apply(&rq, q, acc[0]);
+                    yr[at + 1] = mt_s8_rq_apply(&rq, q, acc[1]);
+                }
+                ow = w1 - 1;
+                continue;
+            }
+            yr[ow] = mt_s8_rq_apply(&rq, q, b + mt_conv_s8_pixel(x, zx, r, 1, g, oh, ow));
+        }
+    }
+}
+
+/* 1 when the shape has a DSP path (and it ran), 0 for the portable code. */
+static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int64_t *WP, const int32_t *B, int8_t *Y,
+                                 int N, int C, int M, int G, const mt_window *g, const mt_requant *q)
+{
+    const int cg = C / G, plane = g->h * g->w;
+    int n, m;
+    if (g->kh == 1 && g->kw == 1 && cg <= MT_S8_PACK_CHANNELS) {
+        mt_conv_s8_1x1(X, zx, WP, B, Y, N, C, M, G, g, q);
+        return 1;
+    }
+    if (!(g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && cg == 1 && M == G))
+        return 0;
+    for (n = 0; n < N; ++n) {
+        for (m = 0; m < M; ++m) {
+            mt_conv_s8_dw3x3_plane(X + ((size_t)n * C + m) * plane, zx, WP + (size_t)m * 3, B ? B[m] : 0,
+                                   Y + ((size_t)n * M + m) * g->oh * g->ow, g, q, m);
+        }
+    }
+    return 1;
+}
+
+#endif

@@ -1,0 +1,65 @@
+"""The int8 convolution's DSP path (runtime_c/kernels/conv_s8_dsp.h, SMLAD) on a Cortex-M4F under
+QEMU gives the same integers as the host's portable code: a one-op QLinearConv model (per-channel
+weights, non-zero input zero point, padding) trains its float parameter p on the outputs, and the
+firmware's trained p must equal the host's bit for bit (p = -lr * the mse gradient: elementwise
+float32 of the dequantized int8 outputs, so one int8 step apart shows)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import codegen
+from codegen import firmware, qemu
+from helpers import KERNELS
+from test_boards import need
+from test_ops_int8 import RNG, levels, one_op_model, weights
+
+TARGET, SAMPLES = "cortex-m4f", 4
+CASES = {  # x shape (batch 2), weight shape, attributes, weight zero points
+    "pointwise_padded": ((2, 22, 5, 7), (7, 22, 1, 1), {"pads": [1, 0, 0, 1]}, True),
+    "pointwise_grouped_stride2": ((2, 8, 6, 6), (6, 4, 1, 1), {"group": 2, "strides": [2, 2]}, False),
+    "pointwise_wide": ((2, 40, 3, 4), (4, 40, 1, 1), {}, False),
+    "depthwise_pad1": ((2, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, False),
+    "depthwise_uneven_pads": ((2, 3, 6, 8), (3, 1, 3, 3), {"group": 3, "pads": [0, 2, 1, 0]}, True),
+    "depthwise_narrow": ((2, 2, 5, 3), (2, 1, 3, 3), {"group": 2}, False),
+    "full_3x3_fallback": ((2, 3, 5, 5), (4, 3, 3, 3), {"pads": [1, 1, 1, 1]}, False),
+}
+
+
+def conv_model(tmp_path, case):
+    x_shape, w_shape, attrs, w_zp = CASES[case]
+    m = w_shape[0]
+    node = helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "b"],
+                            ["yq"], **attrs)
+    inits = {"w": weights(*w_shape), "w_scale": RNG.uniform(0.005, 0.02, m).astype(np.float32),
+             "w_zp": (RNG.integers(-9, 10, m) if w_zp else np.zeros(m)).astype(np.int8),
+             "b": RNG.integers(-3000, 3000, m).astype(np.int32)}
+    y_scale = np.float32(0.4 * np.sqrt(np.prod(w_shape[1:])))  # a few outputs saturate
+    h, w = x_shape[2:]
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    strides = attrs.get("strides", [1, 1])
+    y_shape = (x_shape[0], m, (h + pads[0] + pads[2] - w_shape[2]) // strides[0] + 1,
+               (w + pads[1] + pads[3] - w_shape[3]) // strides[1] + 1)
+    one_op_model(tmp_path, {}, node, x_shape, y_shape, y_scale, np.int8(4), inits)
+    return tmp_path / "op.onnx", x_shape, y_shape
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dsp_conv_matches_host(tmp_path, case):
+    need(TARGET)
+    path, x_shape, y_shape = conv_model(tmp_path, case)
+    build = tmp_path / "build"
+    codegen.generate(path, build, loss="mse", lr=0.5)
+    x = np.concatenate([levels(*x_shape)[1] for _ in range(SAMPLES // x_shape[0])])
+    y = np.zeros((SAMPLES, *y_shape[1:]), np.float32)
+    trainer = codegen.load_host(build, KERNELS["scalar"])
+    for i in range(0, SAMPLES, x_shape[0]):
+        trainer.train_step(x[i:i + x_shape[0]], y[i:i + x_shape[0]])
+    host = np.concatenate([p.ravel() for p in trainer.get_params().values()])
+    firmware.build(build, TARGET, x, y, epochs=1)
+    result = qemu.run(build, TARGET, timeout=60)
+    assert result.code == 0, result.output[-2000:]
+    report = firmware.parse_output(result.output)
+    assert report.done and np.any(host != 0)
+    assert report.params.tobytes() == host.tobytes(), f"max |board - host| {np.abs(report.params - host).max()}"
