@@ -43,12 +43,14 @@ def model(path: Path, c: int, m: int, size: int, k: int, group: int, pad: int, c
         nodes.append(helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale",
                                                       "y_zp", "b"], ["yq"], group=group, pads=[pad] * 4))
         pooled = "yq"
-    nodes += [helper.make_node("MaxPool", [pooled], ["pq"], kernel_shape=[size, size]),
+    out = size + 2 * pad - k + 1
+    nodes += [helper.make_node("MaxPool", [pooled], ["pq"], kernel_shape=[out, out]),
               helper.make_node("DequantizeLinear", ["pq", "y_scale" if conv else "x_scale", "y_zp" if conv else "x_zp"],
                                ["pf"]),
               helper.make_node("Add", ["pf", "p"], ["y"])]
+    x_shape = [1, c, size, size] if conv else [1, m, out, out]
     graph = helper.make_graph(nodes, "conv" if conv else "base",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, size, size])],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, 1, 1])],
                               [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(path))

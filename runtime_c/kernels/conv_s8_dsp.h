@@ -14,8 +14,9 @@
 #define MT_CONV_S8_DSP_H
 #include <arm_acle.h>
 
-/* Channels of a group the 1x1 path packs on the stack (2 pixels x 256 int16: 1 KiB). */
-#define MT_S8_PACK_CHANNELS 256
+/* The 1x1 path's packed input on the stack, in int64 of 4 channels (1 KiB): two pixels of up to
+ * 256 channels, or a tile of more pixel pairs of fewer. */
+#define MT_S8_PACK 128
 
 /* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]). */
 static inline uint32_t mt_s8_pair(int32_t lo, int32_t hi)
@@ -27,22 +28,22 @@ static inline uint32_t mt_s8_pair(int32_t lo, int32_t hi)
 static inline int32_t mt_s8_lo(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
 static inline int32_t mt_s8_hi(int64_t v) { return (int32_t)(uint32_t)((uint64_t)v >> 32); }
 
-/* x - zx of channel c of the input pixel at offset o of the plane; 0 for padding (o < 0) and
- * channels past cg. */
-static inline int32_t mt_s8_tap(const int8_t *x, int plane, int cg, int o, int c, int32_t zx)
-{
-    return o < 0 || c >= cg ? 0 : x[o + (size_t)c * plane] - zx;
-}
-
-/* The cg channels of the input pixel at offset o, packed like a weight row, into every other
- * int64 of out (two pixels interleave). */
+/* The cg channels of the input pixel at offset o of the plane (o < 0: padding), x - zx packed
+ * like a weight row (zero past cg), into every other int64 of out (two pixels interleave). */
 static inline void mt_s8_pack(const int8_t *x, int plane, int cg, int o, int32_t zx, int64_t *out)
 {
     int c;
-    for (c = 0; c < cg; c += 4) {
-        const uint32_t lo = mt_s8_pair(mt_s8_tap(x, plane, cg, o, c, zx), mt_s8_tap(x, plane, cg, o, c + 1, zx));
-        const uint32_t hi = mt_s8_pair(mt_s8_tap(x, plane, cg, o, c + 2, zx), mt_s8_tap(x, plane, cg, o, c + 3, zx));
-        out[c / 2] = (int64_t)((uint64_t)hi << 32 | lo);
+    if (o < 0) zx = 0; /* padding: zeros */
+    for (c = 0; c + 4 <= cg; c += 4, x += 4 * (size_t)plane) {
+        const int32_t x0 = o < 0 ? 0 : x[o], x1 = o < 0 ? 0 : x[o + plane];
+        const int32_t x2 = o < 0 ? 0 : x[o + 2 * plane], x3 = o < 0 ? 0 : x[o + 3 * plane];
+        out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(x2 - zx, x3 - zx) << 32 | mt_s8_pair(x0 - zx, x1 - zx));
+    }
+    if (c < cg) { /* the last 1-3 channels */
+        int32_t v[4] = {0, 0, 0, 0};
+        int i;
+        for (i = 0; c + i < cg && o >= 0; ++i) v[i] = x[o + (size_t)i * plane] - zx;
+        out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(v[2], v[3]) << 32 | mt_s8_pair(v[0], v[1]));
     }
 }
 
@@ -53,28 +54,35 @@ static inline int mt_s8_1x1_offset(const mt_window *g, int p)
     return ih >= 0 && ih < g->h && iw >= 0 && iw < g->w ? ih * g->w + iw : -1;
 }
 
+/* The two words of *p (*lo: the low 32 bits), then p advances: one LDRD with post-increment
+ * (GCC splits a 64-bit C load whose halves are used apart into two LDR and pointer updates). */
+#define MT_S8_LDRD(p, lo, hi) __asm__("ldrd %0, %1, [%2], #8" : "=r"(lo), "=r"(hi), "+r"(p) : "m"(*(p)))
+
 /* acc[2i + j] += pixel j . row i (wa, wb) over n int64 of 4 taps; x interleaves the pixels:
- * x[2k] pixel 0, x[2k + 1] pixel 1. */
-static inline void mt_s8_dot2x2(const int64_t *MT_RESTRICT x, const int64_t *MT_RESTRICT wa,
-                                const int64_t *MT_RESTRICT wb, int n, int32_t *acc)
+ * x[2k] pixel 0, x[2k + 1] pixel 1. Out of line: inlined into a big caller, GCC spilled the
+ * accumulators inside the loop. */
+MT_OUTLINE void mt_s8_dot2x2(const int64_t *x, const int64_t *wa, const int64_t *wb, int n, int32_t *acc)
 {
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3];
+    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3], s0, s1, t0, t1, u0, u1;
     const int64_t *end = wa + n;
-#define MT_S8_STEP(k)                                                   \
-    do {                                                                \
-        const int64_t s = wa[k], t = wb[k], u = x[2 * (k)], v = x[2 * (k) + 1]; \
-        a0 = __smlad(mt_s8_hi(u), mt_s8_hi(s), __smlad(mt_s8_lo(u), mt_s8_lo(s), a0)); \
-        b0 = __smlad(mt_s8_hi(u), mt_s8_hi(t), __smlad(mt_s8_lo(u), mt_s8_lo(t), b0)); \
-        a1 = __smlad(mt_s8_hi(v), mt_s8_hi(s), __smlad(mt_s8_lo(v), mt_s8_lo(s), a1)); \
-        b1 = __smlad(mt_s8_hi(v), mt_s8_hi(t), __smlad(mt_s8_lo(v), mt_s8_lo(t), b1)); \
+#define MT_S8_STEP()                                         \
+    do {                                                     \
+        MT_S8_LDRD(wa, s0, s1);                              \
+        MT_S8_LDRD(wb, t0, t1);                              \
+        MT_S8_LDRD(x, u0, u1);                               \
+        a0 = __smlad(u1, s1, __smlad(u0, s0, a0));           \
+        b0 = __smlad(u1, t1, __smlad(u0, t0, b0));           \
+        MT_S8_LDRD(x, u0, u1);                               \
+        a1 = __smlad(u1, s1, __smlad(u0, s0, a1));           \
+        b1 = __smlad(u1, t1, __smlad(u0, t0, b1));           \
     } while (0)
-    for (; end - wa >= 4; wa += 4, wb += 4, x += 8) { /* unrolled: one compare and branch per 64 MACs */
-        MT_S8_STEP(0);
-        MT_S8_STEP(1);
-        MT_S8_STEP(2);
-        MT_S8_STEP(3);
+    while (end - wa >= 4) { /* unrolled: one compare and branch per 64 MACs */
+        MT_S8_STEP();
+        MT_S8_STEP();
+        MT_S8_STEP();
+        MT_S8_STEP();
     }
-    for (; wa < end; ++wa, ++wb, x += 2) MT_S8_STEP(0);
+    while (wa < end) MT_S8_STEP();
 #undef MT_S8_STEP
     acc[0] = a0;
     acc[1] = a1;
@@ -82,11 +90,12 @@ static inline void mt_s8_dot2x2(const int64_t *MT_RESTRICT x, const int64_t *MT_
     acc[3] = b1;
 }
 
-/* One output channel's requantization, read once: the same bits as mt_requant_s8, with the
- * usual shift of 32 or more taken as the high word of one 64-bit multiply-add (SMLAL). */
+/* One output channel's requantization, read once: the same bits as mt_requant_s8. With the
+ * usual shift n >= 33 the rounding constant 2^(n-1) is a multiple of 2^32, so
+ * (acc * M + 2^(n-1)) >> n = (hi + 2^(n-33)) >> (n-32), hi the high word of acc * M (SMMUL):
+ * 32-bit arithmetic only. Other shifts take mt_requant_s8. */
 typedef struct {
-    int64_t round;
-    int32_t mult, shift;
+    int32_t mult, round, shift, zp, lo, hi, c;
 } mt_s8_rq;
 
 static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
@@ -94,48 +103,63 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
     const int k = q->per_channel ? c : 0;
     mt_s8_rq r;
     r.mult = q->mult[k];
-    r.shift = q->shift[k];
-    r.round = (int64_t)1 << (r.shift - 1);
+    r.shift = q->shift[k] - 32;
+    r.round = r.shift >= 1 ? (int32_t)1 << (r.shift - 1) : 0;
+    r.zp = q->zp;
+    r.lo = q->lo;
+    r.hi = q->hi;
+    r.c = c;
     return r;
 }
 
 static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
 {
-    const int64_t p = (int64_t)acc * r->mult + r->round;
-    if (r->shift >= 32) { /* |p| < 2^62: v fits 31 bits */
-        const int32_t v = q->zp + ((int32_t)(p >> 32) >> (r->shift - 32));
-        return (int8_t)(v < q->lo ? q->lo : v > q->hi ? q->hi : v);
-    }
-    return mt_saturate_s8(q->zp + (p >> r->shift), q->lo, q->hi);
+    int32_t v;
+    if (r->shift < 1) return mt_requant_s8(acc, q, r->c);
+    v = r->zp + (((int32_t)(((int64_t)acc * r->mult) >> 32) + r->round) >> r->shift);
+    return (int8_t)(v < r->lo ? r->lo : v > r->hi ? r->hi : v);
 }
 
-/* 1x1 kernels, two output pixels (p, p1) x two output channels (m0, m1) at a time; an odd last
- * pixel or channel is paired with itself (computed twice, stored once). */
+/* 1x1 kernels, two output pixels x two output channels at a time; an odd last pixel or channel
+ * is paired with itself (computed twice, stored once). The pixels are packed a tile at a time
+ * (as many pixel pairs as fill the stack buffer), then every pair of channels runs over the tile:
+ * each channel's bias and requantization are read once per tile. */
 static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int64_t *WP, const int32_t *B, int8_t *Y,
                                   int N, int C, int M, int G, const mt_window *g, const mt_requant *q)
 {
     const int cg = C / G, mg = M / G, n64 = (cg + 3) / 4, plane = g->h * g->w, out = g->oh * g->ow;
-    int64_t xp[MT_S8_PACK_CHANNELS / 2];
+    const int tile = MT_S8_PACK / (2 * n64); /* pixel pairs a tile */
+    int64_t xp[MT_S8_PACK];
     int32_t acc[4];
-    int n, gi, p, j;
+    int n, gi, p, i, j;
     for (n = 0; n < N; ++n) {
         for (gi = 0; gi < G; ++gi) {
             const int8_t *x = X + ((size_t)n * C + (size_t)gi * cg) * plane;
-            for (p = 0; p < out; p += 2) {
-                const int p1 = p + 1 < out ? p + 1 : p;
-                mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, p), zx, xp);
-                mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, p1), zx, xp + 1);
+            for (p = 0; p < out; p += 2 * tile) {
+                const int pairs = out - p < 2 * tile ? (out - p + 1) / 2 : tile;
+                for (i = 0; i < pairs; ++i) {
+                    const int pa = p + 2 * i, pb = pa + 1 < out ? pa + 1 : pa;
+                    mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, pa), zx, xp + 2 * n64 * i);
+                    mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, pb), zx, xp + 2 * n64 * i + 1);
+                }
                 for (j = 0; j < mg; j += 2) {
                     const int m0 = gi * mg + j, m1 = j + 1 < mg ? m0 + 1 : m0;
                     const mt_s8_rq r0 = mt_s8_rq_of(q, m0), r1 = mt_s8_rq_of(q, m1);
-                    int8_t *y0 = Y + ((size_t)n * M + m0) * out, *y1 = Y + ((size_t)n * M + m1) * out;
-                    acc[0] = acc[1] = B ? B[m0] : 0;
-                    acc[2] = acc[3] = B ? B[m1] : 0;
-                    mt_s8_dot2x2(xp, WP + (size_t)m0 * n64, WP + (size_t)m1 * n64, n64, acc);
-                    y0[p] = mt_s8_rq_apply(&r0, q, acc[0]);
-                    y0[p1] = mt_s8_rq_apply(&r0, q, acc[1]);
-                    y1[p] = mt_s8_rq_apply(&r1, q, acc[2]);
-                    y1[p1] = mt_s8_rq_apply(&r1, q, acc[3]);
+                    const int32_t b0 = B ? B[m0] : 0, b1 = B ? B[m1] : 0;
+                    const int64_t *wa = WP + (size_t)m0 * n64, *wb = WP + (size_t)m1 * n64;
+                    int8_t *y0 = Y + ((size_t)n * M + m0) * out + p, *y1 = Y + ((size_t)n * M + m1) * out + p;
+                    for (i = 0; i < pairs; ++i) {
+                        const int second = p + 2 * i + 1 < out; /* 0: the odd last pixel, alone */
+                        acc[0] = acc[1] = b0;
+                        acc[2] = acc[3] = b1;
+                        mt_s8_dot2x2(xp + 2 * n64 * i, wa, wb, n64, acc);
+                        y0[2 * i] = mt_s8_rq_apply(&r0, q, acc[0]);
+                        y1[2 * i] = mt_s8_rq_apply(&r1, q, acc[2]);
+                        if (second) {
+                            y0[2 * i + 1] = mt_s8_rq_apply(&r0, q, acc[1]);
+                            y1[2 * i + 1] = mt_s8_rq_apply(&r1, q, acc[3]);
+                        }
+                    }
                 }
             }
         }
@@ -207,7 +231,7 @@ static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int64_t *WP,
 {
     const int cg = C / G, plane = g->h * g->w;
     int n, m;
-    if (g->kh == 1 && g->kw == 1 && cg <= MT_S8_PACK_CHANNELS) {
+    if (g->kh == 1 && g->kw == 1 && (cg + 3) / 4 * 2 <= MT_S8_PACK) {
         mt_conv_s8_1x1(X, zx, WP, B, Y, N, C, M, G, g, q);
         return 1;
     }
