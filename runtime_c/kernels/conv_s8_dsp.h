@@ -5,10 +5,10 @@
  *   channels are packed once into int16 values on the stack, the same layout as the weights
  *   (WP), then each pair of output channels takes them: 2 channels x 2 pixels, 8 SMLAD per four
  *   64-bit loads (LDRD).
- * - depthwise 3x3, stride 1, undilated: inside the padding, two adjacent output pixels read
- *   4 input bytes per kernel row, SXTB16 splits them into the pairs (x0, x2) and (x1, x3) that
- *   meet the packed (w0, w2); w1 takes a single MAC. zx is folded into the bias as zx * sum(w);
- *   the border pixels (with padding taps) go through mt_conv_s8_pixel.
+ * - depthwise 3x3, stride 1, undilated: each input row is copied once with its padding (pad
+ *   bytes zx) into a ring of 3 rows; two adjacent output pixels read 4 input bytes per kernel row,
+ *   SXTB16 splits them into the pairs (x0, x2) and (x1, x3) that meet the packed (w0, w2); w1 takes
+ *   a single MAC. zx is folded into the bias as zx * sum(w).
  * Other shapes return 0: conv_s8.h's per-pixel code runs them. */
 #ifndef MT_CONV_S8_DSP_H
 #define MT_CONV_S8_DSP_H
@@ -166,64 +166,71 @@ static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int64_t *WP
     }
 }
 
-/* Outputs y[0], y[1] of two adjacent depthwise 3x3 windows whose top-left input is x (row
- * length w): acc starts at the bias minus zx * sum(w); w02[i] packs taps (i, 0), (i, 2), w1[i] is
- * tap (i, 1). */
-static inline void mt_s8_dw3x3_pair(const int8_t *x, int w, const int32_t *w02, const int32_t *w1, int32_t acc,
-                                    int32_t *y)
+/* The depthwise path's padded input rows on the stack: 3 rows of up to this many bytes. */
+#define MT_S8_DW_ROW 256
+
+/* One kernel row's share of two adjacent depthwise 3x3 outputs: r holds x0..x3, w02 packs taps
+ * (0, 2) of the kernel row, w1 is tap 1. */
+#define MT_S8_DW_ROW_MAC(r, w02, w1)                                                    \
+    do {                                                                                \
+        uint32_t u;                                                                     \
+        int32_t even, odd;                                                              \
+        memcpy(&u, r, sizeof u);         /* x0..x3 (little-endian) */                    \
+        even = (int32_t)__sxtb16(u);     /* (x0, x2) */                                  \
+        odd = (int32_t)__sxtb16(u >> 8); /* (x1, x3) */                                  \
+        a = __smlabb(odd, w1, __smlad(even, w02, a));  /* x0 w0 + x2 w2 + x1 w1 */       \
+        c = __smlatb(even, w1, __smlad(odd, w02, c));  /* x1 w0 + x3 w2 + x2 w1 */       \
+    } while (0)
+
+/* Input row ih of plane x with the padding around it, every pad byte zx (so x - zx = 0). */
+static inline void mt_s8_dw_row(const int8_t *x, int ih, const mt_window *g, int8_t zx, int8_t *row)
 {
-    int32_t a = acc, c = acc;
-    int i;
-    for (i = 0; i < 3; ++i) {
-        uint32_t u;
-        int32_t even, odd;
-        memcpy(&u, x + i * w, sizeof u);   /* x0..x3 (little-endian) */
-        even = (int32_t)__sxtb16(u);       /* (x0, x2) */
-        odd = (int32_t)__sxtb16(u >> 8);   /* (x1, x3) */
-        a = __smlabb(odd, w1[i], __smlad(even, w02[i], a)); /* x0 w0 + x2 w2 + x1 w1 */
-        c = __smlatb(even, w1[i], __smlad(odd, w02[i], c)); /* x1 w0 + x3 w2 + x2 w1 */
+    const int len = g->pl + g->w + g->pr;
+    if (ih < 0 || ih >= g->h) {
+        memset(row, zx, (size_t)len);
+        return;
     }
-    y[0] = a;
-    y[1] = c;
+    memset(row, zx, (size_t)g->pl);
+    memcpy(row + g->pl, x + (size_t)ih * g->w, (size_t)g->w);
+    memset(row + g->pl + g->w, zx, (size_t)g->pr);
 }
 
-/* One depthwise 3x3 channel m: x, y its planes, wp its packed row, b its bias. */
+/* One depthwise 3x3 channel m: x, y its planes, wp its packed row, b its bias. Each input row is
+ * padded once into a ring of 3 rows; two adjacent outputs at a time (an odd last pair overlaps
+ * the one before). The products take x, the bias -zx * sum(w): a pad byte zx adds nothing. */
 static inline void mt_conv_s8_dw3x3_plane(const int8_t *x, int32_t zx, const int64_t *wp, int32_t b, int8_t *y,
                                           const mt_window *g, const mt_requant *q, int m)
 {
-    /* output rows and columns whose windows lie inside the input: [h0, h1) x [w0, w1) */
-    const int h0 = g->pt, h1 = g->h + g->pt - 2 < g->oh ? g->h + g->pt - 2 : g->oh;
-    const int w0 = g->pl, w1 = g->w + g->pl - 2 < g->ow ? g->w + g->pl - 2 : g->ow;
     const mt_s8_rq rq = mt_s8_rq_of(q, m);
-    int16_t taps[9];
-    mt_s8_row row = mt_s8_row_of(0, 0, wp, 0, 9), *r = &row;
-    int32_t w02[3], w1s[3], inner = b, acc[2];
-    int i, oh, ow, o;
-    for (i = 0; i < 9; ++i) taps[i] = (int16_t)mt_s8_weight(r, i);
-    row.w16 = taps; /* the border pixels read these */
+    const mt_s8_row row = mt_s8_row_of(0, 0, wp, 0, 9);
+    int8_t rows[3][MT_S8_DW_ROW];
+    int32_t w02[3], w1[3], inner = b;
+    int i, oh, o, built = -g->pt - 1;
     for (i = 0; i < 3; ++i) {
-        w02[i] = (int32_t)mt_s8_pair(mt_s8_weight(r, 3 * i), mt_s8_weight(r, 3 * i + 2));
-        w1s[i] = mt_s8_weight(r, 3 * i + 1);
-        inner -= zx * (mt_s8_weight(r, 3 * i) + w1s[i] + mt_s8_weight(r, 3 * i + 2));
+        w02[i] = (int32_t)mt_s8_pair(mt_s8_weight(&row, 3 * i), mt_s8_weight(&row, 3 * i + 2));
+        w1[i] = mt_s8_weight(&row, 3 * i + 1);
+        inner -= zx * (mt_s8_weight(&row, 3 * i) + w1[i] + mt_s8_weight(&row, 3 * i + 2));
     }
     for (oh = 0; oh < g->oh; ++oh) {
+        const int ih = oh - g->pt;
+        const int8_t *r0, *r1, *r2;
         int8_t *yr = y + oh * g->ow;
-        const int inside = oh >= h0 && oh < h1 && w1 - w0 >= 2;
-        for (ow = 0; ow < g->ow; ++ow) {
-            if (inside && ow == w0) { /* pairs of inner pixels; an odd last pair overlaps the one before */
-                for (o = w0; o < w1; o += 2) {
-                    const int at = o + 2 <= w1 ? o : w1 - 2;
-                    mt_s8_dw3x3_pair(x + (oh - g->pt) * g->w + (at - g->pl), g->w, w02, w1s, inner, acc);
-                    yr[at] = mt_s8_rq_apply(&rq, q, acc[0]);
-                    yr[at + 1] = mt_s8_rq_apply(&rq, q, acc[1]);
-                }
-                ow = w1 - 1;
-                continue;
-            }
-            yr[ow] = mt_s8_rq_apply(&rq, q, b + mt_conv_s8_pixel(x, zx, r, 1, g, oh, ow));
+        for (; built < ih + 2; ++built) mt_s8_dw_row(x, built + 1, g, (int8_t)zx, rows[(built + 1 + 3) % 3]);
+        r0 = rows[(ih + 3) % 3];
+        r1 = rows[(ih + 4) % 3];
+        r2 = rows[(ih + 5) % 3];
+        for (o = 0; o < g->ow; o += 2) {
+            const int at = o + 2 <= g->ow ? o : g->ow - 2;
+            int32_t a = inner, c = inner;
+            MT_S8_DW_ROW_MAC(r0 + at, w02[0], w1[0]);
+            MT_S8_DW_ROW_MAC(r1 + at, w02[1], w1[1]);
+            MT_S8_DW_ROW_MAC(r2 + at, w02[2], w1[2]);
+            yr[at] = mt_s8_rq_apply(&rq, q, a);
+            yr[at + 1] = mt_s8_rq_apply(&rq, q, c);
         }
     }
 }
+#undef MT_S8_DW_ROW_MAC
 
 /* 1 when the shape has a DSP path (and it ran), 0 for the portable code. */
 static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int64_t *WP, const int32_t *B, int8_t *Y,
@@ -235,7 +242,8 @@ static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int64_t *WP,
         mt_conv_s8_1x1(X, zx, WP, B, Y, N, C, M, G, g, q);
         return 1;
     }
-    if (!(g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && cg == 1 && M == G))
+    if (!(g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 && cg == 1 && M == G &&
+          g->pt < 3 && g->pb < 3 && g->ow >= 2 && g->pl + g->w + g->pr <= MT_S8_DW_ROW))
         return 0;
     for (n = 0; n < N; ++n) {
         for (m = 0; m < M; ++m) {
