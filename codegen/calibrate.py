@@ -86,6 +86,24 @@ def model_to_compile(model: Path, quantize: str | None, calibration: str | Path 
         yield path, {QUANTIZED_MODEL: data}
 
 
+@contextlib.contextmanager
+def for_estimates(model: Path, batch: int | None) -> Iterator[Path | None]:
+    """The model quantized on one all-zero sample (a temporary file while the block runs), for
+    memory estimates: the calibration data changes scales, not sizes. None for a model that is
+    quantized already or has dynamic dimensions besides the batch."""
+    source = loader.upgraded(model)
+    dims = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in _model_inputs(source)}
+    if any(ALREADY_QUANTIZED.fullmatch(n.op_type) for n in source.graph.node) or \
+            any(0 in d[1:] for d in dims.values()):
+        yield None
+        return
+    zeros = {name: np.zeros([d[0] or batch or 1, *d[1:]], np.float32) for name, d in dims.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / QUANTIZED_MODEL
+        path.write_bytes(quantize_model(source, zeros).SerializeToString())
+        yield path
+
+
 # ---- calibration data ----
 
 def _model_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -260,7 +260,7 @@ def _print_choices(report: Report) -> None:
     columns = {"arena": "arena_bytes", "parameters": "param_bytes", "optimizer state": "optimizer_state_bytes"}
     if report.federated:
         columns["federated copy"] = "round_start_bytes"
-    table = Table("trainable set", *columns, "RAM total",
+    table = Table("trainable set", *columns, "RAM total", "frozen (flash)",
                   title=f"RAM per trainable set, bytes ({report.loss} loss, {opt['kind']}{momentum})")
     table.columns[0].no_wrap = True
     for row in report.memory_by_choice:
@@ -268,7 +268,8 @@ def _print_choices(report: Report) -> None:
             table.add_row(row.choice, Text(printable(row.error), style="yellow"))
             continue
         mem = row.memory
-        table.add_row(row.choice, *(f"{n:,}" for n in [*(mem[k] for k in columns.values()), ram_bytes(mem)]))
+        table.add_row(row.choice, *(f"{n:,}" for n in [*(mem[k] for k in columns.values()), ram_bytes(mem),
+                                                       mem["frozen_bytes"]]))
     out.print(table)
     for row in report.memory_by_choice:
         if row.options:

@@ -79,7 +79,7 @@ def aliases(tg: TrainingGraph) -> dict[str, str]:
         roots = [alias.get(i, i) for i in node.inputs if i]
         if op.view:
             target = roots[0]
-        elif op.inplace:
+        elif op.inplace is True or callable(op.inplace) and op.inplace(node, graph):
             like = graph.tensors[out]
             target = next((r for r in roots if (graph.tensors[r].size, graph.tensors[r].dtype) == (like.size, like.dtype)
                            and dies_at(r, step)), None)

@@ -10,7 +10,8 @@ layers therefore see the float model; scales and zero points are never parameter
 lower(graph), once the trainable set is known: a layer with frozen weights between
 DequantizeLinear of an int8 activation and a QuantizeLinear becomes the QOperator op that runs
 it in integer arithmetic (QLinearConv, QGemm, ...); MaxPool and views with equal scales move onto the int8
-tensor. A trainable bias stays float (QuantizeBias makes its int32 form at every step); a
+tensor. AveragePool stays float (onnxruntime averages in float; fixed-point averages over windows
+of different tap counts round ties differently). A trainable bias stays float (QuantizeBias makes its int32 form at every step); a
 gradient passes through int8 layers whose ops have a gradient rule (dX from the int8 weights,
 1-bit masks). Whatever is not lowered (layers with trainable weights, ops without an int8
 kernel or gradient) runs in float between its Q/DQ nodes: the model's arithmetic, fake-quantized.
@@ -267,11 +268,6 @@ def _global_average(lw: _Lowering, node: Node, q: Node) -> bool:
     return True
 
 
-def _average(lw: _Lowering, node: Node, q: Node) -> bool:
-    x = lw.int8_input(node.inputs[0])
-    return x is not None and lw.replace(node, q, "QLinearAveragePool", [*x, *q.inputs[1:3]], MS)
-
-
 def _concat(lw: _Lowering, node: Node, q: Node) -> bool:
     xs = [lw.int8_input(i) for i in node.inputs]
     return all(xs) and lw.replace(node, q, "QLinearConcat", [*q.inputs[1:3], *(t for x in xs for t in x)], MS)
@@ -287,7 +283,7 @@ def _same_scale(lw: _Lowering, node: Node, q: Node) -> bool:
 
 
 LOWERINGS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "GlobalAveragePool": _global_average,
-             "ReduceMean": _global_average, "AveragePool": _average, "Concat": _concat, "MaxPool": _same_scale, "Reshape": _same_scale,
+             "ReduceMean": _global_average, "Concat": _concat, "MaxPool": _same_scale, "Reshape": _same_scale,
              "Flatten": _same_scale, "Squeeze": _same_scale, "Unsqueeze": _same_scale}
 
 

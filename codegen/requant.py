@@ -5,9 +5,11 @@ is represented by an int32 M in [2^30, 2^31) and a right shift n in 1..62, with 
 (M rounded to nearest). An accumulator acc (int32: the sum of (x - z_x)(w - z_w) plus the int32
 bias) becomes
 
-    y = clamp(z_y + ((acc * M + 2^(n-1)) >> n), lo, hi)
+    y = clamp(z_y + round_half_even(acc * M * 2^-n), lo, hi)
 
-with a 64-bit product and an arithmetic shift: acc * r rounded half up, exactly the same integers
+with a 64-bit product and an arithmetic shift: acc * r rounded half to even (as onnxruntime
+rounds: where the multiplier is exact, e.g. an average over 4 taps, ties go the same way),
+exactly the same integers
 in the C kernels (runtime_c/kernels/quant_s8.h) and the numpy reference (tests/int8_reference.py).
 |acc * M| < 2^62, so the sum never overflows. Integers only: a board without an FPU gets the same
 bits as the host.

@@ -1,6 +1,6 @@
 """Numpy reference of the int8 kernels' integer arithmetic (runtime_c/kernels/*_s8.h), written
 independently of the C: int64 accumulators, then codegen/requant.py's requantization
-clamp(zp + ((acc * M + 2^(n-1)) >> n), -128, 127). Multipliers and shifts come from
+clamp(zp + round_half_even(acc * M * 2^-n), -128, 127). Multipliers and shifts come from
 codegen.requant (the one method both sides share); everything else is recomputed here.
 Spatial ops take NCHW (1-D: NCW) tensors."""
 from __future__ import annotations
@@ -21,10 +21,16 @@ def dequantize(q, scale, zp):
 
 
 def requantize(acc, mult, shift, zp):
-    """acc (int64) times M * 2^-n, rounded half up, plus zp, saturated (mult/shift broadcast to acc)."""
+    """acc (int64) times M * 2^-n, rounded half to even, plus zp, saturated (mult/shift broadcast to acc)."""
     mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
-    y = (np.asarray(acc, np.int64) * mult + np.left_shift(np.int64(1), shift - 1)) >> shift
-    return np.clip(y + int(zp), -128, 127).astype(np.int8)
+    return np.clip(round_shift(np.asarray(acc, np.int64) * mult, shift) + int(zp), -128, 127).astype(np.int8)
+
+
+def round_shift(p, shift):
+    """p * 2^-shift rounded half to even (int64 arrays)."""
+    q = p >> shift
+    rest, half = p - (q << shift), np.left_shift(np.int64(1), shift - 1)
+    return q + ((rest > half) | ((rest == half) & (q & 1 == 1)))
 
 
 def _channel(reals, what="test"):

@@ -4,6 +4,8 @@ selectors see the float names, a float head trains on the int8 backbone exactly 
 reference with the same fake quantization, and bad quantization parameters are refused."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -68,10 +70,12 @@ class _Reader(ortq.CalibrationDataReader):
 @pytest.fixture(scope="module", params=[("int8", True, Net), ("uint8", False, Net), ("int8", True, Branches)],
                 ids=["s8-per-channel", "u8-per-tensor", "s8-branches"])
 def qdq(request, tmp_path_factory) -> str:
+    return quantized_model(tmp_path_factory.mktemp("qdq"), *request.param)
+
+
+def quantized_model(folder, activations: str, per_channel: bool, net) -> str:
     """A QDQ model as quantize_static writes it: int8 or uint8 activations, per-channel or
     per-tensor int8 weights."""
-    activations, per_channel, net = request.param
-    folder = tmp_path_factory.mktemp("qdq")
     torch.manual_seed(0)
     torch.onnx.export(net().eval(), torch.zeros(1, *SHAPE), str(folder / "float.onnx"), input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "batch"}}, opset_version=18, dynamo=False)
@@ -322,4 +326,13 @@ def test_qoperator_form_runs_like_onnxruntime(qdq, tmp_path):
     trainer = compile_model(tmp_path / "wrapped.onnx", tmp_path / "w", loss="mse", batch=4)
     x = inputs(4, 7)
     assert np.abs(trainer.predict(x) - onnxruntime(qop, x)).max() <= output_scale(qdq) * 1.001
+
+
+def test_depthwise_and_pointwise_gradients_in_place(tmp_path):
+    """Through a depthwise conv and a pointwise one with as many inputs as outputs (Net's c2, c3),
+    dX overwrites dY: the backward holds one gradient map, not two (the DS-CNN's RAM)."""
+    qdq = quantized_model(tmp_path, "int8", True, Net)
+    codegen.generate(qdq, tmp_path / "b", loss="cross_entropy", batch=1, train_bias_last=4)
+    aliases = json.loads((tmp_path / "b" / "memory.json").read_text())["aliases"]
+    assert sum("QLinearConvGradX" in name for name in aliases) == 2
 

@@ -23,7 +23,9 @@ class OpDef:
     check: Callable | None = None  # (node, Graph) -> None; raises UnsupportedError
     domain: str = ""
     bias_inputs: tuple[int, ...] = ()  # slots whose 1-D parameter is a bias (--train-bias-only)
-    inplace: bool = False  # elementwise: output may overwrite an input of the same size
+    # elementwise: output may overwrite an input of the same size (a function (node, graph) -> bool:
+    # only for some nodes of the op)
+    inplace: bool | Callable = False
     int8: bool = False  # reads int8 data (QOperator ops, MaxPool, DequantizeLinear); others read float
     # Ops onnx's shape inference does not know (onnxruntime's com.microsoft ops): (node, [input
     # shapes], [input numpy dtypes]) -> (output shape, numpy dtype), an absent input's as None.

@@ -48,21 +48,51 @@ def packed_weights(c, node, m: int) -> str:
 
 def grad(node, g):
     """Of the masked dY (a gradient passes where the int8 output is not at a bound): dX through
-    the real weights, the bias gradient as the float Conv's."""
+    the real weights, the bias gradient as the float Conv's (first: dX may then overwrite dY)."""
     dz = masked(g, node.outputs[0], "QuantizedMask")
-    if g.needs(X):
-        g.give(X, g.op("QLinearConvGradX", [dz, *node.inputs[W:W_ZP + 1]], like=node.inputs[X], attrs=node.attrs))
     if g.needs(BIAS):
         g.give(BIAS, g.op("ConvGradB", [dz], like=node.inputs[BIAS]))
+    if g.needs(X):
+        g.give(X, g.op("QLinearConvGradX", [dz, *node.inputs[W:W_ZP + 1]], like=node.inputs[X], attrs=node.attrs))
+
+
+# What the in-place dX kernels buffer on the stack (backward_s8.h): a pixel's output channels
+# (MT_POINTWISE_MAX), a depthwise plane (MT_PLANE_MAX).
+POINTWISE_MAX, PLANE_MAX = 256, 512
+
+
+def _pointwise(node, x_shape, w_shape) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped convolution with few enough output channels for
+    mt_pointwise_grad_x_s8w."""
+    win = _window.window(node, x_shape, w_shape[2:])
+    return attr(node, "group", 1) == 1 and w_shape[0] <= POINTWISE_MAX and \
+        set(win.kernel + win.strides) == {1} and not any(win.begin + win.end)
+
+
+def _depthwise(node, x_shape, w_shape) -> bool:
+    """One filter per channel, output planes as large as the input's, small enough for
+    mt_depthwise_grad_x_s8w."""
+    win = _window.window(node, x_shape, w_shape[2:])
+    return attr(node, "group", 1) == x_shape[1] == w_shape[0] and win.out == win.size and prod(win.size) <= PLANE_MAX
+
+
+def grad_x_in_place(node, graph) -> bool:
+    """dX may overwrite dY: pointwise with as many input as output channels, or depthwise."""
+    x, w = graph.shape(node.outputs[0]), graph.shape(node.inputs[1])
+    return _depthwise(node, x, w) or _pointwise(node, x, w) and graph.shape(node.inputs[0]) == x
 
 
 def emit_grad_x(node, c):
     (dz, w, _, _), dx = node.inputs, node.outputs[0]
     (n, ch), m = c.shape(dx)[:2], c.shape(w)[0]
+    weights = f"{c.ptr(w)}, {_qlinear.zero_points(c, node, 3, m)}, {_qlinear.scales(c, node, 2, m)}"
+    if _pointwise(node, c.shape(dx), c.shape(w)):
+        return f"mt_pointwise_grad_x_s8w({c.ptr(dz)}, {weights}, {c.ptr(dx)}, {n}, {ch}, {m}, {prod(c.shape(dx)[2:])});"
     win = _window.window(node, c.shape(dx), c.shape(w)[2:])
-    return (f"mt_conv_grad_x_s8w({c.ptr(dz)}, {c.ptr(w)}, {_qlinear.zero_points(c, node, 3, m)}, "
-            f"{_qlinear.scales(c, node, 2, m)}, {c.ptr(dx)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()});")
+    if _depthwise(node, c.shape(dx), c.shape(w)):
+        return f"mt_depthwise_grad_x_s8w({c.ptr(dz)}, {weights}, {c.ptr(dx)}, {n}, {ch}, {win.c()});"
+    return f"mt_conv_grad_x_s8w({c.ptr(dz)}, {weights}, {c.ptr(dx)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()});"
 
 
 register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, grad=grad, diff_inputs=(X, BIAS), check=check)
-register_train_op("QLinearConvGradX", kernel="backward_s8.h", emit=emit_grad_x)
+register_train_op("QLinearConvGradX", kernel="backward_s8.h", emit=emit_grad_x, inplace=grad_x_in_place)

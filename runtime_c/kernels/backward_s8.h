@@ -41,6 +41,49 @@ static inline void mt_conv_grad_x_s8w(const float *MT_RESTRICT dY, const int8_t 
     }
 }
 
+/* dX (N, C, h, w) of a depthwise convolution (M = G = C) whose output planes are as large as its
+ * input planes, in place (dX may be dY): each dY plane is copied to the stack (at most
+ * MT_PLANE_MAX values, codegen/ops/qlinear_conv.py) before its dX plane is written. The same
+ * sums, in the same order, as mt_conv_grad_x_s8w. */
+#define MT_PLANE_MAX 512
+static inline void mt_depthwise_grad_x_s8w(const float *dY, const int8_t *MT_RESTRICT W, const int32_t *ZW,
+                                           const float *SW, float *dX, int N, int C, mt_window g)
+{
+    float plane[MT_PLANE_MAX];
+    const int size = g.h * g.w, kk = g.kh * g.kw;
+    int p, k;
+    for (p = 0; p < N * C; ++p) {
+        for (k = 0; k < size; ++k) plane[k] = dY[(size_t)p * size + k];
+        mt_conv_grad_x_s8w(plane, W + (size_t)(p % C) * kk, ZW + p % C, SW + p % C, dX + (size_t)p * size, 1, 1, 1, 1,
+                           g);
+    }
+}
+
+/* Output channels a pointwise dX kernel buffers per pixel (codegen/ops/qlinear_conv.py). */
+#define MT_POINTWISE_MAX 256
+
+/* dX (N, C, P) = the pointwise (1x1, stride 1, unpadded, ungrouped) transposed convolution of
+ * dY (N, M, P) with the real weights SW[m] * (W - ZW[m]) (W: M, C), M <= MT_POINTWISE_MAX. Each
+ * pixel's M gradients are read before its C results are written, so dX may be dY (M == C): the
+ * DS-CNN's backward then holds one gradient map, not two. Sums over m in order, as
+ * mt_conv_grad_x_s8w. */
+static inline void mt_pointwise_grad_x_s8w(const float *dY, const int8_t *MT_RESTRICT W, const int32_t *ZW,
+                                           const float *SW, float *dX, int N, int C, int M, int P)
+{
+    float dy[MT_POINTWISE_MAX];
+    int n, p, m, c;
+    for (n = 0; n < N; ++n) {
+        for (p = 0; p < P; ++p) {
+            for (m = 0; m < M; ++m) dy[m] = dY[((size_t)n * M + m) * P + p];
+            for (c = 0; c < C; ++c) {
+                float acc = 0.0f;
+                for (m = 0; m < M; ++m) acc += SW[m] * (float)(W[(size_t)m * C + c] - ZW[m]) * dy[m];
+                dX[((size_t)n * C + c) * P + p] = acc;
+            }
+        }
+    }
+}
+
 /* dA (R, K) = dY (R, N) times the real weights' transpose: B' (K, N) = B, or B^T when transB
  * (B: N, K), column n at scale SB[n] and zero point ZB[n]. */
 static inline void mt_gemm_grad_x_s8w(const float *MT_RESTRICT dY, const int8_t *MT_RESTRICT B, const int32_t *ZB,

@@ -1,5 +1,5 @@
 /* Requantization of the int8 kernels (codegen/requant.py documents the method): an int32
- * accumulator times a real multiplier M * 2^-n, rounded half up, plus the output zero point,
+ * accumulator times a real multiplier M * 2^-n, rounded half to even, plus the output zero point,
  * saturated to [lo, hi]. Integers only, the same bits on every core. */
 #ifndef MT_QUANT_S8_H
 #define MT_QUANT_S8_H
@@ -14,10 +14,12 @@ typedef struct {
     int32_t zp, lo, hi;
 } mt_requant;
 
-/* p * 2^-n rounded half up (arithmetic shift of a signed value, as gcc and clang do), n in 1..62. */
+/* p * 2^-n rounded half to even, as onnxruntime rounds (arithmetic shift of a signed value, as
+ * gcc and clang do), n in 1..62. */
 static inline int64_t mt_round_shift(int64_t p, int n)
 {
-    return (p + ((int64_t)1 << (n - 1))) >> n;
+    const int64_t q = p >> n, rest = p - q * ((int64_t)1 << n), half = (int64_t)1 << (n - 1);
+    return q + (rest > half || (rest == half && (q & 1)));
 }
 
 static inline int8_t mt_saturate_s8(int64_t v, int32_t lo, int32_t hi)
