@@ -6,16 +6,18 @@ float32 of the dequantized int8 outputs, so one int8 step apart shows)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper, numpy_helper
 
 import codegen
 from codegen import firmware, qemu
 from helpers import KERNELS
 from test_boards import need
-from test_ops_int8 import RNG, levels, one_op_model, weights
 
 TARGET, SAMPLES = "cortex-m4f", 4
+RNG = np.random.default_rng(14)
+X_SCALE, X_ZP = np.float32(0.05), np.int8(-3)
 CASES = {  # x shape (batch 2), weight shape, attributes, weight zero points
     "pointwise_padded": ((2, 22, 5, 7), (7, 22, 1, 1), {"pads": [1, 0, 0, 1]}, True),
     "pointwise_grouped_stride2": ((2, 8, 6, 6), (6, 4, 1, 1), {"group": 2, "strides": [2, 2]}, False),
@@ -28,21 +30,33 @@ CASES = {  # x shape (batch 2), weight shape, attributes, weight zero points
 
 
 def conv_model(tmp_path, case):
+    """x -> QuantizeLinear -> QLinearConv -> DequantizeLinear -> + p, saved as conv.onnx."""
     x_shape, w_shape, attrs, w_zp = CASES[case]
-    m = w_shape[0]
-    node = helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "b"],
-                            ["yq"], **attrs)
-    inits = {"w": weights(*w_shape), "w_scale": RNG.uniform(0.005, 0.02, m).astype(np.float32),
+    m, (h, w), (kh, kw) = w_shape[0], x_shape[2:], w_shape[2:]
+    pads, strides = attrs.get("pads", [0, 0, 0, 0]), attrs.get("strides", [1, 1])
+    y_shape = (x_shape[0], m, (h + pads[0] + pads[2] - kh) // strides[0] + 1,
+               (w + pads[1] + pads[3] - kw) // strides[1] + 1)
+    inits = {"x_scale": X_SCALE, "x_zp": X_ZP, "w": RNG.integers(-127, 128, w_shape).astype(np.int8),
+             "w_scale": RNG.uniform(0.005, 0.02, m).astype(np.float32),
              "w_zp": (RNG.integers(-9, 10, m) if w_zp else np.zeros(m)).astype(np.int8),
-             "b": RNG.integers(-3000, 3000, m).astype(np.int32)}
-    y_scale = np.float32(0.4 * np.sqrt(np.prod(w_shape[1:])))  # a few outputs saturate
-    h, w = x_shape[2:]
-    pads = attrs.get("pads", [0, 0, 0, 0])
-    strides = attrs.get("strides", [1, 1])
-    y_shape = (x_shape[0], m, (h + pads[0] + pads[2] - w_shape[2]) // strides[0] + 1,
-               (w + pads[1] + pads[3] - w_shape[3]) // strides[1] + 1)
-    one_op_model(tmp_path, {}, node, x_shape, y_shape, y_scale, np.int8(4), inits)
-    return tmp_path / "op.onnx", x_shape, y_shape
+             "y_scale": np.float32(0.4 * np.sqrt(np.prod(w_shape[1:]))), "y_zp": np.int8(4),  # a few saturate
+             "b": RNG.integers(-3000, 3000, m).astype(np.int32), "p": np.zeros(y_shape, np.float32)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp",
+                                              "b"], ["yq"], **attrs),
+             helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["yf"]),
+             helper.make_node("Add", ["yf", "p"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(np.asarray(v), n) for n, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(tmp_path / "conv.onnx"))
+    return tmp_path / "conv.onnx", x_shape, y_shape
+
+
+def levels(shape):
+    """Float32 inputs that quantize exactly to random int8 levels."""
+    q = RNG.integers(-128, 128, shape).astype(np.float32)
+    return (q - np.float32(X_ZP)) * X_SCALE
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -51,7 +65,7 @@ def test_dsp_conv_matches_host(tmp_path, case):
     path, x_shape, y_shape = conv_model(tmp_path, case)
     build = tmp_path / "build"
     codegen.generate(path, build, loss="mse", lr=0.5)
-    x = np.concatenate([levels(*x_shape)[1] for _ in range(SAMPLES // x_shape[0])])
+    x = np.concatenate([levels(x_shape) for _ in range(SAMPLES // x_shape[0])])
     y = np.zeros((SAMPLES, *y_shape[1:]), np.float32)
     trainer = codegen.load_host(build, KERNELS["scalar"])
     for i in range(0, SAMPLES, x_shape[0]):

@@ -90,12 +90,25 @@ MT_OUTLINE void mt_s8_dot2x2(const int64_t *x, const int64_t *wa, const int64_t 
     acc[3] = b1;
 }
 
+/* mt_round_shift's rule (quant_s8.h), read off its results on -1.75 .. 1.75 in quarters: 1 half
+ * up, 2 half to even, 0 another (then mt_s8_rq_apply calls mt_requant_s8). Constants once inlined. */
+static inline int mt_s8_rounding(void)
+{
+#define MT_S8_R(k) mt_round_shift(k, 2) /* k / 4 */
+    const int floors = MT_S8_R(-7) == -2 && MT_S8_R(-5) == -1 && MT_S8_R(-3) == -1 && MT_S8_R(-1) == 0 &&
+                       MT_S8_R(1) == 0 && MT_S8_R(3) == 1 && MT_S8_R(5) == 1 && MT_S8_R(7) == 2;
+    const int up = MT_S8_R(-6) == -1 && MT_S8_R(-2) == 0 && MT_S8_R(2) == 1 && MT_S8_R(6) == 2;
+    const int even = MT_S8_R(-6) == -2 && MT_S8_R(-2) == 0 && MT_S8_R(2) == 0 && MT_S8_R(6) == 2;
+#undef MT_S8_R
+    return !floors ? 0 : up ? 1 : even ? 2 : 0;
+}
+
 /* One output channel's requantization, read once: the same bits as mt_requant_s8. With the
- * usual shift n >= 33 the rounding constant 2^(n-1) is a multiple of 2^32, so
- * (acc * M + 2^(n-1)) >> n = (hi + 2^(n-33)) >> (n-32), hi the high word of acc * M (SMMUL):
- * 32-bit arithmetic only. Other shifts take mt_requant_s8. */
+ * usual shift n >= 33, of the 64-bit product hi * 2^32 + lo the quotient is hi >> (n - 32), and
+ * the remainder compares with half as hi's low n - 32 bits do with 2^(n-33), lo breaking a tie:
+ * 32-bit arithmetic only. */
 typedef struct {
-    int32_t mult, round, shift, zp, lo, hi, c;
+    int32_t mult, shift, zp, lo, hi, c;
 } mt_s8_rq;
 
 static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
@@ -104,7 +117,6 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
     mt_s8_rq r;
     r.mult = q->mult[k];
     r.shift = q->shift[k] - 32;
-    r.round = r.shift >= 1 ? (int32_t)1 << (r.shift - 1) : 0;
     r.zp = q->zp;
     r.lo = q->lo;
     r.hi = q->hi;
@@ -114,9 +126,19 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
 
 static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
 {
+    const int rule = mt_s8_rounding();
+    const int64_t p = (int64_t)acc * r->mult;
+    const int32_t hi = (int32_t)(p >> 32); /* |hi| < 2^30 */
     int32_t v;
-    if (r->shift < 1) return mt_requant_s8(acc, q, r->c);
-    v = r->zp + (((int32_t)(((int64_t)acc * r->mult) >> 32) + r->round) >> r->shift);
+    if (r->shift < 1 || rule == 0) return mt_requant_s8(acc, q, r->c);
+    if (rule == 1) {
+        v = (hi + ((int32_t)1 << (r->shift - 1))) >> r->shift;
+    } else {
+        const uint32_t rest = (uint32_t)hi & ((1u << r->shift) - 1u), half = 1u << (r->shift - 1);
+        v = hi >> r->shift;
+        v += rest > half || (rest == half && ((uint32_t)(uint64_t)p != 0 || (v & 1)));
+    }
+    v += r->zp;
     return (int8_t)(v < r->lo ? r->lo : v > r->hi ? r->hi : v);
 }
 
