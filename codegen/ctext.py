@@ -12,6 +12,11 @@ import jinja2
 from .errors import InternalError
 
 
+# Generated identifiers of the frozen quantized weights' arrays: <prefix>_w<k> (`mcutrain size`
+# counts them as the flash they take).
+WEIGHTS = "w"
+
+
 class Safe(str):
     """Text already escaped for the place it is rendered (only this module makes these)."""
 

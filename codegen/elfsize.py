@@ -3,12 +3,14 @@ parameters, optimizer state, data set, stack reserve) take the RAM and flash. Re
 itself, so the report describes what was linked, not an estimate."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
+from .ctext import WEIGHTS
 from .errors import OptionError
 
 
@@ -63,24 +65,29 @@ def measure(elf_path: Path, prefix: str) -> ElfSize:
                 bss += s["sh_size"]
             else:
                 data += s["sh_size"]
-        parts = _symbols(elf, _parts_wanted(prefix))
+        parts = _symbols(elf, _parts_wanted(prefix), prefix)
         stack = elf.get_section_by_name(".stack")
         if stack is not None:
             parts.append(Part("stack (+ heap) reserve", ".stack", stack["sh_size"], "RAM"))
     return ElfSize(text, data, bss, parts)
 
 
-def _symbols(elf: ELFFile, wanted: dict[str, str]) -> list[Part]:
+def _symbols(elf: ELFFile, wanted: dict[str, str], prefix: str) -> list[Part]:
+    """The wanted buffers, and the frozen int8 weights (the arrays <prefix>_w<k>) as one part."""
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:
         return []
-    found = {}
+    found, weights = {}, Part("frozen int8 weights", f"{prefix}_{WEIGHTS}*", 0, "flash")
     for sym in symtab.iter_symbols():
-        if sym.name in wanted and sym["st_info"]["type"] == "STT_OBJECT" and sym["st_size"]:
+        if sym["st_info"]["type"] != "STT_OBJECT" or not sym["st_size"]:
+            continue
+        if sym.name in wanted:
             section = elf.get_section(sym["st_shndx"]) if isinstance(sym["st_shndx"], int) else None
             writable = section is not None and section["sh_flags"] & SH_FLAGS.SHF_WRITE
             found[sym.name] = Part(wanted[sym.name], sym.name, sym["st_size"], "RAM" if writable else "flash")
-    return [found[name] for name in wanted if name in found]
+        elif re.fullmatch(rf"{re.escape(prefix)}_{WEIGHTS}\d+", sym.name):
+            weights.bytes += sym["st_size"]
+    return [found[name] for name in wanted if name in found] + ([weights] if weights.bytes else [])
 
 
 def symbol_address(elf_path: Path, name: str) -> int | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__, c_api, ops
-from .ctext import ENV, comment, identifiers
+from .ctext import ENV, WEIGHTS, comment, identifiers
 from .errors import UnsupportedError
 from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, Graph
 from .memory import MemoryPlan
@@ -131,7 +131,7 @@ class EmitContext:
         if t.role == LABEL:
             return "labels"
         if t.dtype in CTYPES and t.dtype != "float32" and t.role in (CONST, FROZEN):
-            return self.ints(t.value.ravel(), CTYPES[t.dtype])
+            return self.ints(t.value.ravel(), CTYPES[t.dtype], WEIGHTS if t.role == FROZEN else "i")
         blob = self.blobs[t.role]
         if t.dtype != "float32":
             raise UnsupportedError(f"tensor '{root}' ({t.dtype}) is used as data by a kernel; "
@@ -142,19 +142,20 @@ class EmitContext:
         """A constant's value, read at compile time (a scale, a zero point)."""
         return self.tg.graph.tensors[name].value
 
-    def ints(self, values, ctype: str = "int32_t") -> str:
-        """A static const array of these integers (one per distinct content and type)."""
-        return self._array(ctype, [str(int(v)) for v in values])
+    def ints(self, values, ctype: str = "int32_t", stem: str = "i") -> str:
+        """A static const array of these integers (one per distinct content and type), named
+        <prefix>_<stem><k>: stem WEIGHTS for frozen quantized weights (`mcutrain size` counts them)."""
+        return self._array(ctype, [str(int(v)) for v in values], stem)
 
     def floats(self, values) -> str:
         """A static const float array (a per-channel scale read by a kernel)."""
         return self._array("float", [c_float(v) for v in values])
 
-    def _array(self, ctype: str, texts: list[str]) -> str:
+    def _array(self, ctype: str, texts: list[str], stem: str = "i") -> str:
         for name, kind, existing in self.arrays:
             if (kind, existing) == (ctype, texts):
                 return name
-        name = f"{self.prefix}_i{len(self.arrays)}"
+        name = f"{self.prefix}_{stem}{len(self.arrays)}"
         self.arrays.append((name, ctype, texts))
         return name
 

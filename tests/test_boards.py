@@ -192,6 +192,16 @@ def test_cli_build_run_size(model):
         assert what in done.output
 
 
+def test_size_shows_int8_weights(qcnn_model):
+    """The frozen int8 weights are a part of their own in the flash (arrays qcnn_w<k>)."""
+    need("cortex-m4f")
+    build, x, y = qcnn_model
+    firmware.build(build, "cortex-m4f", x[:8], y[:8])
+    parts = {p.what: p for p in elfsize.measure(build / "cortex-m4f" / "firmware.elf", "qcnn").parts}
+    weights = parts["frozen int8 weights"]
+    assert weights.region == "flash" and 4 * 9 <= weights.bytes < 4 * 4 * 9 + 64
+
+
 def test_too_big_for_ram_fails_at_build_time(tmp_path, model):
     """256-128-10 has 137 KB of parameters: more than the Cortex-M3's 64 KiB RAM, fine on the host."""
     build = mlp(tmp_path, [256, 128, 10], "big")

@@ -6,6 +6,7 @@ from math import prod
 
 import numpy as np
 
+from ..ctext import WEIGHTS
 from ..ir import Node
 from . import _qlinear, _window, attr, conv, register, register_train_op
 from .mask import masked
@@ -43,7 +44,7 @@ def packed_weights(c, node, m: int) -> str:
     rows = c.value(node.inputs[W]).astype(np.int64).reshape(m, -1) - np.reshape(zw, (-1, 1))
     rows = np.pad(rows, ((0, 0), (0, -rows.shape[1] % 4))) & 0xFFFF
     words = sum(rows[:, i::4].astype(np.uint64) << np.uint64(16 * i) for i in range(4))
-    return c.ints(words.view(np.int64).ravel(), "int64_t")
+    return c.ints(words.view(np.int64).ravel(), "int64_t", WEIGHTS)
 
 
 def grad(node, g):
