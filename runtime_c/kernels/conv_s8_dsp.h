@@ -104,9 +104,8 @@ static inline int mt_s8_rounding(void)
 }
 
 /* One output channel's requantization, read once: the same bits as mt_requant_s8. With the
- * usual shift n >= 33, of the 64-bit product hi * 2^32 + lo the quotient is hi >> (n - 32), and
- * the remainder compares with half as hi's low n - 32 bits do with 2^(n-33), lo breaking a tie:
- * 32-bit arithmetic only. */
+ * usual shift n >= 33 the half 2^(n-1) is a multiple of 2^32: of the 64-bit product hi * 2^32 + lo
+ * only hi matters, and lo = 0 for a tie: 32-bit arithmetic only. */
 typedef struct {
     int32_t mult, shift, zp, lo, hi, c;
 } mt_s8_rq;
@@ -131,14 +130,11 @@ static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int3
     const int32_t hi = (int32_t)(p >> 32); /* |hi| < 2^30 */
     int32_t v;
     if (r->shift < 1 || rule == 0) return mt_requant_s8(acc, q, r->c);
-    if (rule == 1) {
-        v = (hi + ((int32_t)1 << (r->shift - 1))) >> r->shift;
-    } else {
-        const uint32_t rest = (uint32_t)hi & ((1u << r->shift) - 1u), half = 1u << (r->shift - 1);
-        v = hi >> r->shift;
-        v += rest > half || (rest == half && ((uint32_t)(uint64_t)p != 0 || (v & 1)));
-    }
-    v += r->zp;
+    /* half up: (hi + half) >> s; to even, a tie (lo = 0 and hi's low s bits = half) of an even
+     * quotient rounds down: one less added */
+    v = hi + ((int32_t)1 << (r->shift - 1));
+    if (rule == 2) v -= (uint32_t)(uint64_t)p == 0 && !((hi >> r->shift) & 1);
+    v = r->zp + (v >> r->shift);
     return (int8_t)(v < r->lo ? r->lo : v > r->hi ? r->hi : v);
 }
 
