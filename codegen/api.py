@@ -64,7 +64,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
         summary = _summary(tg, plan, prefix, str(model), federated)
         summary["model_hash"] = blob.model_hash(tg)
         if ram_budget is not None:
-            budget.check(ram_budget, summary, lambda alt: _memory(compiled, alt, federated), spec)
+            budget.check(ram_budget, summary, lambda alt: _memory(compiled, alt, federated), spec,
+                         {"--quantize int8 --calibration FILE": lambda: _int8_memory(compiled, spec, federated)})
         source = export.source_bytes(compiled)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),
@@ -190,6 +191,15 @@ def _memory(model: Path, spec: Spec, federated: bool) -> dict:
     """The memory summary of `spec` for `model`, nothing written."""
     _, tg, plan = compile_plan(model, spec)
     return _summary(tg, plan, "model", str(model), federated)["memory"]
+
+
+def _int8_memory(model: Path, spec: Spec, federated: bool) -> dict:
+    """The memory summary of `spec` with the model's frozen layers in int8 (refused for a model
+    that is quantized already)."""
+    with calibrate.for_estimates(model, spec.batch) as quantized:
+        if quantized is None:
+            raise OptionError("the model is quantized already")
+        return _memory(quantized, spec, federated)
 
 
 def _flags(sel: training.Selection) -> str:

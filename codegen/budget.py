@@ -25,7 +25,8 @@ def _alternatives(spec) -> dict[str, object]:
     return alts
 
 
-def check(budget: int, summary: dict, memory_of: Callable, spec) -> None:
+def check(budget: int, summary: dict, memory_of: Callable, spec, other: dict[str, Callable] | None = None) -> None:
+    """other: more alternatives, flag -> () -> memory summary (e.g. int8 frozen layers)."""
     mem = summary["memory"]
     need = ram_bytes(mem)
     if need <= budget:
@@ -36,9 +37,10 @@ def check(budget: int, summary: dict, memory_of: Callable, spec) -> None:
              + (f", federated round-start copy {mem['round_start_bytes']:,} B (--no-federated drops it)."
                 if mem.get("round_start_bytes") else ".")]
     options = []
-    for flag, alt in _alternatives(spec).items():
+    alternatives = {flag: lambda alt=alt: memory_of(alt) for flag, alt in _alternatives(spec).items()}
+    for flag, memory in {**alternatives, **(other or {})}.items():
         try:
-            total = ram_bytes(memory_of(alt))
+            total = ram_bytes(memory())
         except McutrainError:
             continue
         if total < need:

@@ -336,3 +336,14 @@ def test_depthwise_and_pointwise_gradients_in_place(tmp_path):
     aliases = json.loads((tmp_path / "b" / "memory.json").read_text())["aliases"]
     assert sum("QLinearConvGradX" in name for name in aliases) == 2
 
+
+def test_inspect_and_ram_budget_offer_int8(tmp_path):
+    """For a float model, inspect and --ram-budget give what int8 frozen layers would take."""
+    qdq = quantized_model(tmp_path, "int8", True, Net)
+    float_model = qdq.replace("q.onnx", "float.onnx")
+    rows = {row.choice: row.memory for row in codegen.inspect(float_model, batch=1).memory_by_choice}
+    int8, fp32 = rows["--quantize int8 --train-last 1"], rows["--train-last 1"]
+    assert int8["frozen_bytes"] < fp32["frozen_bytes"] / 3 and int8["arena_bytes"] < fp32["arena_bytes"]
+    with pytest.raises(codegen.errors.FitError, match=r"--quantize int8 --calibration FILE: [\d,]+ B"):
+        codegen.generate(float_model, tmp_path / "b", loss="cross_entropy", batch=1, train_last=1, ram_budget=100)
+
