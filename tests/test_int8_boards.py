@@ -5,6 +5,9 @@ firmware's trained p must equal the host's bit for bit (p = -lr * the mse gradie
 float32 of the dequantized int8 outputs, so one int8 step apart shows)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import onnx
 import pytest
@@ -12,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import codegen
 from codegen import firmware, qemu
+from codegen.paths import runtime_dir
 from helpers import KERNELS
 from test_boards import need
 
@@ -77,3 +81,81 @@ def test_dsp_conv_matches_host(tmp_path, case):
     report = firmware.parse_output(result.output)
     assert report.done and np.any(host != 0)
     assert report.params.tobytes() == host.tobytes(), f"max |board - host| {np.abs(report.params - host).max()}"
+
+
+RQ_CHECK = r"""
+#include <stdio.h>
+#define MT_CONV_S8_DSP 1
+#include "kernels/conv_s8.h"
+int main(void)
+{
+    unsigned s = 1;
+    long bad = 0;
+    int i;
+    for (i = 0; i < 400000; ++i) {
+        int32_t acc, mult, shift, zp;
+        s = s * 1664525u + 1013904223u;
+        acc = (int32_t)s >> (s % 23);
+        s = s * 1664525u + 1013904223u;
+        mult = (int32_t)((1u << 30) + (s >> 2));
+        s = s * 1664525u + 1013904223u;
+        shift = 30 + (int32_t)(s % 33);
+        zp = (int32_t)(s % 9) - 4;
+        if (i % 2) { /* exact ties and their neighbours: M = 2^30, acc = k 2^(n - 32) */
+            mult = 1 << 30;
+            shift = 33 + (int32_t)(s % 20);
+            acc = ((int32_t)(s >> 20) % 64 - 32) * (int32_t)(1u << (shift - 32));
+        }
+        {
+            mt_requant q = {&mult, &shift, 0, zp, -128, 127};
+            const mt_s8_rq r = mt_s8_rq_of(&q, 0);
+            bad += mt_s8_rq_apply(&r, &q, acc) != mt_requant_s8(acc, &q, 0);
+        }
+    }
+    printf("rule %d, %ld differ\n", mt_s8_rounding(), bad);
+    return bad != 0;
+}
+"""
+
+# The intrinsics conv_s8_dsp.h uses, in portable C: enough to compile its requantization on the host.
+ACLE_STUB = r"""
+#include <stdint.h>
+static inline int32_t __smlad(int32_t a, int32_t b, int32_t c) { return c + (int16_t)a * (int16_t)b + (a >> 16) * (b >> 16); }
+static inline int32_t __smlabb(int32_t a, int32_t b, int32_t c) { return c + (int16_t)a * (int16_t)b; }
+static inline int32_t __smlatb(int32_t a, int32_t b, int32_t c) { return c + (a >> 16) * (int16_t)b; }
+static inline uint32_t __sxtb16(uint32_t a) { return (uint16_t)(int8_t)a | (uint32_t)(uint16_t)(int8_t)(a >> 16) << 16; }
+#define MT_S8_LDRD(p, lo, hi) (lo = (int32_t)(uint32_t)(uint64_t)*(p), hi = (int32_t)(uint32_t)((uint64_t)*(p) >> 32), ++(p))
+"""
+
+
+def acle_stub(tmp_path):
+    (tmp_path / "stub").mkdir(exist_ok=True)
+    (tmp_path / "stub" / "arm_acle.h").write_text(ACLE_STUB)
+    return tmp_path / "stub"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dsp_conv_on_host(tmp_path, case):
+    """The whole DSP path compiled on the host (little-endian; the intrinsics in plain C) predicts
+    the portable code's bits: a fast check of its logic, the same shapes as under QEMU."""
+    path, x_shape, _ = conv_model(tmp_path, case)
+    x = levels(x_shape)
+    codegen.generate(path, tmp_path / "build", loss="mse", lr=0.5)
+    want = codegen.load_host(tmp_path / "build", KERNELS["scalar"]).predict(x)
+    got = codegen.load_host(tmp_path / "build", [*KERNELS["scalar"], "-DMT_CONV_S8_DSP=1",
+                                                 f"-I{acle_stub(tmp_path)}"]).predict(x)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_dsp_requantization_matches_portable(tmp_path):
+    """The DSP path's 32-bit requantization (conv_s8_dsp.h) gives mt_requant_s8's bits, exact ties
+    included, under whichever rounding quant_s8.h implements (compiled on the host with the
+    intrinsics in plain C)."""
+    shutil.copytree(runtime_dir(), tmp_path / "runtime")
+    (tmp_path / "runtime" / "check.c").write_text(RQ_CHECK)
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{acle_stub(tmp_path)}", "check.c",
+                    "-o", "check"],
+                   cwd=tmp_path / "runtime", check=True)
+    done = subprocess.run(["./check"], cwd=tmp_path / "runtime", capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    assert "rule 0" not in done.stdout  # the fast path ran

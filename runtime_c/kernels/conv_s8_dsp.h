@@ -56,7 +56,9 @@ static inline int mt_s8_1x1_offset(const mt_window *g, int p)
 
 /* The two words of *p (*lo: the low 32 bits), then p advances: one LDRD with post-increment
  * (GCC splits a 64-bit C load whose halves are used apart into two LDR and pointer updates). */
+#ifndef MT_S8_LDRD /* (a host test defines a portable one) */
 #define MT_S8_LDRD(p, lo, hi) __asm__("ldrd %0, %1, [%2], #8" : "=r"(lo), "=r"(hi), "+r"(p) : "m"(*(p)))
+#endif
 
 /* acc[2i + j] += pixel j . row i (wa, wb) over n int64 of 4 taps; x interleaves the pixels:
  * x[2k] pixel 0, x[2k + 1] pixel 1. Out of line: inlined into a big caller, GCC spilled the
