@@ -177,9 +177,9 @@ def _memory_by_choice(model: Path, spec: Spec, federated: bool) -> list[ChoiceRo
             rows.append(ChoiceRow(choice, error=str(e)))
     if spec.selection != training.Selection():
         rows.append(ChoiceRow("your choice", _memory(model, spec, federated), options=_flags(spec.selection)))
-    int8 = {"--quantize int8 --train-last 1": training.Selection(last=1)}
+    int8 = {"int8, --train-last 1": training.Selection(last=1)}
     if spec.selection != training.Selection():
-        int8["--quantize int8, your choice"] = spec.selection
+        int8["int8, your choice"] = spec.selection
     with calibrate.for_estimates(model, spec.batch) as quantized:
         for choice, selection in int8.items() if quantized else ():  # a float model: with int8 frozen layers
             rows.append(ChoiceRow(choice, _memory(quantized, replace(spec, selection=selection), federated),

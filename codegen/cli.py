@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
@@ -254,22 +255,27 @@ def _print_inspect(report: Report) -> None:
 
 def _print_choices(report: Report) -> None:
     """One row per trainable set: the RAM it needs (arena, parameters, optimizer state and, for a
-    federated build, the round-start copy)."""
+    federated build, the round-start copy) and the flash its frozen weights take. Numbers are
+    never cut short: headers wrap instead."""
     opt = report.optimizer
     momentum = f", momentum {opt['momentum']:g}" if opt["momentum"] else ""
-    columns = {"arena": "arena_bytes", "parameters": "param_bytes", "optimizer state": "optimizer_state_bytes"}
+    columns = {"arena": "arena_bytes", "params": "param_bytes", "opt state": "optimizer_state_bytes"}
     if report.federated:
-        columns["federated copy"] = "round_start_bytes"
-    table = Table("trainable set", *columns, "RAM total", "frozen (flash)",
-                  title=f"RAM per trainable set, bytes ({report.loss} loss, {opt['kind']}{momentum})")
+        columns["copy"] = "round_start_bytes"
+    copy = "; copy: the federated round-start weights" if report.federated else ""
+    table = Table("trainable set", *columns, "RAM", "flash", box=box.SIMPLE_HEAD,
+                  title=f"RAM and flash per trainable set, bytes ({report.loss} loss, {opt['kind']}{momentum}{copy})")
     table.columns[0].no_wrap = True
+    rows = [(row.choice, [f"{n:,}" for n in [*(row.memory[k] for k in columns.values()), ram_bytes(row.memory),
+                                              row.memory["frozen_bytes"]]]) for row in report.memory_by_choice
+            if not row.error]
+    for k, column in enumerate(table.columns[1:]):
+        column.min_width = max(len(cells[k]) for _, cells in rows) if rows else None
     for row in report.memory_by_choice:
         if row.error:
             table.add_row(row.choice, Text(printable(row.error), style="yellow"))
-            continue
-        mem = row.memory
-        table.add_row(row.choice, *(f"{n:,}" for n in [*(mem[k] for k in columns.values()), ram_bytes(mem),
-                                                       mem["frozen_bytes"]]))
+    for choice, cells in rows:
+        table.add_row(choice, *cells)
     out.print(table)
     for row in report.memory_by_choice:
         if row.options:

@@ -342,7 +342,7 @@ def test_inspect_and_ram_budget_offer_int8(tmp_path):
     qdq = quantized_model(tmp_path, "int8", True, Net)
     float_model = qdq.replace("q.onnx", "float.onnx")
     rows = {row.choice: row.memory for row in codegen.inspect(float_model, batch=1).memory_by_choice}
-    int8, fp32 = rows["--quantize int8 --train-last 1"], rows["--train-last 1"]
+    int8, fp32 = rows["int8, --train-last 1"], rows["--train-last 1"]
     assert int8["frozen_bytes"] < fp32["frozen_bytes"] / 3 and int8["arena_bytes"] < fp32["arena_bytes"]
     with pytest.raises(codegen.errors.FitError, match=r"--quantize int8 --calibration FILE: [\d,]+ B"):
         codegen.generate(float_model, tmp_path / "b", loss="cross_entropy", batch=1, train_last=1, ram_budget=100)
