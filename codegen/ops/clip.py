@@ -3,6 +3,7 @@
 min < x < max, strictly, as PyTorch's hardtanh/relu6 (torch.clamp also passes at x == min or max)."""
 from . import register, register_train_op
 from ._layout import optional_ptr, scalar
+from .mask import masked
 
 
 def check(node, graph):
@@ -18,8 +19,13 @@ def emit(node, c):
 
 def grad(node, g):
     """ClipGrad(dy, y, min, max): the bounds ride along as the same constant inputs. The output
-    y = clip(x) lies strictly inside (min, max) exactly where x does, so the input can die here."""
-    g.give(0, g.op("ClipGrad", [g.dy(), node.outputs[0], *node.inputs[1:]], like=node.inputs[0]))
+    y = clip(x) lies strictly inside (min, max) exactly where x does, so the input can die here;
+    when the backward does not keep y anyway, a 1-bit mask of it (InsideMask) lets y die too."""
+    y = node.outputs[0]
+    if g.kept(y):
+        g.give(0, g.op("ClipGrad", [g.dy(), y, *node.inputs[1:]], like=node.inputs[0]))
+    else:
+        g.give(0, masked(g, y, "InsideMask", *node.inputs[1:]))
 
 
 def emit_grad(node, c):

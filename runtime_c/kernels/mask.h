@@ -20,6 +20,16 @@ static inline void mt_masked(const float *dY, const uint8_t *MT_RESTRICT M, floa
     for (i = 0; i < n; ++i) dX[i] = (M[i >> 3] >> (i & 7)) & 1 ? dY[i] : 0.0f;
 }
 
+/* M (n bits) = lo < Y < hi (an absent bound: no limit): where a Clip (ReLU6) passes its gradient. */
+static inline void mt_mask_inside(const float *MT_RESTRICT Y, uint8_t *MT_RESTRICT M, int n, const float *lo,
+                                  const float *hi)
+{
+    const float l = lo ? *lo : 0.0f, h = hi ? *hi : 0.0f;
+    int i;
+    for (i = 0; i < (n + 7) / 8; ++i) M[i] = 0;
+    for (i = 0; i < n; ++i) M[i >> 3] |= (uint8_t)(((!lo || Y[i] > l) && (!hi || Y[i] < h)) << (i & 7));
+}
+
 /* M (n bits) = Y > 0: where a ReLU passes its gradient (NaN: no). */
 static inline void mt_mask_positive(const float *MT_RESTRICT Y, uint8_t *MT_RESTRICT M, int n)
 {
