@@ -4,9 +4,6 @@ Its gradient (for a trainable bias or the layers before it) goes through the rea
 dequantized at a time."""
 from math import prod
 
-import numpy as np
-
-from ..ctext import WEIGHTS
 from ..ir import Node
 from . import _qlinear, _window, attr, conv, register, register_train_op
 from .mask import masked
@@ -30,21 +27,9 @@ def emit(node, c):
     rq = _qlinear.requant_c(c, node, reals, _qlinear.zero_point(c, node, Y_ZP))
     bias = c.ptr(node.inputs[BIAS]) if _qlinear.present(node, BIAS) else "NULL"
     win = _window.window(node, c.shape(x), c.shape(w)[2:])
-    weights = (f"{c.ptr(w)}, {_qlinear.zero_points(c, node, W_ZP, m)}, 0" if c.value(w) is None else  # computed
-               f"MT_S8_W8({c.ptr(w)}), {_qlinear.zero_points(c, node, W_ZP, m)}, MT_S8_WP({packed_weights(c, node, m)})")
-    return (f"mt_conv_s8({c.ptr(x)}, {_qlinear.zero_point(c, node, X_ZP)}, {weights}, {bias}, {c.ptr(y)}, "
-            f"{n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()}, {rq});")
-
-
-def packed_weights(c, node, m: int) -> str:
-    """The DSP kernels' weights (runtime_c/kernels/conv_s8.h): each output channel's row of
-    w - zw, zero taps added up to a multiple of 4, taps 4k .. 4k+3 as the int16 values of int64 k
-    from the low bits up."""
-    zw = np.broadcast_to(c.value(node.inputs[W_ZP]).reshape(-1), (m,)) if _qlinear.present(node, W_ZP) else 0
-    rows = c.value(node.inputs[W]).astype(np.int64).reshape(m, -1) - np.reshape(zw, (-1, 1))
-    rows = np.pad(rows, ((0, 0), (0, -rows.shape[1] % 4))) & 0xFFFF
-    words = sum(rows[:, i::4].astype(np.uint64) << np.uint64(16 * i) for i in range(4))
-    return c.ints(words.view(np.int64).ravel(), "int64_t", WEIGHTS)
+    return (f"mt_conv_s8({c.ptr(x)}, {_qlinear.zero_point(c, node, X_ZP)}, {c.ptr(w)}, "
+            f"{_qlinear.zero_points(c, node, W_ZP, m)}, {bias}, {c.ptr(y)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, "
+            f"{win.c()}, {rq});")
 
 
 def grad(node, g):
