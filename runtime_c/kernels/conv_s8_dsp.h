@@ -42,10 +42,17 @@ static inline uint32_t mt_s8_word(const int8_t *p)
 static inline int32_t mt_s8_pack(const int8_t *x, int plane, int cg, int o, int32_t zx, int64_t *out)
 {
     int32_t v[4], sum = 0;
-    int c, i;
-    for (c = 0; c < cg; c += 4) {
+    int c = 0, i;
+    if (o >= 0) {
+        for (x += o; c + 4 <= cg; c += 4, x += 4 * (size_t)plane) { /* whole groups of 4 channels */
+            const int32_t v0 = x[0] - zx, v1 = x[plane] - zx, v2 = x[2 * plane] - zx, v3 = x[3 * plane] - zx;
+            sum += v0 + v1 + v2 + v3;
+            out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(v1, v3) << 32 | mt_s8_pair(v0, v2));
+        }
+    }
+    for (; c < cg; c += 4) { /* padding, or the last 1-3 channels */
         for (i = 0; i < 4; ++i) {
-            v[i] = o >= 0 && c + i < cg ? x[o + (size_t)(c + i) * plane] - zx : 0;
+            v[i] = o >= 0 && c + i < cg ? x[(size_t)i * plane] - zx : 0;
             sum += v[i];
         }
         out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(v[1], v[3]) << 32 | mt_s8_pair(v[0], v[2]));
