@@ -18,8 +18,8 @@
 #define MT_CONV_S8_DSP_H
 #include <arm_acle.h>
 
-/* The 1x1 path's packed input on the stack, in int64 of 4 channels (1 KiB): a tile of pixels,
- * 2 of up to 252 channels or more of fewer. */
+/* The 1x1 path's packed input on the stack, in int64 of 4 channels (1 KiB, and 512 B of pixel
+ * sums): a tile of pixels, 2 of up to 256 channels or more of fewer. */
 #define MT_S8_PACK 128
 
 /* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]). */
