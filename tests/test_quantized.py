@@ -347,3 +347,28 @@ def test_inspect_and_ram_budget_offer_int8(tmp_path):
     with pytest.raises(codegen.errors.FitError, match=r"--quantize int8 --calibration FILE: [\d,]+ B"):
         codegen.generate(float_model, tmp_path / "b", loss="cross_entropy", batch=1, train_last=1, ram_budget=100)
 
+
+@pytest.mark.parametrize("suite", ["mlp", "lenet5", "cnn1d", "mobilenet"])
+def test_suite_models_match_onnxruntime(tmp_path, suite):
+    """Every benchmark-suite model quantized by quantize_static (QDQ, int8 per-channel): with its
+    head trainable and the rest in int8, the C predicts within one output step of onnxruntime."""
+    from benchmarks.models import SUITE
+
+    model = next(m for m in SUITE if m.name == suite)
+    path = model.export(4, tmp_path / "float.onnx")
+    rng = np.random.default_rng(8)
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal((4, *model.sample)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    ortq.quantize_static(str(path), str(tmp_path / "q.onnx"), Reader(), quant_format=ortq.QuantFormat.QDQ,
+                         per_channel=True, activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8)
+    trainer = compile_model(tmp_path / "q.onnx", tmp_path / "b", loss=model.loss, train_last=1)
+    x = rng.standard_normal((4, *model.sample)).astype(np.float32)
+    assert np.abs(trainer.predict(x) - onnxruntime(str(tmp_path / "q.onnx"), x)).max() <= \
+        output_scale(str(tmp_path / "q.onnx")) * 1.001
+
