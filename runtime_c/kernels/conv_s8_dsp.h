@@ -113,19 +113,6 @@ MT_OUTLINE void mt_s8_dot2x2(const int64_t *x, const int8_t *wa, const int8_t *w
     acc[3] = b1;
 }
 
-/* mt_round_shift's rule (quant_s8.h), read off its results on -1.75 .. 1.75 in quarters: 1 half
- * up, 2 half to even, 0 another (then mt_s8_rq_apply calls mt_requant_s8). Constants once inlined. */
-static inline int mt_s8_rounding(void)
-{
-#define MT_S8_R(k) mt_round_shift(k, 2) /* k / 4 */
-    const int floors = MT_S8_R(-7) == -2 && MT_S8_R(-5) == -1 && MT_S8_R(-3) == -1 && MT_S8_R(-1) == 0 &&
-                       MT_S8_R(1) == 0 && MT_S8_R(3) == 1 && MT_S8_R(5) == 1 && MT_S8_R(7) == 2;
-    const int up = MT_S8_R(-6) == -1 && MT_S8_R(-2) == 0 && MT_S8_R(2) == 1 && MT_S8_R(6) == 2;
-    const int even = MT_S8_R(-6) == -2 && MT_S8_R(-2) == 0 && MT_S8_R(2) == 0 && MT_S8_R(6) == 2;
-#undef MT_S8_R
-    return !floors ? 0 : up ? 1 : even ? 2 : 0;
-}
-
 /* One output channel's requantization, read once: the same bits as mt_requant_s8. With the
  * usual shift n >= 33 the half 2^(n-1) is a multiple of 2^32: of the 64-bit product hi * 2^32 + lo
  * only hi matters, and lo = 0 for a tie: 32-bit arithmetic only. */
@@ -148,15 +135,14 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
 
 static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
 {
-    const int rule = mt_s8_rounding();
     const int64_t p = (int64_t)acc * r->mult;
     const int32_t hi = (int32_t)(p >> 32); /* |hi| < 2^30 */
     int32_t v;
-    if (r->shift < 1 || rule == 0) return mt_requant_s8(acc, q, r->c);
-    /* half up: (hi + half) >> s; to even, a tie (lo = 0 and hi's low s bits = half) of an even
-     * quotient rounds down: one less added */
+    if (r->shift < 1) return mt_requant_s8(acc, q, r->c);
+    /* (hi + half) >> s rounds half up; half to even (quant_s8.h): a tie (lo = 0, hi's low s bits
+     * = half) of an even quotient rounds down, one less added (elsewhere one less changes nothing) */
     v = hi + ((int32_t)1 << (r->shift - 1));
-    if (rule == 2) v -= (uint32_t)(uint64_t)p == 0 && !((hi >> r->shift) & 1);
+    v -= (uint32_t)(uint64_t)p == 0 && !((hi >> r->shift) & 1);
     v = r->zp + (v >> r->shift);
     return (int8_t)(v < r->lo ? r->lo : v > r->hi ? r->hi : v);
 }
