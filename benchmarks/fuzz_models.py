@@ -249,6 +249,8 @@ def mutate(model: onnx.ModelProto, kind: str, pick: Pick) -> None:
 
 def _corrupt(raw: bytes, kind: str, pick: Pick) -> bytes:
     """A byte-level mutation of the serialized model."""
+    if not raw and kind != "junk":  # a truncation left nothing to flip or cut
+        return raw
     if kind == "flip":
         at = pick(len(raw))
         return raw[:at] + bytes([raw[at] ^ (1 + pick(255))]) + raw[at + 1:]

@@ -112,6 +112,7 @@ class EmitContext:
         self.f = c_float
         self.inputs = input_idents(tg.graph.inputs)
         self.used: set[str] = set()  # the tensors whose data some statement reads or writes
+        self.node = None  # the node whose statement is being emitted
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tg.graph.shape(name)
@@ -130,12 +131,12 @@ class EmitContext:
             return self.inputs[root]
         if t.role == LABEL:
             return "labels"
-        if t.dtype in CTYPES and t.dtype != "float32" and t.role in (CONST, FROZEN):
+        if t.dtype in CTYPES and t.dtype != "float32" and t.role in (CONST, FROZEN) and ops.lookup(self.node).int8:
             return self.ints(t.value.ravel(), CTYPES[t.dtype], WEIGHTS if t.role == FROZEN else "i")
         blob = self.blobs[t.role]
         if t.dtype != "float32":
-            raise UnsupportedError(f"tensor '{root}' ({t.dtype}) is used as data by a kernel; "
-                                   "only float32 tensors are supported there")
+            raise UnsupportedError(f"{self.node.describe()}: tensor '{root}' ({t.dtype}) is read as data; "
+                                   f"{self.node.op} takes float32 tensors there")
         return f"({self.prefix}_{blob.c_name} + {blob.offsets[root]})"
 
     def value(self, name: str) -> np.ndarray:
@@ -163,6 +164,7 @@ class EmitContext:
 def _statement(node, ctx: EmitContext, updates: dict) -> dict:
     """updates: fused gradient -> the optimizer node that consumes it."""
     op = ops.lookup(node)
+    ctx.node = node
     if node.outputs[0] in updates:  # accumulates the gradient into the optimizer's target
         upd = updates[node.outputs[0]]
         scale, keep, _ = ops.lookup(upd).emit_fused(upd, ctx)

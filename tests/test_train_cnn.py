@@ -264,8 +264,10 @@ def test_inspect_reports_memory_per_choice(mobilenet_path):
                                       "--train", "7.*"])
     assert result.exit_code == 0, result.output
     choices = {c["choice"]: c for c in json.loads(result.output)["memory_by_choice"]}
-    assert list(choices) == ["full training", "--train-last 1", "--train-bias-only", "your choice"]
-    full, last, bias, own = choices.values()
+    assert list(choices) == ["full training", "--train-last 1", "--train-bias-only", "your choice",
+                             "int8, --train-last 1", "int8, your choice"]
+    full, last, bias, own, last_int8, own_int8 = choices.values()
+    assert last_int8["frozen_bytes"] < last["frozen_bytes"] / 3
     assert last["arena_bytes"] < full["arena_bytes"]
     assert last["param_bytes"] == own["param_bytes"] == 4 * (24 * 10 + 10)
     assert own["optimizer_state_bytes"] == 2 * own["param_bytes"]  # Adam: two moments

@@ -74,4 +74,4 @@ def shape(node, shapes, dtypes):
 
 register("QGemm", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, diff_inputs=(A, C), check=check, shape=shape,
          domain="com.microsoft")
-register_train_op("QGemmGradX", kernel="backward_s8.h", emit=emit_grad_x)
+register_train_op("QGemmGradX", int8=True, kernel="backward_s8.h", emit=emit_grad_x)

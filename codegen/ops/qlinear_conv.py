@@ -81,4 +81,4 @@ def emit_grad_x(node, c):
 
 
 register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, grad=grad, diff_inputs=(X, BIAS), check=check)
-register_train_op("QLinearConvGradX", kernel="backward_s8.h", emit=emit_grad_x, inplace=grad_x_in_place)
+register_train_op("QLinearConvGradX", int8=True, kernel="backward_s8.h", emit=emit_grad_x, inplace=grad_x_in_place)
