@@ -168,12 +168,16 @@ class _Lowering:
         return [self.const(f"{w.name}_quantized", qw.values, FROZEN), self.const(f"{w.name}_scale", qw.scale),
                 self.const(f"{w.name}_zero_point", qw.zero_point.astype(np.int8))]
 
-    def bias(self, node: Node, name: str, x_scale: str, w: Tensor) -> str:
+    def bias(self, node: Node, name: str, x_scale: str, w: Tensor) -> str | None:
         """The int32 bias at scale x_scale * w_scale (as the int8 kernels add it to the sums): a
-        constant for a frozen bias; for a trainable one, QuantizeBias computes it at every step."""
+        constant for a frozen bias; for a trainable one, QuantizeBias computes it at every step.
+        None (the layer stays float) for a bias computed at run time (e.g. shared through an
+        Identity) or one that does not fit int32."""
         if not name:
             return ""
         b = self.graph.tensors[name]
+        if b.value is None:
+            return None
         scale = np.broadcast_to(self.graph.tensors[x_scale].value.astype(np.float64) * w.quant.scale, b.shape)
         if b.role == PARAM:
             out = self.graph.add(f"{name}_int32", b.shape, "int32")
@@ -182,9 +186,7 @@ class _Lowering:
                                                              f"quantize {name}", TRAIN_DOMAIN))
             return out
         q = np.rint(b.value.astype(np.float64) / scale)
-        if np.abs(q).max(initial=0) >= 2**31:
-            raise UnsupportedError(f"bias '{name}' does not fit int32 at scale input scale x weight scale")
-        return self.const(f"{name}_quantized", q.astype(np.int32), FROZEN)
+        return self.const(f"{name}_quantized", q.astype(np.int32), FROZEN) if np.abs(q).max(initial=0) < 2**31 else None
 
     def _runs(self, new: Node, gradient: bool) -> bool:
         """The int8 op exists, has a gradient rule if one must pass, and takes these operands
@@ -216,9 +218,8 @@ class _Lowering:
 def _conv(lw: _Lowering, node: Node, q: Node) -> bool:
     x, w = lw.int8_input(node.inputs[0]), lw.frozen_weight(node.inputs[1])
     b = node.inputs[2] if len(node.inputs) > 2 else ""
-    if x is None or w is None:
-        return False
-    return lw.replace(node, q, "QLinearConv", [*x, *lw.weight(w), *q.inputs[1:3], lw.bias(node, b, x[1], w)])
+    bias = lw.bias(node, b, x[1], w) if x is not None and w is not None else None
+    return bias is not None and lw.replace(node, q, "QLinearConv", [*x, *lw.weight(w), *q.inputs[1:3], bias])
 
 
 def _gemm(lw: _Lowering, node: Node, q: Node) -> bool:
@@ -229,7 +230,8 @@ def _gemm(lw: _Lowering, node: Node, q: Node) -> bool:
             or (c and len(lw.graph.shape(c)) != 1) \
             or w.quant.scale.size != 1 and w.quant.axis != (0 if a.get("transB", 0) else 1):
         return False
-    return lw.replace(node, q, "QGemm", [*x, *lw.weight(w), lw.bias(node, c, x[1], w), *q.inputs[1:3]], MS,
+    bias = lw.bias(node, c, x[1], w)
+    return bias is not None and lw.replace(node, q, "QGemm", [*x, *lw.weight(w), bias, *q.inputs[1:3]], MS,
                       {"transB": a.get("transB", 0), "alpha": a.get("alpha", 1.0)})
 
 

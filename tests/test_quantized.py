@@ -372,3 +372,21 @@ def test_suite_models_match_onnxruntime(tmp_path, suite):
     assert np.abs(trainer.predict(x) - onnxruntime(str(tmp_path / "q.onnx"), x)).max() <= \
         output_scale(str(tmp_path / "q.onnx")) * 1.001
 
+
+def test_shared_bias_stays_float(tmp_path):
+    """Two folded BatchNorms with equal biases share one initializer through an Identity, which
+    quantize_static quantizes once: the second conv's bias is computed at run time, so that layer
+    runs in float (fake-quantized) and the model still predicts like onnxruntime."""
+    torch.manual_seed(0)
+    layers = [m for _ in range(2) for m in (torch.nn.Conv2d(8, 8, 3, padding=1, bias=False), torch.nn.BatchNorm2d(8),
+                                            torch.nn.ReLU())]
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), *layers, torch.nn.Flatten(), torch.nn.Linear(8 * 64, 4))
+    torch.onnx.export(net.eval(), torch.zeros(1, *SHAPE), str(tmp_path / "float.onnx"), input_names=["x"],
+                      output_names=["y"], opset_version=18, dynamo=False)
+    ortq.quantize_static(str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx"), _Reader(),
+                         quant_format=ortq.QuantFormat.QDQ, per_channel=True)
+    trainer = compile_model(tmp_path / "q.onnx", tmp_path / "b", loss="cross_entropy", batch=1, train_last=1)
+    x = inputs(1, 9)
+    step = output_scale(str(tmp_path / "q.onnx"))
+    assert np.abs(trainer.predict(x) - onnxruntime(str(tmp_path / "q.onnx"), x)).max() <= step * 1.001
+
