@@ -202,9 +202,12 @@ class _Lowering:
             return False
         return True
 
-    def replace(self, node: Node, q: Node, op: str, inputs: list[str], domain: str = "", attrs=None) -> bool:
-        """False, changing nothing, when `op` has no int8 kernel here."""
-        new = Node(op, inputs, [q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name, domain)
+    def replace(self, node: Node, q: Node, op: str, inputs: list[str], domain: str = "", attrs=None,
+                output: str | None = None) -> bool:
+        """False, changing nothing, when `op` has no int8 kernel here. The new node writes q's
+        output, or `output` (then the caller makes q's output from it)."""
+        new = Node(op, inputs, [output or q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name,
+                   domain)
         if not self._runs(new, gradient=bool(self.carries_gradient.intersection(node.inputs))):
             self.before.pop(id(node), None)
             return False
@@ -259,14 +262,15 @@ def _global_average(lw: _Lowering, node: Node, q: Node) -> bool:
         if axes is None or sorted(int(a) % rank for a in axes) != list(range(2, rank)) \
                 or node.attrs.get("keepdims", 1) == 0 and rank != 4:
             return False
-    pooled = [1 if d >= 2 else s for d, s in enumerate(lw.graph.shape(x[0]))]
-    if not lw.replace(node, q, "QLinearGlobalAveragePool", [*x, *q.inputs[1:3]], MS, {"channels_last": 0}):
+    pooled, out = [1 if d >= 2 else s for d, s in enumerate(lw.graph.shape(x[0]))], q.outputs[0]
+    if lw.graph.shape(out) == tuple(pooled):
+        return lw.replace(node, q, "QLinearGlobalAveragePool", [*x, *q.inputs[1:3]], MS, {"channels_last": 0})
+    mid = lw.graph.add(f"{out}_pooled", pooled, "int8")  # keepdims=0: pool, then a view drops the 1s
+    if not lw.replace(node, q, "QLinearGlobalAveragePool", [*x, *q.inputs[1:3]], MS, {"channels_last": 0}, mid):
+        del lw.graph.tensors[mid]
         return False
-    out = q.outputs[0]
-    if lw.graph.shape(out) != tuple(pooled):  # keepdims=0: pool, then a view drops the 1s
-        mid = lw.replaced[id(node)].outputs[0] = lw.graph.add(f"{out}_pooled", pooled, "int8")
-        shape = lw.const(f"{out}_shape", np.array(lw.graph.shape(out), np.int64))
-        lw.replaced[id(q)] = Node("Reshape", [mid, shape], [out], {}, q.name)
+    shape = lw.const(f"{out}_shape", np.array(lw.graph.shape(out), np.int64))
+    lw.replaced[id(q)] = Node("Reshape", [mid, shape], [out], {}, q.name)
     return True
 
 
