@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codegen  # noqa: E402
-from benchmarks import int8_fit  # noqa: E402
+from benchmarks import int8_fit, int8_kernels  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
 from codegen import api, blob, firmware, qemu, training  # noqa: E402
 from codegen.errors import FitError  # noqa: E402
@@ -162,6 +162,11 @@ def int8_fit_board():
 INT8_ROWS = " ".join(rf"\| {model} \| {kind} \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|"
                      for model in (r"MobileNetV2-0\.35, 96x96x3", r"DS-CNN, 49x10") for kind in ("float32", "int8"))
 
+def int8_per_mac():
+    """Instructions per MAC of the int8 convolutions (benchmarks/int8_kernels.py), two decimals."""
+    return tuple(round(insns / macs, 2) for _, macs, insns in int8_kernels.measure("cortex-m4f"))
+
+
 FIGURES = [
     Figure("digits MLP arena (batch 1, naive KB, accumulated batch 32)",
            r"trains at batch 1 in a\s+([\d,]+)-byte arena \(([\d,]+) KB without reuse\), and at batch 32\s+"
@@ -183,6 +188,9 @@ FIGURES = [
            digits_on_boards, boards=True),
     Figure("int8 fit (arena, params + state, RAM, frozen weights: MobileNetV2 float/int8, DS-CNN float/int8)",
            INT8_ROWS, int8_fit_table),
+    Figure("int8 convolutions on cortex-m4f (instructions per MAC: pointwise, depthwise)",
+           r"take ([\d.]+) instructions per multiply-accumulate for a pointwise 1x1 layer \(64 to 64 channels at "
+           r"24x24\) and ([\d.]+) for a depthwise 3x3 one", int8_per_mac, boards=True),
     Figure("int8 MobileNetV2 on nrf52840 (RAM, flash, instructions per step)",
            r"it takes RAM ([\d,]+) B and flash ([\d,]+) B, and a training step runs under QEMU \(([\d,]+) "
            r"instructions", int8_fit_board, boards=True),
