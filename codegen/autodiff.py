@@ -57,10 +57,11 @@ class GradContext:
 class Backward:
     """Builds the backward nodes; `grads[t]` collects the contributions to d loss / d t."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, forward: list[Node]):
         self.graph, self.nodes, self.grads = graph, [], {}
+        # Forward views share their source's buffer; backward views only reshape gradients.
+        self.roots = ops.view_roots(forward)
         self.saved: dict[int, list[Node]] = {}  # id(forward node) -> nodes to run right after it
-        self.forward_nodes: list[Node] = []
         self._count = 0
 
     def save(self, op, inputs, shape, dtype, origin: Node) -> str:
@@ -71,7 +72,7 @@ class Backward:
         return name
 
     def kept(self, name: str) -> bool:
-        root = ops.view_roots(self.forward_nodes + self.nodes)
+        root = self.roots
         mine = root.get(name, name)
         return mine in {root.get(o, o) for o in self.graph.outputs} or \
             any(root.get(i, i) == mine for n in self.nodes for i in n.inputs)
@@ -105,8 +106,7 @@ class Backward:
 
 def backward(graph: Graph, forward: list[Node], output: str, seed: str, needed: set[str]) -> Backward:
     """Walk `forward` in reverse from d loss / d output = `seed`, applying each op's rule."""
-    b = Backward(graph)
-    b.forward_nodes = forward
+    b = Backward(graph, forward)
     b.contribute(output, seed)
     for node in reversed(forward):
         op = ops.lookup(node)

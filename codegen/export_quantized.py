@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from .ops._qlinear import BIAS_LIMIT
+from .quantized import float_name
 
 BIASED = ("Conv", "Gemm")  # the layers whose input 2 the int8 kernels add as an int32 bias
 
@@ -25,10 +26,9 @@ def write_back(graph: onnx.GraphProto, params: dict[str, np.ndarray]) -> dict[st
     """Put the parameters that are dequantized constants of `graph` into it; returns the others."""
     inits = {i.name: i for i in graph.initializer}
     dequantized = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
-    by_source = {n.input[0]: n for n in dequantized.values()}
-    # quantized._float_name: the DequantizeLinear's output, or its source without "_quantized"
-    found = {p: dequantized.get(p) or by_source.get(f"{p}_quantized") for p in params if p not in inits}
-    found = {p: dq for p, dq in found.items() if dq is not None}
+    taken = {*inits, *(o for n in graph.node for o in n.output), *(i.name for i in graph.input)}
+    found = {name: dq for dq in dequantized.values()
+             if (name := float_name(dq.input[0], dq.output[0], taken)) in params}
     trained = {id(dq) for dq in found.values()}
     for name, dq in found.items():
         value = np.asarray(params[name], np.float32)

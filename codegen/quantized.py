@@ -92,11 +92,12 @@ def _to_int8(graph: Graph) -> None:
         t.dtype = "int8"
 
 
-def _float_name(graph: Graph, node: Node) -> str:
-    """onnxruntime stores weight W as 'W_quantized': the parameter is called W again."""
-    source, out = node.inputs[0], node.outputs[0]
-    name = source[:-len("_quantized")] if source.endswith("_quantized") else out
-    return name if name == out or name not in graph.tensors else out
+def float_name(source: str, output: str, taken) -> str:
+    """The parameter that DequantizeLinear(source) -> output becomes: onnxruntime stores weight W
+    as 'W_quantized', so it is called W again (unless another tensor has that name), else output.
+    Also how export finds a trained parameter's DequantizeLinear in the source model."""
+    name = source.removesuffix("_quantized")
+    return name if name != source and name not in taken else output
 
 
 def _parameter(graph: Graph, node: Node) -> None:
@@ -105,7 +106,8 @@ def _parameter(graph: Graph, node: Node) -> None:
     axis = node.attrs.get("axis", 1) % max(q.ndim, 1) if scale.ndim else 0
     along = [-1 if d == axis else 1 for d in range(q.ndim)] if scale.ndim else []
     value = (q.astype(np.int64) - zp.reshape(along)).astype(np.float32) * scale.reshape(along)
-    name, out = _float_name(graph, node), node.outputs[0]
+    out = node.outputs[0]
+    name = float_name(node.inputs[0], out, graph.tensors)
     if out in graph.outputs:
         raise UnsupportedError(f"{node.describe()}: a dequantized constant as the model output")
     del graph.tensors[out]
