@@ -37,6 +37,9 @@ What the last train_step did: {P}_STATUS_OK (0) if the step was applied, else a 
     Function("void", "predict", "{inputs}float *out", "Forward pass only; writes {P}_OUTPUT_SIZE floats to out."),
     Function("void", "get_params", "float *dst",
              "The trainable parameters as one blob of {P}_PARAMS_SIZE floats (order: see above)."),
+    Function("uint32_t", "get_params_slice", "float *dst, uint32_t offset, uint32_t count", """\
+Up to count floats of that blob from float offset; returns how many were copied (fewer at the end).
+Streams the weights in pieces (a radio packet, a print buffer) without a second copy in RAM."""),
     Function("void", "set_params", "const float *src", "Replace the trainable parameters (same layout)."),
     Function("int32_t", "save_params", "uint8_t *dst, uint32_t capacity", """\
 The parameter blob: the weights as a self-checking message for flash or the radio ({P}_BLOB_BYTES:

@@ -79,6 +79,14 @@ int main(void) {
     for (step = 0; step < 20; ++step) loss = net_train_step(x, y);
     net_predict(x, out);
     net_get_params(params);
+    for (i = 0; i < NET_PARAMS_SIZE; i += 5) { /* the slices are the blob, the last one cut short */
+        static float part[5];
+        uint32_t k, n = net_get_params_slice(part, (uint32_t)i, 5u);
+        if (n != (uint32_t)(NET_PARAMS_SIZE - i < 5 ? NET_PARAMS_SIZE - i : 5)) return 2;
+        for (k = 0; k < n; ++k)
+            if (part[k] != params[i + (int)k]) return 3;
+    }
+    if (net_get_params_slice(out, NET_PARAMS_SIZE + 1u, 1u) != 0u) return 4;
     net_set_params(params);
     printf("%.6f %.6f\n", loss, out[0]);
     return loss < 0.0f;
@@ -90,7 +98,7 @@ int main(void) {
 @pytest.mark.parametrize("which, label", [("build", "(float)(i % 3) / 3.0f"), ("lenet", "i % 3")],
                          ids=["mlp", "lenet"])
 def test_sanitizers(request, which, label, kernels):
-    """ASan + UBSan over 20 training steps, predict and the parameter blob round trip."""
+    """ASan + UBSan over 20 training steps, predict, the parameter blob round trip and its slices."""
     build = request.getfixturevalue(which)
     (build / "main.c").write_text(HARNESS)
     flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g", "-O1", f"-DLABEL={label}"]
