@@ -48,17 +48,18 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
              fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
-             quantize: str | None = None, calibration: str | Path | None = None) -> dict:
+             quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval") -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them.
     quantize="int8" with calibration (an .npz of sample inputs): the model is first quantized
-    (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too."""
+    (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too.
+    mode="train": PyTorch's model.train() (BatchNorm batch statistics, Dropout active)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
                 training.Selection(train, freeze, train_last, train_bias_only, train_bias_last), batch, output,
-                fuse_updates, accumulate)
+                fuse_updates, accumulate, mode)
     with calibrate.model_to_compile(model, quantize, calibration) as (compiled, quantized):
         graph, tg, plan = compile_plan(compiled, spec)
         summary = _summary(tg, plan, prefix, str(model), federated)
@@ -89,6 +90,7 @@ class Spec:
     output: str | None = None
     fuse_updates: bool = True
     accumulate: int = 1
+    mode: str = "eval"
 
 
 def compile_plan(model: Path, spec: Spec):
@@ -99,7 +101,7 @@ def compile_plan(model: Path, spec: Spec):
         raise OptionError("--accumulate must be >= 1")
     graph = loader.load(model, spec.batch)
     tg = training.build(graph, spec.loss, spec.optimizer, spec.output, spec.selection,
-                        spec.fuse_updates, spec.accumulate)
+                        spec.fuse_updates, spec.accumulate, spec.mode)
     return graph, tg, memory.plan(tg)
 
 

@@ -58,6 +58,7 @@ def _choices(name: str, values) -> type[Enum]:
 Loss = _choices("Loss", sorted(ops.LOSSES))
 OptimizerKind = _choices("OptimizerKind", sorted(ops.OPTIMIZERS))
 Quantize = _choices("Quantize", ["int8"])
+Mode = _choices("Mode", training.MODES)
 _OPT = training.Optimizer  # its field defaults are the options' defaults
 
 
@@ -120,6 +121,8 @@ def generate(
                                                 "(int8 frozen layers); needs --calibration"),
     calibration: Optional[Path] = typer.Option(None, metavar="FILE", help=".npz of sample inputs for --quantize: "
                                                "an array per input name (or x, as train --data takes)"),
+    mode: Mode = _choice_option(Mode, "eval", "PyTorch's model.eval() (frozen BatchNorm statistics, no "
+                                "Dropout) or model.train() (batch statistics, Dropout active)"),
 ):
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json
     (and quantized_model.onnx with --quantize)."""
@@ -129,7 +132,7 @@ def generate(
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
                    train_bias_last=train_bias_last, accumulate=accumulate, fuse_updates=fuse_updates,
                    ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
-                   calibration=calibration)
+                   calibration=calibration, mode=mode.value)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
          f"training_model.onnx, {'quantized_model.onnx, ' if quantize else ''}memory.json, mcutrain.json")
     say(f"trainable: {', '.join(p['name'] for p in summary['params'])}")

@@ -10,7 +10,7 @@ import numpy as np
 from . import __version__, c_api, ops
 from .ctext import ENV, WEIGHTS, comment, identifiers
 from .errors import UnsupportedError
-from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, Graph
+from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, RUNNING, STATE, Graph
 from .memory import MemoryPlan
 from .training import TrainingGraph
 
@@ -161,11 +161,14 @@ class EmitContext:
         return name
 
 
-def _statement(node, ctx: EmitContext, updates: dict) -> dict:
-    """updates: fused gradient -> the optimizer node that consumes it."""
+def _statement(node, ctx: EmitContext, updates: dict, predict: bool = False) -> dict:
+    """updates: fused gradient -> the optimizer node that consumes it. predict: the node's form
+    in predict (OpDef.emit_predict), where it has one."""
     op = ops.lookup(node)
     ctx.node = node
-    if node.outputs[0] in updates:  # accumulates the gradient into the optimizer's target
+    if predict and op.emit_predict:
+        code = op.emit_predict(node, ctx)
+    elif node.outputs[0] in updates:  # accumulates the gradient into the optimizer's target
         upd = updates[node.outputs[0]]
         scale, keep, _ = ops.lookup(upd).emit_fused(upd, ctx)
         code = op.emit_update(node, ctx, scale, keep)
@@ -177,6 +180,11 @@ def _statement(node, ctx: EmitContext, updates: dict) -> dict:
                                f"{', '.join(node.outputs)}"), "code": code}
 
 
+def running_names(graph: Graph) -> list[str]:
+    """The running statistics in the order of the blob's state section."""
+    return [t.name for t in graph.of_role(RUNNING)]
+
+
 def _referenced(graph: Graph, role: str, nodes) -> list[str]:
     used = {i for n in nodes for i in n.inputs}
     return [t.name for t in graph.tensors.values() if t.role == role and t.name in used
@@ -184,14 +192,17 @@ def _referenced(graph: Graph, role: str, nodes) -> list[str]:
 
 
 def _statements(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
-    """(context, [forward, loss, backward, updates] statements) of the whole schedule."""
+    """(context, [forward, loss, backward, updates, predict] statements) of the whole schedule;
+    predict is None when it runs the training forward as it is."""
     nodes = tg.graph.nodes
     ctx = EmitContext(tg, plan, prefix, blobs)
     fused = {n.inputs[1]: n for n in nodes if len(n.inputs) > 1 and n.inputs[1] in tg.fused}
     parts = [[_statement(n, ctx, fused) for n in part] for part in (
         nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
         nodes[tg.n_updates_from:])]
-    return ctx, parts
+    forward = nodes[:tg.n_forward]
+    differs = any(ops.lookup(n).emit_predict for n in forward)
+    return ctx, parts + [[_statement(n, ctx, fused, predict=True) for n in forward] if differs else None]
 
 
 def _constants(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
@@ -214,8 +225,9 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
     blobs = {PARAM: Blob.pack("params", graph, [n for n in tg.trainable]),
              FROZEN: Blob.pack("frozen", graph, _referenced(graph, FROZEN, nodes)),
              CONST: Blob.pack("consts", graph, _referenced(graph, CONST, nodes)),
-             STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)])}
-    blobs, ctx, (forward, loss, backward, updates) = _constants(tg, plan, prefix, blobs)
+             STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)]),
+             RUNNING: Blob.pack("running", graph, running_names(graph))}
+    blobs, ctx, (forward, loss, backward, updates, predict) = _constants(tg, plan, prefix, blobs)
     loss = loss[0]
     stored = {role: storage(prefix, b, graph) for role, b in blobs.items()}
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})
@@ -236,6 +248,8 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         "arena_floats": max(plan.arena_bytes // 4, 1), "arena_bytes": plan.arena_bytes,
         "lr": c_float(tg.optimizer.lr), "loss_ptr": ctx.ptr(tg.loss),
         "kernels": kernels, "forward": forward, "loss": loss, "backward": backward, "updates": updates,
+        "predict": predict, "running": [{"name": comment(n), "offset": blobs[RUNNING].offsets[n],
+                                         "shape": graph.shape(n)} for n in blobs[RUNNING].names],
         "functions": c_api.declarations(prefix, list(ctx.inputs.values()), federated),
         "status": [(code, c_api.STATUS_NAMES[code], what) for code, what in c_api.STATUS.items()],
         "accumulate": tg.accumulate, "micro": ctx.micro, "arrays": ctx.arrays,

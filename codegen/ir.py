@@ -15,6 +15,7 @@ PARAM = "param"  # trainable parameter: the parameter blob (RAM)
 FROZEN = "frozen"  # frozen parameter: const (flash)
 CONST = "const"  # other constants: const (flash)
 STATE = "state"  # optimizer state (momentum): RAM, persists across steps
+RUNNING = "running"  # state the forward pass updates (BatchNorm running statistics): RAM, in the blob
 ACT = "act"  # intermediate value (activation, loss, gradient): the arena
 
 BIT = "bit"  # a mask packed 8 elements per byte (least significant bit first)

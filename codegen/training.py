@@ -155,10 +155,17 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
     return [n for n in names if n in chosen]
 
 
+MODES = ("eval", "train")  # PyTorch's model.eval() / model.train() (../shared/DECISIONS.md §5)
+
+
 def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = None,
-          selection: Selection | None = None, fuse: bool = True, accumulate: int = 1) -> TrainingGraph:
+          selection: Selection | None = None, fuse: bool = True, accumulate: int = 1,
+          mode: str = "eval") -> TrainingGraph:
     """accumulate = K > 1: one step trains on K micro-batches (the model's batch each), summing
-    gradients into persistent accumulators and updating once, like one batch K times larger."""
+    gradients into persistent accumulators and updating once, like one batch K times larger.
+    mode "train": BatchNorm with batch statistics, Dropout active (OpDef.training)."""
+    if mode not in MODES:
+        raise OptionError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     output = _choose_output(graph, output)
     lossdef = ops.LOSSES.get(loss)
     if lossdef is None:
@@ -169,6 +176,9 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
             t.role = FROZEN
     quantized.lower(graph)  # frozen quantized layers run in int8
     forward = _prune(graph, output)
+    for node in forward:
+        if ops.lookup(node).training:
+            ops.lookup(node).training(node, graph, mode == "train")
 
     out_shape = graph.shape(output)
     try:

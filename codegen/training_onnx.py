@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .ir import BIT, CONST, FROZEN, INPUT, LABEL, PARAM, STATE, TRAIN_DOMAIN
+from .ir import BIT, CONST, FROZEN, INPUT, LABEL, PARAM, RUNNING, STATE, TRAIN_DOMAIN
 from .training import UPDATED, TrainingGraph
 
 
@@ -20,11 +20,11 @@ def to_onnx(tg: TrainingGraph, opset: int) -> onnx.ModelProto:
     info = lambda t: helper.make_tensor_value_info(t.name, _elem_type(t.dtype), list(t.shape))  # noqa: E731
     used = {i for n in graph.nodes for i in n.inputs if i}
     inits = [numpy_helper.from_array(np.asarray(t.value), t.name) for t in graph.tensors.values()
-             if t.role in (PARAM, FROZEN, CONST, STATE) and t.name in used]
+             if t.role in (PARAM, FROZEN, CONST, STATE, RUNNING) and t.name in used]
     inputs = [info(graph.tensors[n]) for n in graph.inputs] + [info(graph.tensors[tg.label])]
     outputs = [info(graph.tensors[n]) for n in (tg.loss, tg.output)]
     outputs += [info(t) for t in graph.tensors.values() if t.role == UPDATED]
-    skip = {INPUT, LABEL, PARAM, FROZEN, CONST, STATE, UPDATED}
+    skip = {INPUT, LABEL, PARAM, FROZEN, CONST, STATE, RUNNING, UPDATED}
     value_info = [info(t) for t in graph.tensors.values()
                   if t.role not in skip and t.name not in (tg.loss, tg.output)]
     nodes = [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, domain=n.domain, **n.attrs)

@@ -64,8 +64,6 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
         "test_maxpool_3d_default", "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
         "test_maxpool_3d_dilations_use_ref_impl_large"],
     # training-mode statistics and masks
-    "BatchNormalization with training_mode=1": [
-        "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode"],
     "Dropout in training mode": [
         "test_training_dropout", "test_training_dropout_default", "test_training_dropout_zero_ratio",
         "test_training_dropout_mask", "test_training_dropout_default_mask", "test_training_dropout_zero_ratio_mask"],

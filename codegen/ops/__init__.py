@@ -39,6 +39,12 @@ class OpDef:
     # (node, c) -> (scale, keep, C for the rest of the update, or None) when that happens.
     fuse_into: Callable | None = None
     emit_fused: Callable | None = None
+    # (node, graph, train: bool) -> None: switches the node to its training-mode form (batch
+    # statistics, active dropout) when train (generate --mode train) or when the node asks for it.
+    training: Callable | None = None
+    # (node, c) -> C of the node in predict when it differs from the training forward (a
+    # training-mode BatchNorm normalises with its running statistics there, a Dropout passes).
+    emit_predict: Callable | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+"""generate(mode="train"): PyTorch's model.train() (../shared/DECISIONS.md §5). A small CNN with
+BatchNorm (kept by the legacy exporter, not folded) trains side by side with torch's train() mode:
+30 steps of SGD with momentum and weight decay at batch 2 on 4x4 planes (32 values per channel:
+the unbiased running variance is 32/31 of the biased one, a 3% difference that the running
+statistics show), then predictions against model.eval(), the running statistics against torch's,
+the parameter blob's state section, FedAvg of the state and the exported ONNX in onnxruntime.
+
+Tolerance (float32): losses within 1e-5 relative (+1e-6 absolute) of PyTorch's at every step,
+running statistics and predictions within 1e-4 relative (+1e-5 absolute) after 30 steps: the
+batch statistics divide by a batch variance, so the few-ulp differences of the summation order
+grow a little faster than in eval mode."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is the reference of the side-by-side training")
+from torch import nn  # noqa: E402
+
+from helpers import compile_model, export_torch  # noqa: E402
+from test_train_cnn import load_initializers, with_bn_statistics  # noqa: E402
+
+STEPS, BATCH, CLASSES = 30, 2, 3
+LOSS_RTOL, LOSS_ATOL, RTOL, ATOL = 1e-5, 1e-6, 1e-4, 1e-5
+
+
+def small_cnn(bn_momentum: float = 0.1) -> nn.Module:
+    torch.manual_seed(0)
+    return with_bn_statistics(nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(2, 4, 3, padding=1), bn1=nn.BatchNorm2d(4, momentum=bn_momentum), relu1=nn.ReLU(),
+        conv2=nn.Conv2d(4, 6, 3, stride=2, padding=1), bn2=nn.BatchNorm2d(6, momentum=bn_momentum),
+        relu2=nn.ReLU(), flat=nn.Flatten(), fc=nn.Linear(6 * 4 * 4, CLASSES))))
+
+
+def batches(steps: int = STEPS, batch: int = BATCH):
+    rng = np.random.default_rng(7)
+    for _ in range(steps):
+        yield (rng.normal(1.0, 2.0, size=(batch, 2, 8, 8)).astype(np.float32),
+               rng.integers(0, CLASSES, size=batch))
+
+
+def running_stats(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.numpy().copy() for k, v in model.state_dict().items() if "running" in k}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(trainer, torch model after train(), build folder) after 30 side-by-side steps."""
+    tmp = tmp_path_factory.mktemp("train_mode")
+    model = small_cnn()
+    path = export_torch(model, torch.zeros(BATCH, 2, 8, 8), tmp / "cnn.onnx", dynamo=False, keep_bn=True)
+    import onnx
+    load_initializers(model, onnx.load(str(path)).graph)
+    hyper = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
+    trainer = compile_model(path, tmp / "build", loss="cross_entropy", mode="train", **hyper)
+    opt = torch.optim.SGD(model.parameters(), **hyper)
+    model.train()
+    worst = 0.0
+    for step, (x, y) in enumerate(batches()):
+        ref = nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        ours = trainer.train_step(x, y)
+        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
+        assert ours == pytest.approx(ref.item(), rel=LOSS_RTOL, abs=LOSS_ATOL), f"step {step}"
+    print(f"max relative loss difference over {STEPS} steps: {worst:.1e}")
+    return trainer, model.eval(), tmp / "build"
+
+
+def test_losses_and_predictions_match_torch(trained):
+    trainer, model, _ = trained
+    x, _ = next(batches(1))
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(trainer.predict(x), expected, rtol=RTOL, atol=ATOL)
