@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import blob, budget, calibrate, export, loader, manifest, memory, ops, training
+from . import blob, budget, calibrate, export, loader, manifest, memory, ops, tied, training
 from .ctext import identifiers
 from .emit import emit, input_idents
 from .errors import OptionError
@@ -48,19 +48,23 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
              fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
-             quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval") -> dict:
+             quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval",
+             untie: bool = False) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them.
     quantize="int8" with calibration (an .npz of sample inputs): the model is first quantized
     (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too.
-    mode="train": PyTorch's model.train() (BatchNorm batch statistics, Dropout active)."""
+    mode="train": PyTorch's model.train() (BatchNorm batch statistics, Dropout active).
+    Parameters read by several nodes train as one tensor (a McutrainWarning names them); untie=True
+    gives each use its own copy (codegen/tied.py)."""
     model, out_dir = Path(model), Path(out_dir)
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
                 training.Selection(train, freeze, train_last, train_bias_only, train_bias_last), batch, output,
                 fuse_updates, accumulate, mode)
-    with calibrate.model_to_compile(model, quantize, calibration) as (compiled, quantized):
+    with tied.resolved(model, untie) as source, \
+            calibrate.model_to_compile(source, quantize, calibration) as (compiled, quantized):
         graph, tg, plan = compile_plan(compiled, spec)
         summary = _summary(tg, plan, prefix, str(model), federated)
         summary["model_hash"] = blob.model_hash(tg)

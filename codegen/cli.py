@@ -123,6 +123,8 @@ def generate(
                                                "an array per input name (or x, as train --data takes)"),
     mode: Mode = _choice_option(Mode, "eval", "PyTorch's model.eval() (frozen BatchNorm statistics, no "
                                 "Dropout) or model.train() (batch statistics, Dropout active)"),
+    untie: bool = typer.Option(False, "--untie", help="give each node reading a shared parameter its own copy "
+                               "(torch's exporters merge equal initializers)"),
 ):
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json
     (and quantized_model.onnx with --quantize)."""
@@ -132,7 +134,7 @@ def generate(
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
                    train_bias_last=train_bias_last, accumulate=accumulate, fuse_updates=fuse_updates,
                    ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
-                   calibration=calibration, mode=mode.value)
+                   calibration=calibration, mode=mode.value, untie=untie)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
          f"training_model.onnx, {'quantized_model.onnx, ' if quantize else ''}memory.json, mcutrain.json")
     say(f"trainable: {', '.join(p['name'] for p in summary['params'])}")

@@ -3,6 +3,7 @@ results on stdout; errors and progress (spinners, bars) on stderr, so piped resu
 `-q` silences progress and notes (what was written where), never results or errors."""
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import typer
@@ -12,7 +13,7 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-from .errors import McutrainError
+from .errors import McutrainError, McutrainWarning
 
 out = Console()
 err = Console(stderr=True)
@@ -44,12 +45,23 @@ def progress_bar() -> Progress:
 
 
 def call(fn, *args, **kwargs):
-    """fn(*args, **kwargs); a problem the user can fix prints one line and exits with code 2."""
+    """fn(*args, **kwargs); a problem the user can fix prints one line and exits with code 2, a
+    McutrainWarning one line starting 'warning:'."""
     try:
-        return fn(*args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.showwarning = partial(_show, warnings.showwarning)
+            warnings.simplefilter("always", McutrainWarning)  # every run's, not once per process
+            return fn(*args, **kwargs)
     except McutrainError as e:
         err.print(Text.assemble(("error:", "bold red"), " ", printable(str(e))), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _show(default, message, category, *args, **kwargs) -> None:
+    if not issubclass(category, McutrainWarning):
+        return default(message, category, *args, **kwargs)
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", printable(str(message))), highlight=False,
+              soft_wrap=True)
 
 
 def printable(text: str) -> str:

@@ -46,3 +46,8 @@ class FitError(McutrainError):
 
 class OutputError(McutrainError):
     """An output file cannot be written (disk full, permissions); earlier output is left as it was."""
+
+
+class McutrainWarning(UserWarning):
+    """Something that works but may not be what the user wants (e.g. tied parameters); the CLI
+    prints it as one line on stderr."""
