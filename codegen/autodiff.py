@@ -34,10 +34,11 @@ class GradContext:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._b.graph.shape(name)
 
-    def op(self, op: str, inputs: list[str], like: str, attrs: dict | None = None,
-           domain: str = TRAIN_DOMAIN) -> str:
-        """Add `op(inputs)` to the backward graph; its output has the shape of tensor `like`."""
-        return self._b.add(op, inputs, self.shape(like), attrs or {}, domain, self.node)
+    def op(self, op: str, inputs: list[str], like: str | None, attrs: dict | None = None,
+           domain: str = TRAIN_DOMAIN, shape: tuple[int, ...] | None = None) -> str:
+        """Add `op(inputs)` to the backward graph; its output has the shape of tensor `like` (or
+        `shape`: a buffer of its own, like the packed gradients of a recurrent layer)."""
+        return self._b.add(op, inputs, shape or self.shape(like), attrs or {}, domain, self.node)
 
     def save(self, op: str, inputs: list[str], dtype: str = "bit") -> str:
         """Add `op(inputs)` to the forward pass, right after this node: what the backward keeps

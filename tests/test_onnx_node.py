@@ -67,6 +67,10 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
     "Dropout in training mode": [
         "test_training_dropout", "test_training_dropout_default", "test_training_dropout_zero_ratio",
         "test_training_dropout_mask", "test_training_dropout_default_mask", "test_training_dropout_zero_ratio_mask"],
+    # recurrent layers as PyTorch exports them: GRU with linear_before_reset=1, LSTM without peepholes
+    "GRU with linear_before_reset=0": [
+        "test_gru_defaults", "test_gru_seq_length", "test_gru_with_initial_bias", "test_gru_batchwise"],
+    "LSTM with peepholes": ["test_lstm_with_peepholes"],
 }
 REFUSAL = {case: message for message, cases in EXPECTED_REFUSALS.items() for case in cases}
 

@@ -1,0 +1,156 @@
+"""RNN, GRU and LSTM: forward and backpropagation through time in the generated C against PyTorch
+autograd (test_ops.run_case) of the ONNX spec's equations, for each direction, layout and optional
+input; outputs Y, Y_h (, Y_c) all feed the loss. Plus what they refuse."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import onnx
+from onnx import helper
+
+from codegen import loader
+from codegen.errors import UnsupportedError
+from helpers import onnx_model
+from test_ops import rand, run_case
+
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def cell_step(op, ax, ah, h, c):
+    """One step of the ONNX cell from its pre-activations (x side with Wb, h side with Rb)."""
+    if op == "RNN":
+        return torch.tanh(ax + ah), None
+    if op == "GRU":  # linear_before_reset = 1
+        (xz, xr, xn), (hz, hr, hn) = ax.chunk(3, -1), ah.chunk(3, -1)
+        z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
+        n = torch.tanh(xn + r * hn)
+        return (1 - z) * n + z * h, None
+    i, o, f, g = (ax + ah).chunk(4, -1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def reference(op, layout, direction, x, w, r, b=None, h0=None, c0=None):
+    """Y, Y_h, Y_c of the ONNX op (layout 0 or 1) in torch."""
+    if layout:
+        x = x.transpose(0, 1)
+    s, batch, _ = x.shape
+    d, _, hidden = r.shape
+    h0 = (h0.transpose(0, 1) if layout else h0) if h0 is not None else torch.zeros(d, batch, hidden)
+    c0 = (c0.transpose(0, 1) if layout else c0) if c0 is not None else torch.zeros(d, batch, hidden)
+    ys, hs, cs = [], [], []
+    for k in range(d):
+        bias = b[k] if b is not None else torch.zeros(2 * r.shape[1])
+        wb, rb = bias.chunk(2)
+        h, c, out = h0[k], c0[k], [None] * s
+        steps = range(s - 1, -1, -1) if k == 1 or direction == "reverse" else range(s)
+        for t in steps:
+            h, c = cell_step(op, x[t] @ w[k].T + wb, h @ r[k].T + rb, h, c)
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+        cs.append(c)
+    y, yh = torch.stack(ys, 1), torch.stack(hs)
+    yc = torch.stack(cs) if op == "LSTM" else None
+    if layout:
+        y, yh = y.permute(2, 0, 1, 3), yh.transpose(0, 1)
+        yc = yc.transpose(0, 1) if yc is not None else None
+    return y, yh, yc
+
+
+def run_recurrent(tmp_path, op, layout=0, direction="forward", seq=4, batch=2, inp=3, hidden=5, bias=True,
+                  h0="param", kernels="simd"):
+    """h0: None (omitted), "param" (a parameter through Identity, so it gets a gradient), "input"
+    (an initializer: a constant initial state)."""
+    d = 2 if direction == "bidirectional" else 1
+    g = GATES[op]
+    xs = (batch, seq, inp) if layout else (seq, batch, inp)
+    ss = (batch, d, hidden) if layout else (d, batch, hidden)
+    operands = [rand(*xs), rand(d, g * hidden, inp), rand(d, g * hidden, hidden)]
+    operands += [rand(d, 2 * g * hidden)] if bias else []
+    states = 2 if op == "LSTM" else 1
+    operands += [rand(*ss) for _ in range(states)] if h0 else []
+    attrs = {"hidden_size": hidden, "direction": direction, "layout": layout,
+             **({"linear_before_reset": 1} if op == "GRU" else {})}
+    outs = ["Y", "Yh", "Yc"][:1 + states]
+
+    def build(inputs):
+        x, w, r, *rest = inputs
+        bname = rest.pop(0) if bias else ""
+        nodes, st = [], []
+        for k, name in enumerate(rest):
+            if h0 == "param":
+                nodes.append(helper.make_node("Identity", [name], [f"s{k}"]))
+                name = f"s{k}"
+            st.append(name)
+        nodes.append(helper.make_node(op, [x, w, r, bname, "", *st], outs, **attrs))
+        total = "Y"
+        for k, o in enumerate(outs[1:]):  # y = Y + Y_h (+ Y_c), the states broadcast over time
+            if layout:
+                nodes.append(helper.make_node("Unsqueeze", [o, "axis1"], [f"u{k}"]))
+                o = f"u{k}"
+            nodes.append(helper.make_node("Add", [total, o], [f"t{k}" if k < len(outs) - 2 else "y"]))
+            total = f"t{k}"
+        return nodes
+
+    def torch_fn(x, w, r, *rest):
+        bt = rest[0] if bias else None
+        st = list(rest[1:] if bias else rest)
+        y, yh, yc = reference(op, layout, direction, x, w, r, bt, *st)
+        for s_ in (yh, yc)[:states]:
+            y = y + (s_.unsqueeze(1) if layout else s_)
+        return y
+
+    consts = {"axis1": np.array([1], np.int64)} if layout else {}
+    run_case(tmp_path, op, operands, torch_fn, consts=consts, kernels=kernels,
+             build=lambda inputs: build([i for i in inputs if i != "axis1"]))
+
+
+# Each op in each layout and direction once (the kernel's index arithmetic), the optional inputs
+# omitted, the scalar kernels the boards run.
+@pytest.mark.parametrize("op, layout, direction, options", [
+    ("GRU", 0, "forward", {}),
+    ("GRU", 1, "bidirectional", {}),
+    ("GRU", 0, "reverse", {"bias": False, "h0": None, "kernels": "scalar"}),
+    ("LSTM", 0, "bidirectional", {}),
+    ("LSTM", 1, "reverse", {"h0": None}),
+    ("RNN", 1, "forward", {"bias": False}),
+    ("RNN", 0, "bidirectional", {"h0": None}),
+], ids=str)
+def test_recurrent(tmp_path, op, layout, direction, options):
+    run_recurrent(tmp_path, op, layout, direction, **options)
+
+
+@pytest.mark.parametrize("op, attrs, extra, message", [
+    ("GRU", {"activations": ["Relu", "Tanh"]}, {}, "GRU with activations ['Relu', 'Tanh']"),
+    ("GRU", {"linear_before_reset": 0}, {}, "GRU with linear_before_reset=0"),
+    ("LSTM", {"clip": 1.0}, {}, "LSTM with clip"),
+    ("LSTM", {"input_forget": 1}, {}, "LSTM with input_forget=1"),
+    ("GRU", {}, {"lens": "input"}, "model input 'lens' has dtype int32"),
+    ("RNN", {}, {"lens": np.array([3, 2], np.int32)}, "sequence_lens shorter than the sequence"),
+], ids=lambda v: str(v)[:30])
+def test_recurrent_refusals(tmp_path, op, attrs, extra, message):
+    """Each names the node (the loader refuses integer model inputs before); sequence_lens equal to
+    the sequence length everywhere is accepted."""
+    g = GATES[op]
+    inits = {"w": rand(1, g * 4, 3), "r": rand(1, g * 4, 4)}
+    inputs = {"x": [3, 2, 3]}
+    lens = extra.get("lens")
+    dynamic = isinstance(lens, str)
+    if dynamic:
+        inputs["lens"] = [2]
+    elif lens is not None:
+        inits["lens"] = lens
+    attrs = {"hidden_size": 4, **({"linear_before_reset": 1} if op == "GRU" else {}), **attrs}
+    node = helper.make_node(op, ["x", "w", "r", "", "lens" if lens is not None else ""], ["y"], name="rec", **attrs)
+    model = onnx_model([node], inputs, {"y": [3, 1, 2, 4]}, inits)
+    if dynamic:
+        model.graph.input[1].type.tensor_type.elem_type = 6  # int32
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    where = "" if dynamic else r"node 'rec' \(" + op + r"\): .*"
+    with pytest.raises(UnsupportedError, match=where + re.escape(message)):
+        loader.load(path)
