@@ -155,12 +155,16 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     if opset >= TARGET_OPSET:
         return model
     try:
-        return version_converter.convert_version(model, TARGET_OPSET)
+        model = version_converter.convert_version(model, TARGET_OPSET)
     except Exception as e:
         raise UnsupportedError(
             f"the model uses opset {opset} and onnx's version converter cannot upgrade it to opset "
             f"{TARGET_OPSET} ({_why(e)}). Re-export it with opset >= {TARGET_OPSET}."
         ) from None
+    # The converter keeps the IR version: one before 4 wants every initializer listed as a graph
+    # input, which initializers added later (folded values, quantization scales) are not.
+    model.ir_version = max(model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import)))
+    return model
 
 
 def _initializer_names(model) -> set[str]:
@@ -257,7 +261,8 @@ def _fold_constants(model: onnx.ModelProto):
     over integer initializers, and Shape of a fixed-shape tensor (not QuantizeLinear and
     DequantizeLinear: codegen/quantized.py keeps a quantized weight's integer form). Shape inference runs again
     after each round, since folded values (e.g. a computed Pad or Reshape shape) fix more shapes.
-    Float initializers are parameters and are never folded into constants."""
+    Float initializers are parameters and are never folded into constants; folded weights of
+    layers become parameters too (_folded_weights)."""
     known: dict[str, np.ndarray] = {}
     params: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
@@ -268,11 +273,29 @@ def _fold_constants(model: onnx.ModelProto):
         shapes = _shapes(model)
         kept = [node for node in model.graph.node if not _fold(node, known, shapes)]
         if len(kept) == len(model.graph.node):
+            _folded_weights(kept, known, params)
             return model, kept, known, params, shapes
         inits = {i.name for i in model.graph.initializer}
         del model.graph.node[:]
         model.graph.node.extend(kept)
         model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in known.items() if n not in inits)
+
+
+# The weight and bias slots of the compute layers (../shared/DECISIONS.md section 1).
+LAYER_WEIGHTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1),
+                 "BatchNormalization": (1, 2), "LayerNormalization": (1, 2), "GRU": (1, 2, 3), "LSTM": (1, 2, 3)}
+
+
+def _folded_weights(kept: list, known: dict, params: dict) -> None:
+    """Move folded float32 tensors that feed a layer's weight or bias from `known` to `params`: a
+    model whose weights are computed (the ONNX model-zoo "light" graphs make them with
+    ConstantOfShape) has something to train. Other folded floats (scalars, shapes, a Constant
+    feeding an Add) stay constants."""
+    for node in kept:
+        slots = LAYER_WEIGHTS.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ()
+        for name in (node.input[k] for k in slots if k < len(node.input)):
+            if name in known and known[name].dtype == np.float32 and known[name].ndim > 0:
+                params[name] = known.pop(name)
 
 
 def _array(init: onnx.TensorProto) -> np.ndarray:

@@ -196,6 +196,27 @@ def test_huge_folded_constant_is_refused_before_evaluation(tmp_path):
         loader.load(path)
 
 
+def test_folded_weights_are_parameters(tmp_path):
+    """A layer's weight and bias computed from constants (ConstantOfShape, as in the ONNX model-zoo
+    light graphs; a Constant node) are trained like initializers; a folded value added elsewhere
+    stays a constant."""
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])
+    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["W"], value=fill),
+             helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(B)),
+             helper.make_node("ConstantOfShape", ["bshape"], ["s"], value=fill),
+             helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1), helper.make_node("Add", ["h", "s"], ["y"])]
+    onnx_model(nodes, {"x": [3, 6]}, {"y": [3, 4]}, {"wshape": np.array([4, 6]), "bshape": np.array([4])},
+               path=tmp_path / "m.onnx")
+    roles = {n: t.role for n, t in loader.load(tmp_path / "m.onnx").tensors.items()}
+    assert (roles["W"], roles["b"], roles["s"]) == (PARAM, PARAM, CONST)
+    trainer = compile_model(tmp_path / "m.onnx", tmp_path / "out", loss="mse", lr=0.1)
+    before = trainer.get_params()
+    trainer.train_step(RNG.normal(size=(3, 6)).astype(np.float32), np.zeros((3, 4), np.float32))
+    after = trainer.get_params()
+    assert sorted(before) == ["W", "b"] and np.array_equal(before["b"], B)
+    assert all(not np.allclose(before[n], after[n]) for n in before)
+
+
 @pytest.mark.parametrize("op, attrs, second", [("Dropout", {}, "mask"), ("MaxPool", {"kernel_shape": [2]}, "indices")])
 def test_optional_outputs_need_support_only_when_read(tmp_path, op, attrs, second):
     """A Dropout mask or MaxPool Indices that nothing reads is dropped; one that is read (here a
