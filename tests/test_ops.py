@@ -23,14 +23,15 @@ def rand(*shape, low=-1.0, high=1.0):
     return RNG.uniform(low, high, size=shape).astype(np.float32)
 
 
-def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None, kernels="simd"):
+def run_case(tmp_path, op, operands, torch_fn, attrs=None, consts=None, kernels="simd", build=None):
     """operands: float arrays (become parameters); consts: int64 arrays appended as inputs;
-    kernels: which implementation of the C kernels (helpers.KERNELS)."""
+    kernels: which implementation of the C kernels (helpers.KERNELS); build: (input names) ->
+    the nodes computing "y" from them, instead of the one `op` node."""
     consts = consts or {}
     names = [f"p{i}" for i in range(len(operands))]
     x_shape = operands[0].shape
-    nodes = [helper.make_node("Add", ["x", "p0"], ["a0"]),
-             helper.make_node(op, ["a0", *names[1:], *consts], ["y"], **(attrs or {}))]
+    build = build or (lambda inputs: [helper.make_node(op, inputs, ["y"], **(attrs or {}))])
+    nodes = [helper.make_node("Add", ["x", "p0"], ["a0"]), *build(["a0", *names[1:], *consts])]
     t_args = [torch.tensor(v, requires_grad=True) for v in operands]
     y_ref = torch_fn(*t_args)
     target = rand(*y_ref.shape)
