@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import blob, budget, calibrate, export, loader, manifest, memory, ops, tied, training
 from .ctext import identifiers
-from .emit import emit, input_idents
+from .emit import emit, input_idents, running_names
 from .errors import OptionError
 from .files import write_all
 from .paths import runtime_dir
@@ -124,6 +124,7 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
         "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
         "labels": {"shape": list(label.shape), "dtype": label.dtype},
         "params": [{"name": n, "shape": list(g.shape(n))} for n in tg.trainable],
+        "state": [{"name": n, "shape": list(g.shape(n))} for n in running_names(g)],
         "frozen": tg.frozen,
         "memory": {"arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
                    "naive_bytes": plan.naive_bytes,

@@ -1,6 +1,11 @@
 """Host side of the device's persistence/transport format (layout: runtime_c/kernels/blob.h).
 Python writes and reads the same bytes as the generated C, so a parameter blob or a delta moves
-between device, server and CLI unchanged; every field is checked before anything is used."""
+between device, server and CLI unchanged; every field is checked before anything is used.
+
+Format version 2 added the state section: after the trainable tensors, the non-trainable state
+training changes (BatchNorm running statistics of generate --mode train, manifest.state), in
+blobs and deltas alike, so FedAvg averages it like the weights. The dicts of tensors these
+functions take and return hold both parts by name (layout)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +23,7 @@ from .manifest import Manifest
 from .files import write_atomic
 
 HEADER = struct.Struct("<4sHHIII")  # magic, version, tensors, model hash, payload bytes, CRC-32
-VERSION = 1
+VERSION = 2  # 2: the state section after the trainable tensors
 PARAMS, DELTA_F32, DELTA_I8 = b"MTPB", b"MTDF", b"MTDQ"
 MAX_SAMPLES = 0xFFFFFFFF  # a delta's sample count is a uint32
 KIND = {PARAMS: "parameter blob", DELTA_F32: "float32 delta", DELTA_I8: "int8 delta"}
@@ -50,19 +55,20 @@ def model_hash(tg) -> int:
 
 
 def layout(manifest: Manifest) -> list[tuple[str, tuple[int, ...]]]:
-    return [(p.name, p.shape) for p in manifest.params]
+    """The tensors of a blob or delta in order: the trainable ones, then the state section."""
+    return [(p.name, p.shape) for p in (*manifest.params, *manifest.state)]
 
 
 def sizes(manifest: Manifest) -> dict[bytes, int]:
     """Total message bytes of each kind for this model (the C's *_BLOB_BYTES / *_DELTA_*_BYTES)."""
     count = sum(int(np.prod(s)) for _, s in layout(manifest))
-    tensors = len(manifest.params)
+    tensors = len(layout(manifest))
     return {PARAMS: HEADER.size + 4 * count, DELTA_F32: HEADER.size + 4 + 4 * count,
             DELTA_I8: HEADER.size + 4 + 4 * tensors + count}
 
 
 def _finish(magic: bytes, manifest: Manifest, payload: bytes) -> bytes:
-    header = HEADER.pack(magic, VERSION, len(manifest.params), manifest.model_hash, len(payload),
+    header = HEADER.pack(magic, VERSION, len(layout(manifest)), manifest.model_hash, len(payload),
                          zlib.crc32(payload))
     return header + payload
 
@@ -82,8 +88,9 @@ def check(data: bytes, manifest: Manifest, magics: tuple[bytes, ...]) -> tuple[b
     if hash_ != manifest.model_hash:
         raise DataError(f"{what} refused: model hash 0x{hash_:08X} is not this build's "
                         f"0x{manifest.model_hash:08X} (it comes from another model or trainable set)")
-    if tensors != len(manifest.params):
-        raise DataError(f"{what} refused: {tensors} tensors, this model trains {len(manifest.params)}")
+    if tensors != len(layout(manifest)):
+        raise DataError(f"{what} refused: {tensors} tensors, this model has {len(manifest.params)} trainable "
+                        f"+ {len(manifest.state)} state tensors")
     expected = sizes(manifest)[magic] - HEADER.size
     if length != expected:
         raise DataError(f"{what} refused: payload length field {length}, this model's is {expected}")
@@ -97,14 +104,20 @@ def check(data: bytes, manifest: Manifest, magics: tuple[bytes, ...]) -> tuple[b
     return magic, payload
 
 
-def split(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
-    """The flat trainable blob (get_params order) as arrays by tensor name."""
+def split(flat: np.ndarray, manifest: Manifest, specs=None) -> dict[str, np.ndarray]:
+    """The flat trainable blob (get_params order; or of `specs`, e.g. manifest.state) as arrays
+    by tensor name."""
     out, offset = {}, 0
-    for name, shape in layout(manifest):
+    for name, shape in ((s.name, s.shape) for s in (manifest.params if specs is None else specs)):
         n = int(np.prod(shape))
         out[name] = flat[offset:offset + n].reshape(shape).copy()
         offset += n
     return out
+
+
+def _split_all(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
+    """A message's payload of floats: trainable tensors and state by name."""
+    return split(flat, manifest, (*manifest.params, *manifest.state))
 
 
 def _flat(params: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
@@ -117,7 +130,7 @@ def encode_params(params: dict[str, np.ndarray], manifest: Manifest) -> bytes:
 
 def decode_params(data: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     _, payload = check(data, manifest, (PARAMS,))
-    return split(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
+    return _split_all(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
 
 
 def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
@@ -144,17 +157,17 @@ def decode_delta(data: bytes, manifest: Manifest) -> tuple[dict[str, np.ndarray]
     magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
     (samples,) = struct.unpack_from("<I", payload)
     if magic == DELTA_F32:
-        return split(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
-    tensors = len(manifest.params)
+        return _split_all(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
+    tensors = len(layout(manifest))
     scales = np.frombuffer(payload, "<f4", count=tensors, offset=4)
     q = np.frombuffer(payload, np.int8, offset=4 + 4 * tensors)
-    out = split(q.astype(np.float32), manifest)
+    out = _split_all(q.astype(np.float32), manifest)
     with np.errstate(over="ignore", invalid="ignore"):  # a NaN/huge scale gives NaN/Inf: validate refuses those
         return {n: v * scales[i] for i, (n, v) in enumerate(out.items())}, samples
 
 
 def read_params(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    """Trainable weights from a parameter blob or an .npz of name -> array (`train --save`)."""
+    """Trainable weights and state from a parameter blob or an .npz of name -> array (`train --save`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"parameter file '{path}' not found")
@@ -164,7 +177,8 @@ def read_params(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     expected = dict(layout(manifest))
     with npz.Archive(path, f"a parameter blob (magic {PARAMS!r}) or an .npz file") as archive:
         if archive.names != set(expected):
-            raise DataError(f"'{path}' has tensors {sorted(archive.names)}; this model trains {sorted(expected)}")
+            raise DataError(f"'{path}' has tensors {sorted(archive.names)}; this model trains (or keeps as state) "
+                            f"{sorted(expected)}")
         return {n: archive.array(n, shape).astype(np.float32) for n, shape in expected.items()}
 
 

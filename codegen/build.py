@@ -184,6 +184,28 @@ class HostTrainer:
         blob = np.ascontiguousarray(np.concatenate([current[n].ravel() for n, _ in self._params]))
         self._fn("set_params")(self._ptr(blob, "float"))
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The state section by name: BatchNorm running statistics (generate --mode train)."""
+        flat = np.empty(sum(s.size for s in self.manifest.state), np.float32)
+        self._fn("get_state")(self._ptr(flat, "float"))
+        return split(flat, self.manifest, self.manifest.state)
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Replace the whole state section (every tensor of get_state, same shapes)."""
+        specs = self.manifest.state
+        if set(state) != {s.name for s in specs}:
+            raise DataError(f"state tensors {sorted(state)}; this model keeps {[s.name for s in specs]}")
+        for spec in specs:
+            if np.shape(state[spec.name]) != spec.shape:
+                raise DataError(f"state '{spec.name}' must have shape {spec.shape}, got {np.shape(state[spec.name])}")
+        flat = np.ascontiguousarray(np.concatenate([np.asarray(state[s.name], np.float32).ravel() for s in specs]
+                                                   or [np.zeros(0, np.float32)]))
+        self._fn("set_state")(self._ptr(flat, "float"))
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """What a parameter blob holds, by name: the trainable tensors and the state."""
+        return {**self.get_params(), **self.get_state()}
+
     def set_lr(self, lr: float) -> None:
         self._fn("set_lr")(lr)
 
@@ -229,7 +251,7 @@ class HostTrainer:
 
     def export_onnx(self, path: str | Path) -> None:
         """The source ONNX model with the current weights: an inference model for any runtime."""
-        export_onnx(self.build_dir, self.get_params(), Path(path))
+        export_onnx(self.build_dir, self.weights(), Path(path))
 
 
 def load_host(build_dir: str | Path, extra_cflags: list[str] | None = None,

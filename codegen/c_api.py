@@ -41,10 +41,15 @@ What the last train_step did: {P}_STATUS_OK (0) if the step was applied, else a 
 Up to count floats of that blob from float offset; returns how many were copied (fewer at the end).
 Streams the weights in pieces (a radio packet, a print buffer) without a second copy in RAM."""),
     Function("void", "set_params", "const float *src", "Replace the trainable parameters (same layout)."),
+    Function("void", "get_state", "float *dst", """\
+The state training changes besides the weights: {P}_STATE_SIZE floats, the BatchNorm running statistics
+of generate --mode train (order: see above; the state section of the parameter blob)."""),
+    Function("void", "set_state", "const float *src", "Replace that state (same layout)."),
     Function("int32_t", "save_params", "uint8_t *dst, uint32_t capacity", """\
 The parameter blob: the weights as a self-checking message for flash or the radio ({P}_BLOB_BYTES:
 20-byte header (magic "MTPB", format version, tensor count, {P}_MODEL_HASH, payload length,
-CRC-32) + the floats as little-endian float32; layout in runtime/kernels/blob.h). Returns the
+CRC-32) + the floats as little-endian float32, the weights then the state; layout in
+runtime/kernels/blob.h). Returns the
 bytes written, or -1 (MT_BLOB_ERR_SIZE) if capacity is too small."""),
     Function("int32_t", "load_params", "const uint8_t *src, uint32_t len", """\
 Load a parameter blob: 0 on success, else a negative MT_BLOB_ERR_* code of runtime/kernels/blob.h

@@ -188,7 +188,7 @@ def _train(build_dir: Path, data: Path, epochs: int, lr: Optional[float], seed: 
         for epoch, result in enumerate(fit.fit(trainer, x, y, epochs, seed, lambda: bar.advance(task)), 1):
             say(f"epoch {epoch}/{epochs}: {_scores(trainer, result, held_out)}")
     if save:
-        blob.write_params(save, trainer.get_params(), trainer.manifest)
+        blob.write_params(save, trainer.weights(), trainer.manifest)
         note(f"saved the trained parameters to {save}")
 
 

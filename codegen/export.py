@@ -32,15 +32,16 @@ def _source_path(build_dir: Path) -> Path:
 
 
 def initial_params(build_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
-    """The trainable tensors as generated (the compiled-in weights: the first global model), as
-    the loader reads them (a quantized model's parameters are dequantized constants)."""
+    """The trainable tensors and the state as generated (the compiled-in weights: the first global
+    model), as the loader reads them (a quantized model's parameters are dequantized constants)."""
     tensors = loader.load(_source_path(build_dir), manifest.batch).tensors
-    return {p.name: np.asarray(tensors[p.name].value, np.float32) for p in manifest.params}
+    return {p.name: np.asarray(tensors[p.name].value, np.float32) for p in (*manifest.params, *manifest.state)}
 
 
 def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> None:
     """Write the source model with `params` in place of its initializers of the same names (in a
-    quantized model, of the dequantized constants they are: export_quantized)."""
+    quantized model, of the dequantized constants they are: export_quantized); they may include
+    the state (running statistics: the inference model normalises with the trained ones)."""
     model = onnx.load(str(_source_path(build_dir)))
     params = write_back(model.graph, params)
     found = {i.name: i for i in model.graph.initializer}

@@ -13,7 +13,7 @@ import numpy as np
 from .errors import OptionError
 
 NAME = "mcutrain.json"
-FORMAT = 1  # bump on any change of the fields; readers refuse versions they do not know
+FORMAT = 2  # 2: state. Bump on any change of the fields; readers refuse versions they do not know
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Manifest:
     output: Spec
     labels: Labels
     params: tuple[Spec, ...]  # the trainable tensors, in parameter-blob order
+    state: tuple[Spec, ...]  # the blob's state section (running statistics), in order
     frozen: tuple[str, ...]
     memory: dict[str, int]
     federated: bool
@@ -81,7 +82,8 @@ class Manifest:
         return cls(name=d["name"], source=d["source"], loss=d["loss"], accumulate=d["accumulate"],
                    optimizer=d["optimizer"], inputs=tuple(_typed(Input, i) for i in d["inputs"]),
                    output=_typed(Spec, d["output"]), labels=_typed(Labels, d["labels"]),
-                   params=tuple(_typed(Spec, p) for p in d["params"]), frozen=tuple(d["frozen"]), memory=d["memory"],
+                   params=tuple(_typed(Spec, p) for p in d["params"]),
+                   state=tuple(_typed(Spec, p) for p in d["state"]), frozen=tuple(d["frozen"]), memory=d["memory"],
                    federated=d["federated"], model_hash=d["model_hash"], files=d["files"])
 
 

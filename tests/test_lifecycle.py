@@ -118,7 +118,7 @@ def test_blob_layout_and_round_trip(build):
     a, b = trained(build), codegen.load_host(build)
     data = a.save_params()
     magic, version, tensors, hash_, length, crc = blob.HEADER.unpack_from(data)
-    assert (magic, version, tensors, hash_) == (b"MTPB", 1, 4, a.manifest.model_hash)
+    assert (magic, version, tensors, hash_) == (b"MTPB", blob.VERSION, 4, a.manifest.model_hash)
     assert length == 4 * sum(v.size for v in a.get_params().values()) == len(data) - 20
     assert crc == zlib.crc32(data[20:])
     flat = np.concatenate([v.ravel() for v in a.get_params().values()])

@@ -76,3 +76,77 @@ def test_losses_and_predictions_match_torch(trained):
     with torch.no_grad():
         expected = model(torch.tensor(x)).numpy()
     np.testing.assert_allclose(trainer.predict(x), expected, rtol=RTOL, atol=ATOL)
+
+
+def test_running_statistics_match_torch(trained):
+    trainer, model, _ = trained
+    ours, theirs = trainer.get_state(), running_stats(model)
+    assert set(ours) == set(theirs)
+    for name, value in ours.items():
+        np.testing.assert_allclose(value, theirs[name], rtol=RTOL, atol=ATOL, err_msg=name)
+    # the unbiased update is what makes them match: 32 values per channel in bn2
+    assert not np.allclose(ours["bn2.running_var"], _biased_run(model), rtol=1e-3)
+
+
+def _biased_run(model):
+    """bn2's running variance had torch used the biased variance: the same run recomputed."""
+    ref = small_cnn()
+    with torch.no_grad():
+        for (k, v), (_, w) in zip(ref.state_dict().items(), model.state_dict().items()):
+            if "running" not in k and "num_batches" not in k:
+                v.copy_(w)
+    run = ref.bn2.running_var.clone()
+    ref.train()
+    for x, _ in batches():
+        h = ref.relu1(ref.bn1(ref.conv1(torch.tensor(x))))
+        z = ref.conv2(h)
+        run = 0.9 * run + 0.1 * z.var(dim=(0, 2, 3), unbiased=False)
+    return run.detach().numpy()
+
+
+def test_blob_round_trip_with_state(trained, tmp_path):
+    from codegen import blob
+    trainer, _, build = trained
+    data = trainer.save_params()
+    assert data[4:6] == bytes([blob.VERSION, 0]) and blob.VERSION == 2
+    weights = blob.decode_params(data, trainer.manifest)
+    assert set(weights) == set(trainer.get_params()) | set(trainer.get_state())
+    assert data == blob.encode_params(trainer.weights(), trainer.manifest)  # the same bytes as the C
+    before = trainer.get_state()
+    trainer.set_state({k: np.zeros_like(v) for k, v in before.items()})
+    trainer.load_params(data)
+    for name, value in before.items():
+        np.testing.assert_array_equal(trainer.get_state()[name], value)
+    old = bytearray(data)
+    old[4] = 1  # a version-1 blob (no state section) is refused, not misread
+    with pytest.raises(Exception, match="format version 1"):
+        blob.decode_params(bytes(old), trainer.manifest)
+
+
+def test_fedavg_averages_the_state(trained):
+    from codegen import blob, federated
+    trainer, _, _ = trained
+    start = trainer.weights()
+    trainer.begin_round()
+    rng = np.random.default_rng(3)
+    clients = []
+    for samples in (10, 30):
+        shifted = {k: v + rng.normal(size=v.shape).astype(np.float32) for k, v in trainer.get_state().items()}
+        trainer.set_state(shifted)
+        clients.append((blob.decode_delta(trainer.delta(samples), trainer.manifest)[0], samples))
+        trainer.set_state({k: start[k] for k in shifted})
+    new = federated.fedavg(start, clients)
+    for name in trainer.get_state():
+        expected = start[name] + (10 * clients[0][0][name] + 30 * clients[1][0][name]) / 40
+        np.testing.assert_allclose(new[name], expected, rtol=1e-6, atol=1e-6)
+        assert np.abs(clients[0][0][name]).max() > 0.1
+
+
+def test_export_predicts_like_torch_eval(trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the exported model")
+    trainer, model, _ = trained
+    trainer.export_onnx(tmp_path / "m.onnx")
+    x, _ = next(batches(1))
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.tensor(x)).numpy(), rtol=RTOL, atol=ATOL)

@@ -6,15 +6,16 @@
  *   offset size field
  *        0    4 magic: "MTPB" parameter blob, "MTDF" float32 delta, "MTDQ" int8 delta
  *        4    2 format version (MT_BLOB_VERSION)
- *        6    2 number of trainable tensors
+ *        6    2 number of tensors (trainable + state)
  *        8    4 model hash (<PREFIX>_MODEL_HASH: trainable names/shapes + model structure)
  *       12    4 payload length in bytes
  *       16    4 CRC-32 of the payload (zlib/IEEE 802.3: reflected polynomial 0xEDB88320,
  *               initial value and final xor 0xFFFFFFFF)
  *       20      payload
  *
- * Payloads (tensors in the order listed in <prefix>.h, each flattened row-major):
- *   MTPB  the trainable parameters as float32
+ * Payloads (tensors in the order listed in <prefix>.h, each flattened row-major: the trainable
+ * ones, then the state section, the running statistics of generate --mode train; version 2):
+ *   MTPB  the trainable parameters and the state as float32
  *   MTDF  uint32 sample count, then (current - round start) as float32
  *   MTDQ  uint32 sample count, one float32 scale per tensor, then (current - round start) as int8:
  *         q = clamp(floor(d / scale + 0.5), -127, 127), scale = max|d| / 127 of the tensor
@@ -26,7 +27,7 @@
 #define MT_BLOB_H
 #include "../mt_common.h"
 
-#define MT_BLOB_VERSION 1
+#define MT_BLOB_VERSION 2
 #define MT_BLOB_HEADER_BYTES 20
 #define MT_MAGIC_PARAMS "MTPB"
 #define MT_MAGIC_DELTA_F32 "MTDF"
