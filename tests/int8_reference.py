@@ -6,6 +6,8 @@ Spatial ops take NCHW (1-D: NCW) tensors."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from codegen import requant
 
@@ -136,3 +138,108 @@ def concat(parts, sy, zy, axis):
         mult, shift = requant.per_channel([np.float64(s) / np.float64(sy)], "test")
         out.append(requantize(q.astype(np.int64) - int(z), mult[0], shift[0], zy))
     return np.concatenate(out, axis=axis)
+
+
+# ---- the lowered graph ----
+# An interpreter of the graph the compiler runs (a build folder's training_model.onnx: the int8
+# ops codegen/quantized.py lowers to, the Q/DQ boundaries, views, and the float ops that stay
+# between them, in float32 in the C kernels' order), so a test compares the C's forward with the
+# same arithmetic done here, operand by operand.
+
+def _attrs(node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _window_attrs(a: dict) -> dict:
+    assert a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and not a.get("ceil_mode", 0), a
+    return {"strides": a.get("strides"), "pads": a.get("pads"), "dilations": a.get("dilations")}
+
+
+def _scalar(v):
+    return np.asarray(v).reshape(-1)[0] if np.asarray(v).size == 1 else np.asarray(v).reshape(-1)
+
+
+def _qlinear_conv(ins, a):
+    x, sx, zx, w, sw, zw, sy, zy = ins[:8]
+    return conv(x, zx, w, zw.reshape(-1), ins[8] if len(ins) > 8 else None, sx, sw.reshape(-1), sy, zy,
+                group=a.get("group", 1), **_window_attrs(a))
+
+
+def _qgemm(ins, a):
+    assert len(ins) == 9, "QGemm with a float output"
+    return gemm(ins[0], ins[2], ins[3], ins[5].reshape(-1), ins[6], ins[1], ins[4].reshape(-1), ins[7], ins[8],
+                a.get("transA", 0), a.get("transB", 0), a.get("alpha", 1.0))
+
+
+def _qlinear_matmul(ins, a):
+    return matmul(ins[0], ins[2], ins[3], ins[5].reshape(-1), ins[1], ins[4].reshape(-1), ins[6], ins[7])
+
+
+def _float_average_pool(ins, a):
+    """AveragePool in float32 as mt_avg_pool: taps summed row by row from 0, then divided by the
+    window's count (count_include_pad: the taps inside the padded input)."""
+    x = ins[0]
+    geometry = _geometry(x, a["kernel_shape"], **_window_attrs(a))
+    taps = _windows(_as_2d(x), *geometry, fill=np.float32(0))
+    acc = np.zeros(taps.shape[:4], np.float32)
+    for i in range(taps.shape[4]):
+        for j in range(taps.shape[5]):
+            acc += taps[..., i, j]
+    inside = _windows(np.ones_like(_as_2d(x)[:1, :1]), *geometry, fill=a.get("count_include_pad", 0)).sum(axis=(4, 5))
+    y = acc / inside.astype(np.float32)
+    return y.reshape(y.shape[:2] + y.shape[3:]) if x.ndim == 3 else y
+
+
+def _reshape(ins, a):
+    x, shape = ins
+    shape = [x.shape[d] if s == 0 and not a.get("allowzero", 0) else s for d, s in enumerate(shape.tolist())]
+    return x.reshape(shape)
+
+
+def _quantize_bias(ins, a):
+    """mt_quantize_bias: rintf(b / s) in float32, saturated at +-2^30."""
+    return np.clip(np.rint(ins[0].astype(np.float32) / ins[1].astype(np.float32)), -2.0**30, 2.0**30).astype(np.int32)
+
+
+def _unsqueeze(x, axes):
+    for axis in sorted(int(d) % (x.ndim + len(axes)) for d in axes):
+        x = np.expand_dims(x, axis)
+    return x
+
+
+GRAPH_OPS = {
+    "QuantizeLinear": lambda ins, a: quantize(ins[0], _scalar(ins[1]), _scalar(ins[2])),
+    "DequantizeLinear": lambda ins, a: dequantize(ins[0], _scalar(ins[1]), _scalar(ins[2])),
+    "QLinearConv": _qlinear_conv,
+    "QGemm": _qgemm,
+    "QLinearMatMul": _qlinear_matmul,
+    "QLinearAdd": lambda ins, a: add(ins[0], ins[2], ins[1], ins[3], ins[5], ins[4], ins[6], ins[7]),
+    "QLinearGlobalAveragePool": lambda ins, a: global_average_pool(ins[0], ins[2], ins[1], ins[3], ins[4]),
+    "QLinearConcat": lambda ins, a: concat([tuple(ins[k:k + 3]) for k in range(2, len(ins), 3)], ins[0], ins[1],
+                                           a["axis"]),
+    "MaxPool": lambda ins, a: max_pool(ins[0], a["kernel_shape"], **_window_attrs(a)),
+    "AveragePool": _float_average_pool,
+    "QuantizeBias": _quantize_bias,
+    "Reshape": _reshape,
+    "Flatten": lambda ins, a: ins[0].reshape(int(np.prod(ins[0].shape[:a.get("axis", 1)])), -1),
+    "Squeeze": lambda ins, a: np.squeeze(ins[0], None if len(ins) < 2 or ins[1] is None else tuple(ins[1].tolist())),
+    "Unsqueeze": lambda ins, a: _unsqueeze(ins[0], ins[1]),
+}
+
+
+def run_graph(path, feeds: dict, outputs=("y",)) -> dict:
+    """Every tensor that `outputs` need, computed from `feeds` by GRAPH_OPS over the graph at
+    `path` (initializers as stored there); an op outside GRAPH_OPS fails, naming it."""
+    graph = onnx.load(str(path)).graph
+    needed, nodes = set(outputs), []
+    for node in reversed(graph.node):
+        if needed.intersection(node.output):
+            nodes.append(node)
+            needed.update(i for i in node.input if i)
+    env = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name in needed}
+    env.update({k: np.asarray(v) for k, v in feeds.items()})
+    for node in reversed(nodes):
+        if node.op_type not in GRAPH_OPS:
+            raise NotImplementedError(f"{node.op_type} ({node.name or node.output[0]}) in the int8 reference")
+        env[node.output[0]] = GRAPH_OPS[node.op_type]([env[i] if i else None for i in node.input], _attrs(node))
+    return env

@@ -348,15 +348,13 @@ def test_inspect_and_ram_budget_offer_int8(tmp_path):
         codegen.generate(float_model, tmp_path / "b", loss="cross_entropy", batch=1, train_last=1, ram_budget=100)
 
 
-@pytest.mark.parametrize("suite", ["mlp", "lenet5", "cnn1d", "mobilenet"])
-def test_suite_models_match_onnxruntime(tmp_path, suite):
-    """Every benchmark-suite model quantized by quantize_static (QDQ, int8 per-channel): with its
-    head trainable and the rest in int8, the C predicts within one output step of onnxruntime."""
+def quantized_suite_model(suite: str, folder, rng):
+    """Benchmark-suite model `suite` at batch 4 as folder/q.onnx, quantized by quantize_static (QDQ,
+    int8 per-channel) on 4 batches from `rng` -> the suite entry."""
     from benchmarks.models import SUITE
 
     model = next(m for m in SUITE if m.name == suite)
-    path = model.export(4, tmp_path / "float.onnx")
-    rng = np.random.default_rng(8)
+    path = model.export(4, folder / "float.onnx")
 
     class Reader(ortq.CalibrationDataReader):
         def __init__(self):
@@ -365,8 +363,20 @@ def test_suite_models_match_onnxruntime(tmp_path, suite):
         def get_next(self):
             return next(self.batches, None)
 
-    ortq.quantize_static(str(path), str(tmp_path / "q.onnx"), Reader(), quant_format=ortq.QuantFormat.QDQ,
+    ortq.quantize_static(str(path), str(folder / "q.onnx"), Reader(), quant_format=ortq.QuantFormat.QDQ,
                          per_channel=True, activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8)
+    return model
+
+
+SUITE_NAMES = ["mlp", "lenet5", "cnn1d", "mobilenet"]
+
+
+@pytest.mark.parametrize("suite", SUITE_NAMES)
+def test_suite_models_match_onnxruntime(tmp_path, suite):
+    """Every benchmark-suite model quantized by quantize_static (QDQ, int8 per-channel): with its
+    head trainable and the rest in int8, the C predicts within one output step of onnxruntime."""
+    rng = np.random.default_rng(8)
+    model = quantized_suite_model(suite, tmp_path, rng)
     trainer = compile_model(tmp_path / "q.onnx", tmp_path / "b", loss=model.loss, train_last=1)
     x = rng.standard_normal((4, *model.sample)).astype(np.float32)
     assert np.abs(trainer.predict(x) - onnxruntime(str(tmp_path / "q.onnx"), x)).max() <= \

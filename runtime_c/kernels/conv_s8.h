@@ -4,8 +4,9 @@
  * a real zero, (x - zx) = 0.
  * Portable scalar code: one int32 dot product per output pixel. On cores with the DSP extension
  * (Cortex-M4/M7/M33) conv_s8_dsp.h runs 1x1 and depthwise 3x3 convolutions with dual 16-bit MACs
- * (SMLAD) instead; every output is the same exact int32 sum (check_sums in
- * codegen/ops/_qlinear.py keeps it in range), so the same integers. */
+ * (SMLAD) instead, cores with a vector unit (MT_SIMD) the tiles of dot_s8_vec.h; every output is
+ * the same exact int32 sum (check_sums in codegen/ops/_qlinear.py keeps it in range), so the same
+ * integers. */
 #ifndef MT_CONV_S8_H
 #define MT_CONV_S8_H
 #include "../mt_common.h"
@@ -24,6 +25,9 @@
 #if MT_CONV_S8_DSP
 #include "conv_s8_dsp.h"
 #endif
+#if MT_SIMD
+#include "dot_s8_vec.h"
+#endif
 
 static inline void mt_conv_s8(const int8_t *MT_RESTRICT X, int32_t zx, const int8_t *MT_RESTRICT W,
                               const int32_t *ZW, const int32_t *B, int8_t *MT_RESTRICT Y, int N, int C, int M,
@@ -33,6 +37,10 @@ static inline void mt_conv_s8(const int8_t *MT_RESTRICT X, int32_t zx, const int
     int n, m, c, i, j, oh, ow;
 #if MT_CONV_S8_DSP
     if (mt_conv_s8_dsp(X, zx, W, ZW, B, Y, N, C, M, G, &g, &q)) return;
+#endif
+#if MT_SIMD
+    mt_conv_s8_vec(X, zx, W, ZW, B, Y, N, C, M, G, g, &q);
+    return;
 #endif
     for (n = 0; n < N; ++n) {
         for (m = 0; m < M; ++m) {

@@ -1,9 +1,13 @@
 /* int8 matrix products, the frozen layers' QGemm and QLinearMatMul: int32 sums of
- * (a - za)(b - ZB[j]), plus an optional int32 C, requantized per output column j (or per tensor). */
+ * (a - za)(b - ZB[j]), plus an optional int32 C, requantized per output column j (or per tensor).
+ * Cores with a vector unit (MT_SIMD) run the tiles of dot_s8_vec.h (the same exact sums). */
 #ifndef MT_GEMM_S8_H
 #define MT_GEMM_S8_H
 #include "../mt_common.h"
 #include "quant_s8.h"
+#if MT_SIMD
+#include "dot_s8_vec.h"
+#endif
 
 /* Y (M, N) from A (M, K) or, transA, (K, M) and B (K, N) or, transB, (N, K). C (broadcast to
  * (M, N)) is read at C[i * csm + j * csn], the strides 0 along broadcast dims; NULL for none. */
@@ -13,6 +17,12 @@ static inline void mt_gemm_s8(const int8_t *MT_RESTRICT A, int32_t za, const int
 {
     const int ai = transA ? 1 : K, ak = transA ? M : 1, bj = transB ? K : 1, bk = transB ? 1 : N;
     int i, j, k;
+#if MT_SIMD
+    if (!transA) {
+        mt_gemm_s8_vec(A, za, B, ZB, C, csm, csn, Y, M, K, N, transB, &q);
+        return;
+    }
+#endif
     for (i = 0; i < M; ++i) {
         for (j = 0; j < N; ++j) {
             const int8_t *a = A + (size_t)i * ai, *b = B + (size_t)j * bj;
