@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import codegen
 import int8_reference
@@ -20,15 +21,31 @@ from helpers import KERNELS
 pytest.importorskip("onnxruntime", reason="onnxruntime's quantize_static makes the quantized models")
 from test_quantized import SHAPE, SUITE_NAMES, Branches, Net, quantized_model, quantized_suite_model  # noqa: E402
 
+
+
+class MatMulNet(torch.nn.Module):
+    """A weight as MatMul's second input (QLinearMatMul: B (K, N), 13 columns, a partial vector)
+    between two Linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(3 * 8 * 8, 37)
+        self.w = torch.nn.Parameter(torch.randn(37, 13) / 6)
+        self.fc2 = torch.nn.Linear(13, 5)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(torch.relu(self.fc1(x.flatten(1))) @ self.w))
+
+
 QUANTIZED = {"net-s8-per-channel": ("int8", True, Net), "net-u8-per-tensor": ("uint8", False, Net),
-             "branches-s8": ("int8", True, Branches)}
+             "branches-s8": ("int8", True, Branches), "matmul-s8": ("int8", True, MatMulNet)}
 MOBILENET_V2 = "mobilenetv2-0.35"
 
 
 def _quantized(case: str, folder) -> tuple[str, tuple[int, ...], str, int]:
     """(quantized model, sample shape, loss, batch) of a case."""
     if case in QUANTIZED:
-        return quantized_model(folder, *QUANTIZED[case]), SHAPE, "cross_entropy", 4
+        return quantized_model(folder, *QUANTIZED[case]), SHAPE, "cross_entropy", 7  # row tiles of 4, 2, 1
     if case == MOBILENET_V2:
         from benchmarks.int8_fit import Model, mobilenet_v2
 
