@@ -206,6 +206,10 @@ class HostTrainer:
         """What a parameter blob holds, by name: the trainable tensors and the state."""
         return {**self.get_params(), **self.get_state()}
 
+    def set_seed(self, seed: int) -> None:
+        """Restart the training-mode Dropout stream (<prefix>_set_seed)."""
+        self._fn("set_seed")(seed)
+
     def set_lr(self, lr: float) -> None:
         self._fn("set_lr")(lr)
 

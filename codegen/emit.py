@@ -109,6 +109,7 @@ class EmitContext:
         self.lr = f"{prefix}_lr"
         self.step = f"{prefix}_steps"  # completed training steps, counting this one
         self.micro = "mt_micro"  # index of the micro-batch within the step (0 without accumulation)
+        self.rng = f"&{prefix}_rng"  # the state of the Dropout stream (<prefix>_set_seed)
         self.f = c_float
         self.inputs = input_idents(tg.graph.inputs)
         self.used: set[str] = set()  # the tensors whose data some statement reads or writes

@@ -150,3 +150,118 @@ def test_export_predicts_like_torch_eval(trained, tmp_path):
     got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, model(torch.tensor(x)).numpy(), rtol=RTOL, atol=ATOL)
+
+
+# ---- Dropout in training mode ----
+def xorshift32_masks(seed: int, sizes: list[int], ratio: float) -> list[np.ndarray]:
+    """The C's stream (runtime_c/kernels/dropout.h) in Python: one draw per element, in order."""
+    from codegen.ops.dropout import threshold
+    s, out = seed or 1, []
+    for n in sizes:
+        keep = np.empty(n, bool)
+        for i in range(n):
+            s ^= (s << 13) & 0xFFFFFFFF
+            s ^= s >> 17
+            s ^= (s << 5) & 0xFFFFFFFF
+            keep[i] = (s >> 8) >= threshold(ratio)
+        out.append(keep)
+    return out
+
+
+def dropout_mlp(path, ratio: float, batch: int = 8, training_mode: bool | None = None):
+    """x (batch, 16) -> Gemm -> Dropout(ratio) -> Gemm (4): an ONNX model, and its torch twin."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 32), nn.Dropout(ratio), nn.Linear(32, 4))
+    inits = {"w1": net[0].weight, "b1": net[0].bias, "w2": net[2].weight, "b2": net[2].bias}
+    inits = [numpy_helper.from_array(v.detach().numpy(), k) for k, v in inits.items()]
+    inits.append(numpy_helper.from_array(np.float32(ratio), "ratio"))
+    dropout_inputs = ["h", "ratio"]
+    if training_mode is not None:
+        inits.append(numpy_helper.from_array(np.array(training_mode), "training_mode"))
+        dropout_inputs.append("training_mode")
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Dropout", dropout_inputs, ["d"]),
+             helper.make_node("Gemm", ["d", "w2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return net
+
+
+@pytest.mark.parametrize("ratio, training_mode, mode", [(0.3, None, "train"), (0.75, True, "eval")],
+                         ids=["mode-train", "onnx-training_mode"])
+def test_dropout_gradient_matches_torch_with_the_same_mask(tmp_path, ratio, training_mode, mode):
+    net = dropout_mlp(tmp_path / "d.onnx", ratio, training_mode=training_mode)
+    trainer = compile_model(tmp_path / "d.onnx", tmp_path / "b", loss="cross_entropy", lr=0.1, mode=mode)
+    rng = np.random.default_rng(0)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer.set_seed(1234)
+    masks = xorshift32_masks(1234, [8 * 32] * 3, ratio)
+    for mask in masks:
+        x, y = rng.normal(size=(8, 16)).astype(np.float32), rng.integers(0, 4, size=8)
+        keep = torch.tensor(mask.reshape(8, 32))
+        h = net[0](torch.tensor(x))
+        scale = np.float32(1) / np.float32(1 - ratio)
+        ref = nn.functional.cross_entropy(net[2](torch.where(keep, h * torch.tensor(scale), 0.0)), torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        assert trainer.train_step(x, y) == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    params = trainer.get_params()
+    for name, p in zip(("w1", "b1", "w2", "b2"), net.parameters()):
+        np.testing.assert_allclose(params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert abs(1 - np.mean(np.concatenate(masks)) - ratio) < 0.05  # the fraction dropped ~ ratio
+    x = rng.normal(size=(8, 16)).astype(np.float32)
+    with torch.no_grad():  # predict: Dropout is the identity (model.eval())
+        np.testing.assert_allclose(trainer.predict(x), net.eval()(torch.tensor(x)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_mask_statistics_and_seed(tmp_path):
+    """Through the gradient of a zero bias after the Dropout (mse, labels 0, one step of lr 1):
+    b = -2 / n * dropout(x), so the masks are read back exactly from the C."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    n, ratio = 4096, 0.2
+    graph = helper.make_graph([helper.make_node("Dropout", ["x", "r"], ["d"]), helper.make_node("Add", ["d", "b"], ["y"])],
+                              "d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(np.float32(ratio), "r"),
+                               numpy_helper.from_array(np.zeros((1, n), np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "d.onnx"))
+    trainer = compile_model(tmp_path / "d.onnx", tmp_path / "b", loss="mse", lr=1.0, mode="train")
+    x = np.ones((1, n), np.float32)
+
+    def kept(seed=None):
+        if seed is not None:
+            trainer.set_seed(seed)
+        trainer.set_params({"b": np.zeros((1, n), np.float32)})
+        trainer.train_step(x, np.zeros((1, n), np.float32))
+        return trainer.get_params()["b"].ravel() != 0
+
+    first = kept(7)
+    assert abs(1 - first.mean() - ratio) < 0.02
+    np.testing.assert_array_equal(first, xorshift32_masks(7, [n], ratio)[0])
+    np.testing.assert_array_equal(kept(7), first)  # set_seed restarts the stream
+    second = kept()  # the stream goes on
+    assert (second != first).any()
+    np.testing.assert_array_equal(second, xorshift32_masks(7, [n, n], ratio)[1])
+    np.testing.assert_array_equal(trainer.predict(x), x + trainer.get_params()["b"])  # Dropout passes
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_strict_c(tmp_path, trained, mode):
+    """Strict C whatever the mode: a Dropout's ratio constant is not emitted in either form
+    (issue 15: '<prefix>_consts' defined but not used), the state and seed functions compile."""
+    import shutil
+    import subprocess
+    from helpers import KERNELS, STRICT
+    dropout_mlp(tmp_path / "d.onnx", 0.3)
+    import codegen
+    codegen.generate(tmp_path / "d.onnx", tmp_path / "d", loss="cross_entropy", mode=mode)
+    for build, source in ((tmp_path / "d", "d.c"), (trained[2], "cnn.c")):
+        for cc in [c for c in ("gcc", "clang") if shutil.which(c)]:
+            run = subprocess.run([cc, *STRICT, *KERNELS["scalar"], "-fsyntax-only", source], cwd=build,
+                                 capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr
