@@ -104,8 +104,8 @@ static inline void mt_rec_forward(const int32_t *dims, const float *X, const flo
                 const float *x = X + (size_t)t * dims[MT_REC_X] + (size_t)b * dims[MT_REC_X + 1];
                 const float *hp = s ? Y + mt_rec_at(dims, MT_REC_HS, d, tp, b)
                                     : (h0 ? h0 + mt_rec_state(dims, d, b) : NULL);
-                const float *cp = s ? cs + mt_rec_at(dims, MT_REC_CS, d, tp, b)
-                                    : (c0 ? c0 + mt_rec_state(dims, d, b) : NULL);
+                const float *cp = !cs ? NULL : s ? cs + mt_rec_at(dims, MT_REC_CS, d, tp, b)
+                                                 : (c0 ? c0 + mt_rec_state(dims, d, b) : NULL);
                 float *h = Y + mt_rec_at(dims, MT_REC_HS, d, t, b);
                 float *c = cs ? cs + mt_rec_at(dims, MT_REC_CS, d, t, b) : NULL;
                 float *tr = trace ? trace + mt_rec_at(dims, MT_REC_TR, d, t, b) : NULL;
@@ -208,8 +208,9 @@ static inline void mt_rec_backward(const int32_t *dims, const float *X, const fl
                                          : trace + mt_rec_at(dims, MT_REC_TR, d, t, b);
                 const float *hp = s ? Y + mt_rec_at(dims, MT_REC_HS, d, tp, b)
                                     : (h0 ? h0 + mt_rec_state(dims, d, b) : NULL);
-                const float *cp = s ? trace + mt_rec_at(dims, MT_REC_TR, d, tp, b) + (size_t)(K - 1) * H
-                                    : (c0 ? c0 + mt_rec_state(dims, d, b) : NULL);
+                const float *cp = G != 4 ? NULL
+                                  : s ? trace + mt_rec_at(dims, MT_REC_TR, d, tp, b) + (size_t)(K - 1) * H
+                                      : (c0 ? c0 + mt_rec_state(dims, d, b) : NULL);
                 const float *dy = dY ? dY + mt_rec_at(dims, MT_REC_HS, d, t, b) : NULL;
                 float *dhb = dh + mt_rec_state(dims, d, b), *dcb = dc ? dc + mt_rec_state(dims, d, b) : NULL;
                 float *dbias = dBias ? dBias + (size_t)d * 2 * G * H : NULL;
