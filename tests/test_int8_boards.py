@@ -26,6 +26,7 @@ CASES = {  # x shape (batch 2), weight shape, attributes, weight zero points
     "pointwise_padded": ((2, 22, 5, 7), (7, 22, 1, 1), {"pads": [1, 0, 0, 1]}, True),
     "pointwise_grouped_stride2": ((2, 8, 6, 6), (6, 4, 1, 1), {"group": 2, "strides": [2, 2]}, False),
     "pointwise_wide": ((2, 40, 3, 4), (4, 40, 1, 1), {}, False),
+    "pointwise_deep_tiles": ((2, 203, 4, 5), (5, 203, 1, 1), {}, True),  # 3 pixel tiles, the last partial
     "depthwise_pad1": ((2, 5, 7, 9), (5, 1, 3, 3), {"group": 5, "pads": [1, 1, 1, 1]}, False),
     "depthwise_uneven_pads": ((2, 3, 6, 8), (3, 1, 3, 3), {"group": 3, "pads": [0, 2, 1, 0]}, True),
     "depthwise_narrow": ((2, 2, 5, 3), (2, 1, 3, 3), {"group": 2}, False),
@@ -124,7 +125,8 @@ static inline int32_t __smlad(int32_t a, int32_t b, int32_t c) { return c + (int
 static inline int32_t __smlabb(int32_t a, int32_t b, int32_t c) { return c + (int16_t)a * (int16_t)b; }
 static inline int32_t __smlatb(int32_t a, int32_t b, int32_t c) { return c + (a >> 16) * (int16_t)b; }
 static inline uint32_t __sxtb16(uint32_t a) { return (uint16_t)(int8_t)a | (uint32_t)(uint16_t)(int8_t)(a >> 16) << 16; }
-#define MT_S8_LDRD(p, lo, hi) (lo = (int32_t)(uint32_t)(uint64_t)*(p), hi = (int32_t)(uint32_t)((uint64_t)*(p) >> 32), ++(p))
+static inline int32_t __ssub16(int32_t a, int32_t b)
+{ return (int32_t)((uint16_t)((int16_t)a - (int16_t)b) | (uint32_t)(uint16_t)((a >> 16) - (b >> 16)) << 16); }
 """
 
 

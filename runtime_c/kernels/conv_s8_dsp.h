@@ -3,12 +3,12 @@
  * instruction; SXTB16 turns the int8 bytes 0, 2 (or 1, 3) of a word into such a pair. Integer
  * sums, so the same results as the portable code in any order. The weights stay the model's
  * int8 array.
- * - 1x1 kernels (pointwise; any stride, padding, groups): the x - zx of a tile of output pixels
- *   are packed once on the stack as int16, channels (4k, 4k+2) and (4k+1, 4k+3) in the two words
- *   of an int64, the pairs SXTB16 makes of a weight word; then each pair of output channels runs
- *   over the tile, 2 channels x 2 pixels at a time: 8 SMLAD per 2 weight words (LDR + 2 SXTB16
- *   each) and 2 pixel int64 (LDRD). The weight zero point is folded into the bias:
- *   sum (x - zx)(w - zw) = sum (x - zx) w - zw sum (x - zx), the last sum packed with the pixel.
+ * - 1x1 kernels (pointwise; any stride, padding, groups, up to 256 channels a group): the inputs
+ *   x - zx of a tile of output pixels are packed once on the stack as int16 pairs, then for each
+ *   pair of output channels their weights w - zw too (SXTB16 of the int8 words), and the two rows
+ *   run over the tile, 2 channels x 3 pixels at a time: per 2 input channels one LDM (3 pixels),
+ *   one LDRD (2 rows) and 6 SMLAD. The requantization (SMMLA, shift, SSAT) skips the test for a
+ *   rounding tie where none can occur (mt_s8_rq_tie_free).
  * - depthwise 3x3, stride 1, undilated: each input row is copied once with its padding (pad
  *   bytes zx) into a ring of 3 rows; two adjacent output pixels read 4 input bytes per kernel row,
  *   SXTB16 splits them into the pairs (x0, x2) and (x1, x3) that meet the packed (w0, w2); w1 takes
@@ -18,9 +18,15 @@
 #define MT_CONV_S8_DSP_H
 #include <arm_acle.h>
 
-/* The 1x1 path's packed input on the stack, in int64 of 4 channels (1 KiB, and 512 B of pixel
- * sums): a tile of pixels, 2 of up to 256 channels or more of fewer. */
-#define MT_S8_PACK 128
+/* The 1x1 path's scratch on the stack, in words (an int16 pair each): a tile of packed input
+ * pixels (4 KiB) and two packed weight rows (1 KiB, and a pair that ends them); a group of up to
+ * 256 channels. */
+#define MT_S8_TILE 1024
+#define MT_S8_ROWS 256
+
+/* The pair after the packed weight rows (mt_s8_dot2x3's loop ends there): lanes of 0x4000, far
+ * out of a packed value's [-255, 255]. */
+#define MT_S8_END 0x40004000
 
 /* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]). */
 static inline uint32_t mt_s8_pair(int32_t lo, int32_t hi)
@@ -36,28 +42,82 @@ static inline uint32_t mt_s8_word(const int8_t *p)
     return v;
 }
 
-/* The x - zx of the cg channels of the input pixel at offset o of the plane (o < 0: padding,
- * all 0) in int64 of 4 channels, (c0, c2) low and (c1, c3) high, zero past cg, into every other
- * int64 of out (two pixels interleave); returns their sum. */
-static inline int32_t mt_s8_pack(const int8_t *x, int plane, int cg, int o, int32_t zx, int64_t *out)
+/* SXTB16 of bytes 1 and 3: one instruction (SXTB16 ROR 8; GCC's __sxtb16(v >> 8) takes two). */
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t mt_s8_sxtb16_13(uint32_t v)
 {
-    int32_t v[4], sum = 0;
-    int c = 0, i;
-    if (o >= 0) {
-        for (x += o; c + 4 <= cg; c += 4, x += 4 * (size_t)plane) { /* whole groups of 4 channels */
-            const int32_t v0 = x[0] - zx, v1 = x[plane] - zx, v2 = x[2 * plane] - zx, v3 = x[3 * plane] - zx;
-            sum += v0 + v1 + v2 + v3;
-            out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(v1, v3) << 32 | mt_s8_pair(v0, v2));
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#else
+#define mt_s8_sxtb16_13(v) __sxtb16((v) >> 8)
+#endif
+
+/* The 1x1 path packs the channels of a pixel and of a weight row as int16 pairs in the order
+ * SXTB16 and SXTB16 ROR 8 make of an int8 word of channels 4k..4k+3: pair 2k holds channels
+ * (4k, 4k + 2), pair 2k + 1 (4k + 1, 4k + 3). Three pixels interleave (pair j of each in words
+ * 3j..3j+2: one LDM), two weight rows too (words 2j, 2j+1: one LDRD). Channels past the group
+ * are 0, up to cp (a multiple of 8). */
+
+/* Pairs (v0, v2) and (v1, v3) of v_i = p[i step] - z for i < n, 0 for i >= n. */
+static inline void mt_s8_quad(const int8_t *p, size_t step, int n, int32_t z, uint32_t *even, uint32_t *odd)
+{
+    int32_t v[4];
+    int i;
+    for (i = 0; i < 4; ++i) v[i] = i < n ? p[i * step] - z : 0;
+    *even = mt_s8_pair(v[0], v[2]);
+    *odd = mt_s8_pair(v[1], v[3]);
+}
+
+/* The x - zx of the input pixel at plane offset o (-1: padding, all 0) into every third word. */
+static inline void mt_s8_pack_x(const int8_t *x, size_t plane, int cg, int cp, int o, int32_t zx, uint32_t *out)
+{
+    const uint32_t zz = mt_s8_pair(zx, zx);
+    int c = 0;
+    if (o >= 0)
+        for (x += o; c + 4 <= cg; c += 4, x += 4 * plane, out += 6) { /* whole groups of 4 channels */
+            out[0] = __ssub16(mt_s8_pair(x[0], x[2 * plane]), zz);
+            out[3] = __ssub16(mt_s8_pair(x[plane], x[3 * plane]), zz);
         }
-    }
-    for (; c < cg; c += 4) { /* padding, or the last 1-3 channels */
-        for (i = 0; i < 4; ++i) {
-            v[i] = o >= 0 && c + i < cg ? x[(size_t)i * plane] - zx : 0;
-            sum += v[i];
+    for (; c < cp; c += 4, x += 4 * plane, out += 6) /* padding, the last 1-3 channels, zeros */
+        mt_s8_quad(x, plane, o >= 0 ? cg - c : 0, zx, &out[0], &out[3]);
+}
+
+/* Whole groups of 4 channels of weight rows wa and wb, w - zw interleaved; returns where they
+ * end. sub = 0: the zero points are 0 (symmetric weights), nothing subtracted. */
+static inline int mt_s8_pack_w4(const int8_t *wa, const int8_t *wb, int cg, uint32_t zza, uint32_t zzb, int sub,
+                                uint32_t *out)
+{
+    int c = 0;
+    for (; c + 4 <= cg; c += 4, out += 4) {
+        const uint32_t s = mt_s8_word(wa + c), t = mt_s8_word(wb + c);
+        uint32_t s02 = __sxtb16(s), s13 = mt_s8_sxtb16_13(s), t02 = __sxtb16(t), t13 = mt_s8_sxtb16_13(t);
+        if (sub) {
+            s02 = __ssub16(s02, zza);
+            s13 = __ssub16(s13, zza);
+            t02 = __ssub16(t02, zzb);
+            t13 = __ssub16(t13, zzb);
         }
-        out[c / 2] = (int64_t)((uint64_t)mt_s8_pair(v[1], v[3]) << 32 | mt_s8_pair(v[0], v[2]));
+        out[0] = s02;
+        out[1] = t02;
+        out[2] = s13;
+        out[3] = t13;
     }
-    return sum;
+    return c;
+}
+
+/* The w - zw of weight rows wa and wb, interleaved. */
+static inline void mt_s8_pack_w(const int8_t *wa, const int8_t *wb, int cg, int cp, int32_t za, int32_t zb,
+                                uint32_t *out)
+{
+    const uint32_t zza = mt_s8_pair(za, za), zzb = mt_s8_pair(zb, zb);
+    int c = za || zb ? mt_s8_pack_w4(wa, wb, cg, zza, zzb, 1, out) : mt_s8_pack_w4(wa, wb, cg, 0, 0, 0, out);
+    for (out += c; c < cp; c += 4, out += 4) { /* the last 1-3 channels (the row may end the array), zeros */
+        mt_s8_quad(wa + c, 1, cg - c, za, &out[0], &out[2]);
+        mt_s8_quad(wb + c, 1, cg - c, zb, &out[1], &out[3]);
+    }
+    out[0] = out[1] = MT_S8_END;
 }
 
 /* Plane offset of the input tap of output pixel p of a 1x1 window, -1 in the padding. */
@@ -67,126 +127,181 @@ static inline int mt_s8_1x1_offset(const mt_window *g, int p)
     return ih >= 0 && ih < g->h && iw >= 0 && iw < g->w ? ih * g->w + iw : -1;
 }
 
-/* The two words of *p (lo: the low 32 bits), then p advances: one LDRD with post-increment
- * (GCC splits a 64-bit C load whose halves are used apart into two LDR and pointer updates). */
-#ifndef MT_S8_LDRD /* (a host test defines a portable one) */
-#define MT_S8_LDRD(p, lo, hi) __asm__("ldrd %0, %1, [%2], #8" : "=r"(lo), "=r"(hi), "+r"(p) : "m"(*(p)))
-#endif
-
-/* acc[2i + j] += pixel j . int8 row i (wa, wb) over cg channels; x interleaves the two pixels'
- * packed int64 (x[2k] pixel 0, x[2k + 1] pixel 1). Out of line: inlined into its big caller,
- * GCC spilled the accumulators in the loop. */
-MT_OUTLINE void mt_s8_dot2x2(const int64_t *x, const int8_t *wa, const int8_t *wb, int cg, int32_t *acc)
-{
-    int32_t a0 = acc[0], a1 = acc[1], b0 = acc[2], b1 = acc[3], u0, u1;
-    const int8_t *end = wa + cg / 4 * 4;
-    uint32_t s, t;
-#define MT_S8_STEP()                                                                      \
-    do {                                                                                  \
-        const int32_t s02 = (int32_t)__sxtb16(s), s13 = (int32_t)__sxtb16(s >> 8);          \
-        const int32_t t02 = (int32_t)__sxtb16(t), t13 = (int32_t)__sxtb16(t >> 8);          \
-        MT_S8_LDRD(x, u0, u1);                                                            \
-        a0 = __smlad(u1, s13, __smlad(u0, s02, a0));                                      \
-        b0 = __smlad(u1, t13, __smlad(u0, t02, b0));                                      \
-        MT_S8_LDRD(x, u0, u1);                                                            \
-        a1 = __smlad(u1, s13, __smlad(u0, s02, a1));                                      \
-        b1 = __smlad(u1, t13, __smlad(u0, t02, b1));                                      \
-    } while (0)
-    for (; wa < end; wa += 4, wb += 4) {
-        s = mt_s8_word(wa);
-        t = mt_s8_word(wb);
-        MT_S8_STEP();
-    }
-    if (cg % 4) { /* the last 1-3 channels, read byte by byte (the row may end the array) */
-        int i;
-        s = t = 0;
-        for (i = 0; i < cg % 4; ++i) {
-            s |= (uint32_t)(uint8_t)wa[i] << 8 * i;
-            t |= (uint32_t)(uint8_t)wb[i] << 8 * i;
-        }
-        MT_S8_STEP();
-    }
-#undef MT_S8_STEP
-    acc[0] = a0;
-    acc[1] = a1;
-    acc[2] = b0;
-    acc[3] = b1;
-}
-
-/* One output channel's requantization, read once: the same bits as mt_requant_s8. With the
- * usual shift n >= 33 the half 2^(n-1) is a multiple of 2^32: of the 64-bit product hi * 2^32 + lo
- * only hi matters, and lo = 0 for a tie: 32-bit arithmetic only. */
+/* One output channel's requantization, read once: the same bits as mt_requant_s8. With a shift
+ * n = 32 + s, s in 1..21, of the 64-bit product hi * 2^32 + lo only hi matters unless lo = 0
+ * (a possible tie, then mt_requant_s8): y = sat8((hi + 2^(s-1) + zp 2^s) >> s), rounding half up,
+ * the same as half to even away from ties. Other shifts or bounds take mult = 0: every output
+ * then goes to mt_requant_s8. */
 typedef struct {
-    int32_t mult, shift, zp, lo, hi, c;
+    int32_t mult, k, s, c;
 } mt_s8_rq;
 
 static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
 {
-    const int k = q->per_channel ? c : 0;
+    const int i = q->per_channel ? c : 0;
     mt_s8_rq r;
-    r.mult = q->mult[k];
-    r.shift = q->shift[k] - 32;
-    r.zp = q->zp;
-    r.lo = q->lo;
-    r.hi = q->hi;
+    r.s = q->shift[i] - 32;
+    r.mult = r.s >= 1 && r.s <= 21 && q->lo == -128 && q->hi == 127 ? q->mult[i] : 0;
+    r.k = r.mult ? (1 << (r.s - 1)) + q->zp * (1 << r.s) : 0; /* |k| < 2^29, |hi| <= 2^30 */
     r.c = c;
     return r;
 }
 
-static inline int8_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
+/* 1 when no accumulator within +-bound can tie (lo = 0 needs acc a multiple of 2^32 / the lowest
+ * set bit of mult, and 0 is no tie): mt_s8_rq_fast is then exact, with no test. */
+static inline int mt_s8_rq_tie_free(const mt_s8_rq *r, uint64_t bound)
 {
-    const int64_t p = (int64_t)acc * r->mult;
-    const int32_t hi = (int32_t)(p >> 32); /* |hi| < 2^30 */
-    int32_t v;
-    if (r->shift < 1) return mt_requant_s8(acc, q, r->c);
-    /* (hi + half) >> s rounds half up; half to even (quant_s8.h): a tie (lo = 0, hi's low s bits
-     * = half) of an even quotient rounds down, one less added (elsewhere one less changes nothing) */
-    v = hi + ((int32_t)1 << (r->shift - 1));
-    v -= (uint32_t)(uint64_t)p == 0 && !((hi >> r->shift) & 1);
-    v = r->zp + (v >> r->shift);
-    return (int8_t)(v < r->lo ? r->lo : v > r->hi ? r->hi : v);
+    const uint32_t m = (uint32_t)r->mult;
+    return m && bound * (m & (0u - m)) < (uint64_t)1 << 32;
 }
 
-/* 1x1 kernels, two output pixels x two output channels at a time; an odd last pixel or channel
- * is paired with itself (computed twice, stored once). The pixels are packed a tile at a time
- * (as many pixel pairs as fill the stack buffer), then every pair of channels runs over the tile:
- * each channel's bias and requantization are read once per tile. */
+/* hi + c (hi: the high word of a * b): SMMLA. */
+#if defined(__ARM_FEATURE_DSP)
+static inline int32_t mt_s8_smmla(int32_t a, int32_t b, int32_t c)
+{
+    int32_t v;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(v) : "r"(a), "r"(b), "r"(c));
+    return v;
+}
+#else
+#define mt_s8_smmla(a, b, c) ((int32_t)((int64_t)(a) * (b) >> 32) + (c))
+#endif
+
+/* The requantization rounding half up (exact when lo != 0). */
+static inline int32_t mt_s8_rq_fast(const mt_s8_rq *r, int32_t acc)
+{
+    const int32_t v = mt_s8_smmla(acc, r->mult, r->k) >> r->s;
+#if defined(__ARM_FEATURE_SAT)
+    return __ssat(v, 8); /* (GCC turns a C clamp into branches here) */
+#else
+    return v < -128 ? -128 : v > 127 ? 127 : v;
+#endif
+}
+
+/* mt_requant_s8 out of line, for the rare outputs that need it (inlined, its int8 result merged
+ * with the fast path's costs a sign extension on every output). */
+MT_OUTLINE int32_t mt_s8_rq_exact(int32_t acc, const mt_requant *q, int c)
+{
+    return mt_requant_s8(acc, q, c);
+}
+
+static inline int32_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int32_t acc)
+{
+    if ((uint32_t)acc * (uint32_t)r->mult == 0) return mt_s8_rq_exact(acc, q, r->c); /* lo = 0 */
+    return mt_s8_rq_fast(r, acc);
+}
+
+/* acc[3i + j] += pixel j . row i over cp / 2 pairs (a multiple of 4) of the packs x and w. Per
+ * pair: LDM (3 pixels), 6 SMLAD, LDRD (the next pair of the 2 rows), 8 pairs a loop, which ends
+ * at the pair MT_S8_END after the rows: 13 registers (a frame pointer may take a 14th). GCC does
+ * not emit LDM for C loads, hence the assembly (the LDM's registers, r0-r2, must ascend). */
+static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x, const uint32_t *w, int cp,
+                                                               int32_t *acc)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], b0 = acc[3], b1 = acc[4], b2 = acc[5];
+#if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__) /* (unoptimized, GCC finds no 13 registers) */
+    register uint32_t x0 __asm__("r0"), x1 __asm__("r1") = (uint32_t)(cp % 16), x2 __asm__("r2");
+    uint32_t w0, w1;
+#define MT_S8_STEP                                         \
+    "ldmia %[x]!, {%[x0], %[x1], %[x2]}\n\t"               \
+    "smlad %[a0], %[x0], %[w0], %[a0]\n\t"                 \
+    "smlad %[a1], %[x1], %[w0], %[a1]\n\t"                 \
+    "smlad %[a2], %[x2], %[w0], %[a2]\n\t"                 \
+    "smlad %[b0], %[x0], %[w1], %[b0]\n\t"                 \
+    "smlad %[b1], %[x1], %[w1], %[b1]\n\t"                 \
+    "smlad %[b2], %[x2], %[w1], %[b2]\n\t"                 \
+    "ldrd %[w0], %[w1], [%[w]], #8\n\t"
+    __asm__("ldrd %[w0], %[w1], [%[w]], #8\n\t"
+            "cmp %[x1], #0\n\t" /* 4 pairs first when their number is not a multiple of 8 */
+            "bne 2f\n\t"
+            "1:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP
+            "2:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP
+            "cmp %[w0], %[end]\n\t"
+            "bne 1b"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2),
+              [x] "+r"(x), [w] "+r"(w), [x0] "=&r"(x0), [x1] "+r"(x1), [x2] "=&r"(x2), [w0] "=&r"(w0),
+              [w1] "=&r"(w1)
+            : [end] "i"(MT_S8_END)
+            : "cc", "memory");
+#undef MT_S8_STEP
+#else
+    const uint32_t *end = w + cp;
+    for (; w != end; x += 3, w += 2) {
+        a0 = __smlad(x[0], w[0], a0);
+        a1 = __smlad(x[1], w[0], a1);
+        a2 = __smlad(x[2], w[0], a2);
+        b0 = __smlad(x[0], w[1], b0);
+        b1 = __smlad(x[1], w[1], b1);
+        b2 = __smlad(x[2], w[1], b2);
+    }
+#endif
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = b0;
+    acc[4] = b1;
+    acc[5] = b2;
+}
+
+/* Output rows y0, y1 (channels r0, r1, biases b0, b1) of `count` pixel triples of the tile x, the
+ * first n pixels of each; fast = 1: both rows are tie-free. Always inlined, for each (n, fast) of
+ * its callers (GCC kept one copy with n and fast read at run time). */
+static inline __attribute__((always_inline)) void mt_s8_1x1_run(const uint32_t *x, const uint32_t *w, int cp, int count, int n, int fast,
+                                 int8_t *y0, int8_t *y1, const mt_s8_rq *r0, const mt_s8_rq *r1, int32_t b0,
+                                 int32_t b1, const mt_requant *q)
+{
+    int32_t acc[6];
+    int i;
+#define MT_S8_OUT(k)                                                                                    \
+    do {                                                                                                \
+        y0[k] = (int8_t)(fast ? mt_s8_rq_fast(r0, acc[k]) : mt_s8_rq_apply(r0, q, acc[k]));             \
+        y1[k] = (int8_t)(fast ? mt_s8_rq_fast(r1, acc[3 + k]) : mt_s8_rq_apply(r1, q, acc[3 + k]));     \
+    } while (0)
+    for (i = 0; i < count; ++i, x += 3 * (cp / 2), y0 += 3, y1 += 3) {
+        acc[0] = acc[1] = acc[2] = b0;
+        acc[3] = acc[4] = acc[5] = b1;
+        mt_s8_dot2x3(x, w, cp, acc);
+        MT_S8_OUT(0); /* (written out: GCC keeps a loop over k, and acc in memory) */
+        if (n > 1) MT_S8_OUT(1);
+        if (n > 2) MT_S8_OUT(2);
+    }
+#undef MT_S8_OUT
+}
+
+/* 1x1 kernels, two output channels x three output pixels at a time; an odd last channel is
+ * paired with itself (computed twice, stored once). A tile of pixels is packed once, then for
+ * each pair of channels the two weight rows are packed and run over the tile: the int8 to int16
+ * expansion of both sides is amortized. */
 static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int8_t *W, const int32_t *ZW, const int32_t *B,
                                   int8_t *Y, int N, int C, int M, int G, const mt_window *g, const mt_requant *q)
 {
-    const int cg = C / G, mg = M / G, n64 = (cg + 3) / 4, plane = g->h * g->w, out = g->oh * g->ow;
-    const int tile = MT_S8_PACK / (2 * n64); /* pixel pairs a tile */
-    int64_t xp[MT_S8_PACK];
-    int32_t sums[MT_S8_PACK], acc[4]; /* each packed pixel's sum of x - zx */
+    const int cg = C / G, mg = M / G, cp = (cg + 7) / 8 * 8, plane = g->h * g->w, out = g->oh * g->ow;
+    const int tile = MT_S8_TILE / (3 * (cp / 2)); /* pixel triples a tile */
+    const uint64_t sums = (uint64_t)cg * 255 * 255; /* the largest |sum (x - zx)(w - zw)| */
+    uint32_t xt[MT_S8_TILE], ww[MT_S8_ROWS + 2];
     int n, gi, p, i, j;
     for (n = 0; n < N; ++n) {
         for (gi = 0; gi < G; ++gi) {
             const int8_t *x = X + ((size_t)n * C + (size_t)gi * cg) * plane;
-            for (p = 0; p < out; p += 2 * tile) {
-                const int pairs = out - p < 2 * tile ? (out - p + 1) / 2 : tile;
-                for (i = 0; i < pairs; ++i) {
-                    const int pa = p + 2 * i, pb = pa + 1 < out ? pa + 1 : pa;
-                    sums[2 * i] = mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, pa), zx, xp + 2 * n64 * i);
-                    sums[2 * i + 1] = mt_s8_pack(x, plane, cg, mt_s8_1x1_offset(g, pb), zx, xp + 2 * n64 * i + 1);
-                }
+            for (p = 0; p < out; p += 3 * tile) {
+                const int pixels = out - p < 3 * tile ? out - p : 3 * tile, full = pixels / 3, rest = pixels % 3;
+                for (i = 0; i < 3 * (full + (rest > 0)); ++i) /* a partial last triple repeats its last pixel */
+                    mt_s8_pack_x(x, (size_t)plane, cg, cp, mt_s8_1x1_offset(g, p + (i < pixels ? i : pixels - 1)),
+                                 zx, xt + i / 3 * 3 * (cp / 2) + i % 3);
                 for (j = 0; j < mg; j += 2) {
                     const int m0 = gi * mg + j, m1 = j + 1 < mg ? m0 + 1 : m0;
                     const mt_s8_rq r0 = mt_s8_rq_of(q, m0), r1 = mt_s8_rq_of(q, m1);
                     const int32_t b0 = B ? B[m0] : 0, b1 = B ? B[m1] : 0;
                     int8_t *y0 = Y + ((size_t)n * M + m0) * out + p, *y1 = Y + ((size_t)n * M + m1) * out + p;
-                    for (i = 0; i < pairs; ++i) {
-                        acc[0] = b0 - ZW[m0] * sums[2 * i];
-                        acc[1] = b0 - ZW[m0] * sums[2 * i + 1];
-                        acc[2] = b1 - ZW[m1] * sums[2 * i];
-                        acc[3] = b1 - ZW[m1] * sums[2 * i + 1];
-                        mt_s8_dot2x2(xp + 2 * n64 * i, W + (size_t)m0 * cg, W + (size_t)m1 * cg, cg, acc);
-                        y0[2 * i] = mt_s8_rq_apply(&r0, q, acc[0]);
-                        y1[2 * i] = mt_s8_rq_apply(&r1, q, acc[2]);
-                        if (p + 2 * i + 1 < out) {
-                            y0[2 * i + 1] = mt_s8_rq_apply(&r0, q, acc[1]);
-                            y1[2 * i + 1] = mt_s8_rq_apply(&r1, q, acc[3]);
-                        }
-                    }
+                    mt_s8_pack_w(W + (size_t)m0 * cg, W + (size_t)m1 * cg, cg, cp, ZW[m0], ZW[m1], ww);
+                    if (mt_s8_rq_tie_free(&r0, sums + (uint64_t)(b0 < 0 ? -(int64_t)b0 : b0)) &&
+                        mt_s8_rq_tie_free(&r1, sums + (uint64_t)(b1 < 0 ? -(int64_t)b1 : b1)))
+                        mt_s8_1x1_run(xt, ww, cp, full, 3, 1, y0, y1, &r0, &r1, b0, b1, q);
+                    else
+                        mt_s8_1x1_run(xt, ww, cp, full, 3, 0, y0, y1, &r0, &r1, b0, b1, q);
+                    if (rest)
+                        mt_s8_1x1_run(xt + full * 3 * (cp / 2), ww, cp, 1, rest, 0, y0 + 3 * full, y1 + 3 * full,
+                                      &r0, &r1, b0, b1, q);
                 }
             }
         }
@@ -251,8 +366,8 @@ static inline void mt_conv_s8_dw3x3_plane(const int8_t *x, int32_t zx, const int
             MT_S8_DW_ROW_MAC(r0 + at, w02[0], w1[0]);
             MT_S8_DW_ROW_MAC(r1 + at, w02[1], w1[1]);
             MT_S8_DW_ROW_MAC(r2 + at, w02[2], w1[2]);
-            yr[at] = mt_s8_rq_apply(&rq, q, a);
-            yr[at + 1] = mt_s8_rq_apply(&rq, q, c);
+            yr[at] = (int8_t)mt_s8_rq_apply(&rq, q, a);
+            yr[at + 1] = (int8_t)mt_s8_rq_apply(&rq, q, c);
         }
     }
 }
@@ -264,7 +379,7 @@ static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int8_t *W, c
 {
     const int cg = C / G, plane = g->h * g->w;
     int n, m;
-    if (g->kh == 1 && g->kw == 1 && (cg + 3) / 4 * 2 <= MT_S8_PACK) {
+    if (g->kh == 1 && g->kw == 1 && cg <= MT_S8_ROWS) {
         mt_conv_s8_1x1(X, zx, W, ZW, B, Y, N, C, M, G, g, q);
         return 1;
     }
