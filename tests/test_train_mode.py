@@ -265,3 +265,41 @@ def test_strict_c(tmp_path, trained, mode):
             run = subprocess.run([cc, *STRICT, *KERNELS["scalar"], "-fsyntax-only", source], cwd=build,
                                  capture_output=True, text=True)
             assert run.returncode == 0, run.stderr
+
+
+def test_accumulate_updates_running_statistics_per_micro_batch(tmp_path):
+    """--accumulate 2: statistics per micro-batch of 2, running statistics updated twice per step,
+    one update from the mean gradient: torch's train() on the same micro-batches."""
+    import onnx
+    model = small_cnn(bn_momentum=0.3)
+    path = export_torch(model, torch.zeros(BATCH, 2, 8, 8), tmp_path / "cnn.onnx", dynamo=False, keep_bn=True)
+    load_initializers(model, onnx.load(str(path)).graph)
+    trainer = compile_model(path, tmp_path / "build", loss="cross_entropy", mode="train", accumulate=2, lr=0.05,
+                            momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for step, (x, y) in enumerate(batches(steps=5, batch=2 * BATCH)):
+        opt.zero_grad()
+        losses = [nn.functional.cross_entropy(model(torch.tensor(x[k:k + BATCH])), torch.tensor(y[k:k + BATCH]))
+                  for k in (0, BATCH)]
+        (sum(losses) / 2).backward()
+        opt.step()
+        assert trainer.train_step(x, y) == pytest.approx(sum(losses).item() / 2, rel=LOSS_RTOL, abs=LOSS_ATOL)
+    for name, value in trainer.get_state().items():
+        np.testing.assert_allclose(value, running_stats(model)[name], rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_too_small_a_batch_is_refused(tmp_path):
+    """Batch statistics need more than one value per channel (PyTorch refuses it too): exit 2,
+    the node and the remedy named, nothing written."""
+    from typer.testing import CliRunner
+    from codegen.cli import app
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    with_bn_statistics(model)
+    path = export_torch(model, torch.zeros(1, 4), tmp_path / "m.onnx", dynamo=False, keep_bn=True)
+    result = CliRunner().invoke(app, ["generate", str(path), "-o", str(tmp_path / "out"), "--mode", "train"])
+    assert result.exit_code == 2, result.output
+    assert "BatchNormalization" in result.output and "batch x spatial size > 1" in result.output
+    assert not (tmp_path / "out").exists()
+    ok = CliRunner().invoke(app, ["generate", str(path), "-o", str(tmp_path / "eval"), "--mode", "eval"])
+    assert ok.exit_code == 0, ok.output
