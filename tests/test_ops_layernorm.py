@@ -15,7 +15,7 @@ from test_ops import RNG, rand, run_case
 # (x shape, axis, with bias, epsilon): negative axes, the whole tensor (axis 0), rows of 2 (rows of
 # one value are left out: torch's x - mean(x) is not exactly 0 there, ours is)
 CASES = [((4, 6), -1, True, None), ((2, 3, 5), 1, True, 1e-3), ((2, 3, 4, 4), -2, False, None),
-         ((3, 4), 0, True, 1e-2), ((2, 5, 3), -3, False, 1e-4), ((6, 2), 1, True, None), ((2, 7), 1, True, None)]
+         ((3, 4), 0, True, 1e-2), ((6, 2), 1, False, None)]
 
 
 @pytest.mark.parametrize("shape, axis, bias, eps", CASES, ids=str)

@@ -1,0 +1,95 @@
+"""A one-layer transformer encoder classifier (nn.TransformerEncoderLayer: d_model 16, 2 heads,
+feed-forward 32, sequence 8, batch_first; mean or first-token pooling -> Linear) exported by both
+of torch's exporters and trained side by side with PyTorch: 30 steps of SGD with momentum and
+weight decay. What the exporters emit: batched MatMul (3-D by 2-D, 4-D by 4-D), Softmax on the
+last axis, Transpose, Reshape, Gather of q/k/v (and of the first token), Mul by the scale,
+LayerNormalization, Gemm, ReduceMean; the legacy one also Shape/Slice/Cast/Sqrt chains (folded).
+
+The parameters are randomised before export: a fresh model's equal initializers would be merged
+(see test_tied.py), and the dynamo exporter drops a zero bias altogether. The dynamo exporter
+names some weights val_<k> (transposed copies): they are matched to PyTorch's by value, and its
+attention scale (an initializer of shape [1]) is frozen, as PyTorch has no parameter for it.
+The dynamo exporter's scale is one initializer that both the q and the k Mul read, so generate
+warns that it is tied. Tolerance (float32): each loss within 1e-5 relative of PyTorch's, final weights within 2e-5."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from helpers import compile_model, export_torch
+
+STEPS, BATCH, SEQ, D, CLASSES = 30, 4, 8, 16, 4
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, pool: str):
+        super().__init__()
+        self.enc = torch.nn.TransformerEncoderLayer(D, 2, 32, dropout=0.1, batch_first=True)
+        self.head = torch.nn.Linear(D, CLASSES)
+        self.pool = pool
+
+    def forward(self, x):
+        h = self.enc(x)
+        return self.head(h.mean(1) if self.pool == "mean" else h[:, 0])
+
+
+def randomised(pool: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = Classifier(pool)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.rand_like(p) * 0.4 + (0.8 if "norm" in name and name.endswith("weight") else -0.2))
+    return model
+
+
+def match(path, model) -> tuple[dict[str, tuple[str, bool]], list[str]]:
+    """ONNX initializer -> (PyTorch parameter, transposed) by value, and the float initializers
+    that are no PyTorch parameter."""
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    found, others = {}, []
+    for init in onnx.load(str(path)).graph.initializer:
+        v = numpy_helper.to_array(init)
+        hit = next(((n, t) for n, p in params.items() for t in (False, True)
+                    if (p.T if t else p).shape == v.shape and np.array_equal(p.T if t else p, v)), None)
+        if hit:
+            found[init.name] = hit
+        elif v.dtype == np.float32 and v.ndim:
+            others.append(init.name)
+    return found, others
+
+
+@pytest.mark.filterwarnings("ignore::codegen.errors.McutrainWarning")
+@pytest.mark.parametrize("pool, dynamo", [("mean", True), ("first", False)], ids=["mean-dynamo", "first-legacy"])
+def test_transformer_classifier(tmp_path, pool, dynamo):
+    """Each exporter once (the other pooling with the other exporter: the encoder is the same)."""
+    model = randomised(pool)
+    path = export_torch(model, torch.zeros(BATCH, SEQ, D), tmp_path / "t.onnx", dynamo=dynamo)
+    found, others = match(path, model)
+    hyper = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
+    # -O0: a quarter of the -O3 build time; IEEE arithmetic (-ffp-contract=off) gives the same numbers
+    trainer = compile_model(path, tmp_path / "build", ["-O0"], loss="cross_entropy", freeze=others or None, **hyper)
+    assert set(trainer.get_params()) == set(found)
+    assert {n for n, _ in found.values()} == {n for n, _ in model.named_parameters()}
+    model.eval()  # dropout off, as exported; gradients flow as in training
+    opt = torch.optim.SGD(model.parameters(), **hyper)
+    rng = np.random.default_rng(3)
+    worst = 0.0
+    for step in range(STEPS):
+        x = rng.normal(size=(BATCH, SEQ, D)).astype(np.float32)
+        y = rng.integers(0, CLASSES, size=BATCH)
+        ref = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        ours = trainer.train_step(x, y)
+        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
+        assert ours == pytest.approx(ref.item(), rel=1e-5), f"step {step}"
+    params = dict(model.named_parameters())
+    final = trainer.get_params()
+    err = max(float(np.abs(final[n] - (params[p].T if t else params[p]).detach().numpy()).max())
+              for n, (p, t) in found.items())
+    print(f"max relative |loss - torch| over {STEPS} steps: {worst:.2e}; max |weight - torch|: {err:.2e}")
+    assert err < 2e-5
