@@ -16,7 +16,7 @@ from .errors import OptionError
 from .files import write_all
 from .paths import runtime_dir
 from .inspection import ChoiceRow, NodeRow, Report
-from .ir import CONST, FROZEN, PARAM, STATE
+from .ir import CONST, FROZEN, PARAM, RUNNING, STATE
 from .training_onnx import to_onnx
 
 # Generated code names its own symbols mt_* and the input pointers in_*: a prefix must differ.
@@ -130,7 +130,8 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
                    "naive_bytes": plan.naive_bytes,
                    "param_bytes": _bytes(g, PARAM), "frozen_bytes": _bytes(g, FROZEN),
                    "const_bytes": _bytes(g, CONST), "optimizer_state_bytes": _bytes(g, STATE),
-                   "round_start_bytes": _bytes(g, PARAM) if federated else 0},
+                   "round_start_bytes": (_bytes(g, PARAM) + _bytes(g, RUNNING)) if federated else 0,
+                   "running_stats_bytes": _bytes(g, RUNNING)},
         "federated": federated,
     }
 

@@ -11,8 +11,9 @@ from .errors import FitError, McutrainError
 
 def ram_bytes(mem: dict) -> int:
     """Static RAM of the trainer: arena + trainable parameters + optimizer state (+ the
-    round-start copy of a federated build)."""
-    return mem["arena_bytes"] + mem["param_bytes"] + mem["optimizer_state_bytes"] + mem.get("round_start_bytes", 0)
+    round-start copy of a federated build, + the running statistics of --mode train)."""
+    return (mem["arena_bytes"] + mem["param_bytes"] + mem["optimizer_state_bytes"] + mem.get("round_start_bytes", 0)
+            + mem.get("running_stats_bytes", 0))
 
 
 def _alternatives(spec) -> dict[str, object]:

@@ -82,6 +82,8 @@ def print_memory(summary: dict) -> None:
     table.add_row("  without reuse (every buffer separate)", kib(mem["naive_bytes"]))
     table.add_row("trainable parameters (RAM)", kib(mem["param_bytes"]))
     table.add_row("optimizer state (RAM)", kib(mem["optimizer_state_bytes"]))
+    if mem.get("running_stats_bytes"):
+        table.add_row("BatchNorm running statistics (RAM)", kib(mem["running_stats_bytes"]))
     if mem.get("round_start_bytes"):
         table.add_row("federated round-start copy (RAM)", kib(mem["round_start_bytes"]))
     table.add_row("frozen parameters (const, flash)", kib(mem["frozen_bytes"]))

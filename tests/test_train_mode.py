@@ -82,6 +82,8 @@ def test_running_statistics_match_torch(trained):
     trainer, model, _ = trained
     ours, theirs = trainer.get_state(), running_stats(model)
     assert set(ours) == set(theirs)
+    memory = trainer.manifest.memory  # RAM: 2 statistics x (4 + 6) channels, and their round-start copy
+    assert memory["running_stats_bytes"] == 80 and memory["round_start_bytes"] == memory["param_bytes"] + 80
     for name, value in ours.items():
         np.testing.assert_allclose(value, theirs[name], rtol=RTOL, atol=ATOL, err_msg=name)
     # the unbiased update is what makes them match: 32 values per channel in bn2
