@@ -67,6 +67,99 @@ MT_SPECIALIZE void mt_conv_s8_tile(int tm, const int8_t *x, int32_t zx, const in
         for (j = 0; j < n; ++j) y[(size_t)r * out + oh * g->ow + q0 + j] = mt_requant_s8(acc[r][j], q, m0 + r);
 }
 
+/* Convolutions with one input channel per group (depthwise; a first layer on a gray image) read
+ * their plane from a copy widened to int32 (x - zx, 0 in the padding) and split into column phases
+ * modulo the stride: every tap of an output row is then MT_VEC contiguous lanes, no border tests.
+ * Planes (times the stride) of up to MT_PLANE_S8_MAX values (on the stack) and windows of up to
+ * MT_TAPS_S8_MAX taps take this path. */
+#define MT_PLANE_S8_MAX 8192
+#define MT_TAPS_S8_MAX 64
+
+/* The padded plane's rows and the lanes of each phase row (the last tile's lanes included). */
+MT_SPECIALIZE void mt_plane_s8_size(const mt_window *g, int *rows, int *cols)
+{
+    *rows = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    *cols = g->ow + MT_VEC + (g->kw - 1) * g->dw / g->sw;
+}
+
+/* P[phase][row][k] = the padded plane's (row, k * sw + phase) minus zx. */
+MT_SPECIALIZE void mt_plane_s8_widen(int32_t *P, const int8_t *x, int32_t zx, int rows, int cols, const mt_window *g)
+{
+    const int8_t *x_row;
+    int ph, r, k, k0, k1;
+    for (ph = 0; ph < g->sw; ++ph) {
+        mt_span(ph - g->pl, g->sw, cols, g->w, &k0, &k1); /* the lanes inside the input's columns */
+        for (r = 0; r < rows; ++r) {
+            const int ih = r - g->pt;
+            int32_t *p = P + ((size_t)ph * rows + r) * cols;
+            memset(p, 0, (size_t)cols * sizeof *p);
+            if (ih < 0 || ih >= g->h) continue;
+            x_row = x + (size_t)ih * g->w;
+            k = k0;
+            if (g->sw == 1) {
+                for (; k + MT_VEC <= k1; k += MT_VEC) {
+                    mt_vs8 b;
+                    mt_veci v;
+                    memcpy(&b, x_row + k + ph - g->pl, sizeof b);
+                    v = __builtin_convertvector(b, mt_veci) - zx;
+                    memcpy(p + k, &v, sizeof v);
+                }
+            }
+            for (; k < k1; ++k) p[k] = (int32_t)x_row[k * g->sw + ph - g->pl] - zx;
+        }
+    }
+}
+
+/* Output row oh, columns q0.. of the tm channels m0.. that read plane P (rows of `cols` lanes): tap
+ * t at offset off[t] from the row's first lane; wt holds their weights minus the zero points, kk
+ * per channel. */
+MT_SPECIALIZE void mt_plane_s8_tile(int tm, const int32_t *P, int cols, const int *off, int kk, const int32_t *wt,
+                                    const int32_t *B, int8_t *y, int m0, int oh, int q0, const mt_window *g,
+                                    const mt_requant *q)
+{
+    const int out = g->oh * g->ow, n = g->ow - q0 < MT_VEC ? g->ow - q0 : MT_VEC;
+    const int32_t *p = P + (size_t)oh * g->sh * cols + q0;
+    const mt_veci zero = {0};
+    mt_veci acc[MT_TILE_M], v;
+    int r, t;
+    for (r = 0; r < tm; ++r) acc[r] = zero + (B ? B[m0 + r] : 0);
+    for (t = 0; t < kk; ++t) {
+        memcpy(&v, p + off[t], sizeof v);
+        for (r = 0; r < tm; ++r) acc[r] += v * wt[r * kk + t];
+    }
+    for (r = 0; r < tm; ++r)
+        for (t = 0; t < n; ++t) y[(size_t)r * out + oh * g->ow + q0 + t] = mt_requant_s8(acc[r][t], q, m0 + r);
+}
+
+/* mt_conv_s8 for one input channel per group; 0 (nothing done) when the plane or window is too large. */
+MT_SPECIALIZE int mt_conv_s8_planes(const int8_t *X, int32_t zx, const int8_t *W, const int32_t *ZW,
+                                    const int32_t *B, int8_t *Y, int N, int M, int G, const mt_window *g,
+                                    const mt_requant *q)
+{
+    const int mg = M / G, kk = g->kh * g->kw;
+    int32_t P[MT_PLANE_S8_MAX], wt[MT_TILE_M * MT_TAPS_S8_MAX];
+    int off[MT_TAPS_S8_MAX], rows, cols, n, m, r, t, oh, q0, tm;
+    mt_plane_s8_size(g, &rows, &cols);
+    if (kk > MT_TAPS_S8_MAX || (size_t)g->sw * rows * cols > MT_PLANE_S8_MAX) return 0;
+    for (t = 0; t < kk; ++t) { /* tap (i, j): phase j dw % sw, row i dh, lane j dw / sw */
+        const int i = t / g->kw, col = t % g->kw * g->dw;
+        off[t] = (col % g->sw * rows + i * g->dh) * cols + col / g->sw;
+    }
+    for (n = 0; n < N; ++n) {
+        for (m = 0; m < M; m += tm) {
+            int8_t *y = Y + ((size_t)n * M + m) * g->oh * g->ow;
+            tm = mt_tile_height(mg - m % mg);
+            if (m % mg == 0) mt_plane_s8_widen(P, X + ((size_t)n * G + m / mg) * g->h * g->w, zx, rows, cols, g);
+            for (r = 0; r < tm; ++r)
+                for (t = 0; t < kk; ++t) wt[r * kk + t] = (int32_t)W[(size_t)(m + r) * kk + t] - ZW[m + r];
+            for (oh = 0; oh < g->oh; ++oh)
+                for (q0 = 0; q0 < g->ow; q0 += MT_VEC)
+                    MT_BY_HEIGHT(tm, mt_plane_s8_tile, P, cols, off, kk, wt, B, y, m, oh, q0, g, q);
+        }
+    }
+    return 1;
+}
+
 /* mt_conv_s8 (conv_s8.h) on tiles of up to MT_TILE_M output channels of a group; a 1x1, stride-1,
  * unpadded window runs over each plane as one long row. */
 MT_OUTLINE void mt_conv_s8_vec(const int8_t *X, int32_t zx, const int8_t *W, const int32_t *ZW, const int32_t *B,
@@ -74,6 +167,7 @@ MT_OUTLINE void mt_conv_s8_vec(const int8_t *X, int32_t zx, const int8_t *W, con
 {
     const int cg = C / G, mg = M / G, plane = g.h * g.w;
     int n, m, oh, q0, tm;
+    if (cg == 1 && mt_conv_s8_planes(X, zx, W, ZW, B, Y, N, M, G, &g, q)) return;
     if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && !(g.pt | g.pl | g.pb | g.pr)) {
         g.w = g.ow = plane;
         g.h = g.oh = 1;
