@@ -28,10 +28,17 @@
  * out of a packed value's [-255, 255]. */
 #define MT_S8_END 0x40004000
 
-/* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]). */
+/* The word of int16 values lo, hi (x - zx or w - zw, within [-255, 255]): PKHBT (GCC makes two
+ * instructions of the C). */
 static inline uint32_t mt_s8_pair(int32_t lo, int32_t hi)
 {
+#if defined(__ARM_FEATURE_DSP)
+    uint32_t v;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(v) : "r"(lo), "r"(hi));
+    return v;
+#else
     return ((uint32_t)lo & 0xffffu) | ((uint32_t)hi << 16);
+#endif
 }
 
 /* 4 int8 from p (any alignment: LDR) as a word, byte 0 lowest. */
@@ -149,10 +156,10 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
 
 /* 1 when no accumulator within +-bound can tie (lo = 0 needs acc a multiple of 2^32 / the lowest
  * set bit of mult, and 0 is no tie): mt_s8_rq_fast is then exact, with no test. */
-static inline int mt_s8_rq_tie_free(const mt_s8_rq *r, uint64_t bound)
+static inline int mt_s8_rq_tie_free(const mt_s8_rq *r, uint32_t bound)
 {
     const uint32_t m = (uint32_t)r->mult;
-    return m && bound * (m & (0u - m)) < (uint64_t)1 << 32;
+    return m && (uint64_t)bound * (m & (0u - m)) >> 32 == 0;
 }
 
 /* hi + c (hi: the high word of a * b): SMMLA. */
@@ -191,17 +198,18 @@ static inline int32_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int
     return mt_s8_rq_fast(r, acc);
 }
 
-/* acc[3i + j] += pixel j . row i over cp / 2 pairs (a multiple of 4) of the packs x and w. Per
- * pair: LDM (3 pixels), 6 SMLAD, LDRD (the next pair of the 2 rows), 8 pairs a loop, which ends
- * at the pair MT_S8_END after the rows: 13 registers (a frame pointer may take a 14th). GCC does
- * not emit LDM for C loads, hence the assembly (the LDM's registers, r0-r2, must ascend). */
-static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x, const uint32_t *w, int cp,
-                                                               int32_t *acc)
-{
-    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], b0 = acc[3], b1 = acc[4], b2 = acc[5];
+/* The 1x1 loops in assembly: GCC does not emit LDM for C loads, and spills around them. */
 #if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__) /* (unoptimized, GCC finds no 13 registers) */
-    register uint32_t x0 __asm__("r0"), x1 __asm__("r1") = (uint32_t)(cp % 16), x2 __asm__("r2");
-    uint32_t w0, w1;
+#define MT_S8_ASM 1
+#else
+#define MT_S8_ASM 0
+#endif
+
+#if MT_S8_ASM
+/* acc += 3 pixels x 2 rows over cp / 2 pairs (a multiple of 4) of the packs x and w, x then at the
+ * next triple. Per pair: LDM (3 pixels), 6 SMLAD, LDRD (the next pair of the 2 rows), 8 pairs a
+ * loop, which ends at the pair MT_S8_END after the rows: 13 registers (a frame pointer may take a
+ * 14th); the LDM's registers x0-x2 (r0-r2, and w0: r3, below) must ascend. */
 #define MT_S8_STEP                                         \
     "ldmia %[x]!, {%[x0], %[x1], %[x2]}\n\t"               \
     "smlad %[a0], %[x0], %[w0], %[a0]\n\t"                 \
@@ -211,19 +219,49 @@ static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x
     "smlad %[b1], %[x1], %[w1], %[b1]\n\t"                 \
     "smlad %[b2], %[x2], %[w1], %[b2]\n\t"                 \
     "ldrd %[w0], %[w1], [%[w]], #8\n\t"
-    __asm__("ldrd %[w0], %[w1], [%[w]], #8\n\t"
-            "cmp %[x1], #0\n\t" /* 4 pairs first when their number is not a multiple of 8 */
-            "bne 2f\n\t"
-            "1:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP
-            "2:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP
-            "cmp %[w0], %[end]\n\t"
-            "bne 1b"
-            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2),
-              [x] "+r"(x), [w] "+r"(w), [x0] "=&r"(x0), [x1] "+r"(x1), [x2] "=&r"(x2), [w0] "=&r"(w0),
-              [w1] "=&r"(w1)
-            : [end] "i"(MT_S8_END)
-            : "cc", "memory");
-#undef MT_S8_STEP
+#define MT_S8_DOT                                                              \
+    "ldrd %[w0], %[w1], [%[w]], #8\n\t"                                        \
+    "cmp %[x1], #0\n\t" /* 4 pairs first when their number is not a multiple of 8 */ \
+    "bne 2f\n\t"                                                               \
+    "1:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP                       \
+    "2:\n\t" MT_S8_STEP MT_S8_STEP MT_S8_STEP MT_S8_STEP                       \
+    "cmp %[w0], %[end]\n\t"                                                    \
+    "bne 1b\n\t"
+#define MT_S8_DOT_OPERANDS                                                                                  \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [x] "+r"(x), \
+        [w] "+r"(w), [x0] "=&r"(x0), [x1] "+r"(x1), [x2] "=&r"(x2), [w0] "=&r"(w0), [w1] "=&r"(w1)
+/* One row's 3 outputs after the dot loop (w at the row's mult, k, s, output pointer): SMMLA,
+ * shift, SSAT, store, and the pointer moved on. */
+#define MT_S8_ROW_OUT(a)                                                              \
+    "ldmia %[w]!, {%[x0], %[x1], %[x2], %[w0]}\n\t"                                   \
+    "smmla %[" #a "0], %[" #a "0], %[x0], %[x1]\n\t"                                  \
+    "smmla %[" #a "1], %[" #a "1], %[x0], %[x1]\n\t"                                  \
+    "smmla %[" #a "2], %[" #a "2], %[x0], %[x1]\n\t"                                  \
+    "asr %[" #a "0], %[" #a "0], %[x2]\n\t"                                           \
+    "asr %[" #a "1], %[" #a "1], %[x2]\n\t"                                           \
+    "asr %[" #a "2], %[" #a "2], %[x2]\n\t"                                           \
+    "ssat %[" #a "0], #8, %[" #a "0]\n\t"                                             \
+    "ssat %[" #a "1], #8, %[" #a "1]\n\t"                                             \
+    "ssat %[" #a "2], #8, %[" #a "2]\n\t"                                             \
+    "strb %[" #a "0], [%[w0]]\n\t"                                                    \
+    "strb %[" #a "1], [%[w0], #1]\n\t"                                                \
+    "strb %[" #a "2], [%[w0], #2]\n\t"                                                \
+    "adds %[w0], %[w0], #3\n\t"                                                       \
+    "str %[w0], [%[w], #-4]\n\t"
+#define MT_S8_REGS                                                                                   \
+    register uint32_t x0 __asm__("r0"), x1 __asm__("r1") = (uint32_t)(cp % 16), x2 __asm__("r2"), \
+        w0 __asm__("r3");                                                                            \
+    uint32_t w1
+#endif
+
+/* acc[3i + j] += pixel j . row i over cp / 2 pairs of the packs x and w. */
+static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x, const uint32_t *w, int cp,
+                                                               int32_t *acc)
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], b0 = acc[3], b1 = acc[4], b2 = acc[5];
+#if MT_S8_ASM
+    MT_S8_REGS;
+    __asm__(MT_S8_DOT : MT_S8_DOT_OPERANDS : [end] "i"(MT_S8_END) : "cc", "memory");
 #else
     const uint32_t *end = w + cp;
     for (; w != end; x += 3, w += 2) {
@@ -243,15 +281,52 @@ static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x
     acc[5] = b2;
 }
 
+#if MT_S8_ASM
+/* mt_s8_dot2x3 from the biases, then the 6 outputs requantized (mt_s8_rq_fast: tie-free
+ * rows) and stored through the pointers after the end pair (MT_S8_OUT_AT); returns the next x. */
+static inline __attribute__((always_inline)) const uint32_t *mt_s8_dot2x3_out(const uint32_t *x, const uint32_t *w,
+                                                                             int cp, int32_t bias0, int32_t bias1)
+{
+    int32_t a0 = bias0, a1 = bias0, a2 = bias0, b0 = bias1, b1 = bias1, b2 = bias1;
+    MT_S8_REGS;
+    __asm__ volatile(MT_S8_DOT MT_S8_ROW_OUT(a) MT_S8_ROW_OUT(b) /* (volatile: it stores) */
+                     : MT_S8_DOT_OPERANDS
+                     : [end] "i"(MT_S8_END)
+                     : "cc", "memory");
+    return x;
+}
+#undef MT_S8_STEP
+#undef MT_S8_DOT
+#undef MT_S8_DOT_OPERANDS
+#undef MT_S8_ROW_OUT
+#undef MT_S8_REGS
+#endif
+
 /* Output rows y0, y1 (channels r0, r1, biases b0, b1) of `count` pixel triples of the tile x, the
  * first n pixels of each; fast = 1: both rows are tie-free. Always inlined, for each (n, fast) of
  * its callers (GCC kept one copy with n and fast read at run time). */
-static inline __attribute__((always_inline)) void mt_s8_1x1_run(const uint32_t *x, const uint32_t *w, int cp, int count, int n, int fast,
-                                 int8_t *y0, int8_t *y1, const mt_s8_rq *r0, const mt_s8_rq *r1, int32_t b0,
-                                 int32_t b1, const mt_requant *q)
+static inline __attribute__((always_inline)) void mt_s8_1x1_run(const uint32_t *x, uint32_t *w, int cp, int count,
+                                                                int n, int fast, int8_t *y0, int8_t *y1,
+                                                                const mt_s8_rq *r0, const mt_s8_rq *r1, int32_t b0,
+                                                                int32_t b1, const mt_requant *q)
 {
     int32_t acc[6];
     int i;
+#if MT_S8_ASM
+    if (fast && n == 3) { /* after the end pair: each row's mult, k, s and output pointer */
+        uint32_t *at = w + cp + 2;
+        at[0] = (uint32_t)r0->mult;
+        at[1] = (uint32_t)r0->k;
+        at[2] = (uint32_t)r0->s;
+        at[3] = (uint32_t)(uintptr_t)y0;
+        at[4] = (uint32_t)r1->mult;
+        at[5] = (uint32_t)r1->k;
+        at[6] = (uint32_t)r1->s;
+        at[7] = (uint32_t)(uintptr_t)y1;
+        for (i = 0; i < count; ++i) x = mt_s8_dot2x3_out(x, w, cp, b0, b1);
+        return;
+    }
+#endif
 #define MT_S8_OUT(k)                                                                                    \
     do {                                                                                                \
         y0[k] = (int8_t)(fast ? mt_s8_rq_fast(r0, acc[k]) : mt_s8_rq_apply(r0, q, acc[k]));             \
@@ -277,8 +352,9 @@ static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int8_t *W, 
 {
     const int cg = C / G, mg = M / G, cp = (cg + 7) / 8 * 8, plane = g->h * g->w, out = g->oh * g->ow;
     const int tile = MT_S8_TILE / (3 * (cp / 2)); /* pixel triples a tile */
-    const uint64_t sums = (uint64_t)cg * 255 * 255; /* the largest |sum (x - zx)(w - zw)| */
-    uint32_t xt[MT_S8_TILE], ww[MT_S8_ROWS + 2];
+    const uint32_t sums = (uint32_t)cg * 255 * 255; /* the largest |sum (x - zx)(w - zw)|, < 2^24 */
+    const mt_requant rq = *q; /* (a copy: the int8 stores to Y could alias *q) */
+    uint32_t xt[MT_S8_TILE], ww[MT_S8_ROWS + 10];
     int n, gi, p, i, j;
     for (n = 0; n < N; ++n) {
         for (gi = 0; gi < G; ++gi) {
@@ -290,18 +366,18 @@ static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int8_t *W, 
                                  zx, xt + i / 3 * 3 * (cp / 2) + i % 3);
                 for (j = 0; j < mg; j += 2) {
                     const int m0 = gi * mg + j, m1 = j + 1 < mg ? m0 + 1 : m0;
-                    const mt_s8_rq r0 = mt_s8_rq_of(q, m0), r1 = mt_s8_rq_of(q, m1);
+                    const mt_s8_rq r0 = mt_s8_rq_of(&rq, m0), r1 = mt_s8_rq_of(&rq, m1);
                     const int32_t b0 = B ? B[m0] : 0, b1 = B ? B[m1] : 0;
                     int8_t *y0 = Y + ((size_t)n * M + m0) * out + p, *y1 = Y + ((size_t)n * M + m1) * out + p;
                     mt_s8_pack_w(W + (size_t)m0 * cg, W + (size_t)m1 * cg, cg, cp, ZW[m0], ZW[m1], ww);
-                    if (mt_s8_rq_tie_free(&r0, sums + (uint64_t)(b0 < 0 ? -(int64_t)b0 : b0)) &&
-                        mt_s8_rq_tie_free(&r1, sums + (uint64_t)(b1 < 0 ? -(int64_t)b1 : b1)))
-                        mt_s8_1x1_run(xt, ww, cp, full, 3, 1, y0, y1, &r0, &r1, b0, b1, q);
+                    if (mt_s8_rq_tie_free(&r0, sums + (b0 < 0 ? 0u - (uint32_t)b0 : (uint32_t)b0)) &&
+                        mt_s8_rq_tie_free(&r1, sums + (b1 < 0 ? 0u - (uint32_t)b1 : (uint32_t)b1)))
+                        mt_s8_1x1_run(xt, ww, cp, full, 3, 1, y0, y1, &r0, &r1, b0, b1, &rq);
                     else
-                        mt_s8_1x1_run(xt, ww, cp, full, 3, 0, y0, y1, &r0, &r1, b0, b1, q);
+                        mt_s8_1x1_run(xt, ww, cp, full, 3, 0, y0, y1, &r0, &r1, b0, b1, &rq);
                     if (rest)
                         mt_s8_1x1_run(xt + full * 3 * (cp / 2), ww, cp, 1, rest, 0, y0 + 3 * full, y1 + 3 * full,
-                                      &r0, &r1, b0, b1, q);
+                                      &r0, &r1, b0, b1, &rq);
                 }
             }
         }
