@@ -5,7 +5,7 @@ places in a zeroed dx."""
 from math import prod
 
 from . import register, register_train_op
-from ._layout import check_rank, ints, norm_axes, row_major, vector
+from ._layout import check_rank, norm_axes, row_major, vector
 
 
 def walk(node, graph, shape) -> tuple[int, list[int]]:
@@ -27,16 +27,24 @@ def check(node, graph):
     walk(node, graph, graph.shape(node.inputs[0]))
 
 
-def args(c, node, data: str, out: str) -> str:
-    """The kernels' last arguments: offset, output size, rank, output shape, strides."""
+def emit_slice(c, node, data: str, part: str, grad: bool) -> str:
+    """part = the slice of data (forward), or data = zeros with part written into its slice
+    (gradient). Rows that stay contiguous (forward steps on the last axis, none reversed) are
+    copied with one memcpy each (mt_copy_box), others element by element."""
     off, strides = walk(node, c.tg.graph, c.shape(data))
-    shape = c.shape(out)
-    return f"{off}, {prod(shape)}, {len(shape)}, {ints(c, shape)}, {ints(c, strides)}"
+    shape = c.shape(part)
+    zero = f"mt_zero({c.ptr(data)}, {c.size(data)});\n    " if grad else ""
+    if min(strides) > 0 and strides[-1] == 1:
+        box = [(f"{c.ptr(data)} + {off}", c.ints(strides)), (c.ptr(part), c.ints(row_major(shape)))]
+        (src, ss), (dst, ds) = box[::-1] if grad else box
+        return f"{zero}mt_copy_box({src}, {ss}, {dst}, {ds}, {len(shape)}, {c.ints(shape)});"
+    src, dst = (part, data) if grad else (data, part)
+    return (f"{zero}mt_slice({c.ptr(src)}, {c.ptr(dst)}, {off}, {prod(shape)}, {len(shape)}, {c.ints(shape)}, "
+            f"{c.ints(strides)}, {int(grad)});")
 
 
 def emit(node, c):
-    x, y = node.inputs[0], node.outputs[0]
-    return f"mt_slice({c.ptr(x)}, {c.ptr(y)}, {args(c, node, x, y)});"
+    return emit_slice(c, node, node.inputs[0], node.outputs[0], grad=False)
 
 
 def grad(node, g):
@@ -45,8 +53,7 @@ def grad(node, g):
 
 
 def emit_grad(node, c):
-    dy, dx = node.inputs[0], node.outputs[0]
-    return f"mt_slice_grad({c.ptr(dy)}, {c.ptr(dx)}, {c.size(dx)}, {args(c, node, dx, dy)});"
+    return emit_slice(c, node, node.outputs[0], node.inputs[0], grad=True)
 
 
 register("Slice", kernel="index.h", emit=emit, grad=grad, check=check)

@@ -1,5 +1,6 @@
-/* Indexing and selection: Gather, Slice, Where and their gradients (Split's gradient zero-fills
- * with mt_zero, then copies boxes). Index arrays and strides are compile-time constants. */
+/* Indexing and selection: Gather, Slice, Where and their gradients (the gradients of Slice and
+ * Split zero-fill with mt_zero, then copy; contiguous rows go through box.h's mt_copy_box). Index
+ * arrays and strides are compile-time constants. */
 #ifndef MT_INDEX_H
 #define MT_INDEX_H
 #include "../mt_common.h"
@@ -34,34 +35,22 @@ static inline void mt_gather_grad(const float *dy, float *dx, int outer, int n, 
         }
 }
 
-/* y (n elements, row-major over `shape`, rank >= 1 dims) = x read from element `off` on, with
- * element strides sx (negative along a reversed axis). Offsets stay in size_t: the unsigned
- * wrap-around of a negative stride is undone before any element is read. */
+/* Slice: the k-th element of the slice is element o_k of the sliced tensor, o_k walked from `off`
+ * with element strides sx (negative along a reversed axis) over the slice's `shape` (rank >= 1
+ * dims, n elements). scatter = 0: y[k] = x[o_k] (the forward); scatter = 1: y[o_k] = x[k] (the
+ * gradient, into a zeroed y). Offsets stay in size_t: the unsigned wrap-around of a negative
+ * stride is undone before any element is read. */
 static inline void mt_slice(const float *x, float *y, size_t off, int n, int rank, const int32_t *shape,
-                            const int32_t *sx)
+                            const int32_t *sx, int scatter)
 {
     static const int32_t zero[MT_MAX_RANK] = {0};
     int32_t idx[MT_MAX_RANK] = {0};
-    size_t ox = off, unused = 0;
-    int i;
-    for (i = 0; i < n; ++i) {
-        y[i] = x[ox];
-        mt_next_index(rank, shape, idx, sx, zero, &ox, &unused);
-    }
-}
-
-/* Slice's gradient: dx (nx elements) = 0, then the sliced elements (as mt_slice reads them) = dy. */
-static inline void mt_slice_grad(const float *dy, float *dx, int nx, size_t off, int n, int rank,
-                                 const int32_t *shape, const int32_t *sx)
-{
-    static const int32_t zero[MT_MAX_RANK] = {0};
-    int32_t idx[MT_MAX_RANK] = {0};
-    size_t ox = off, unused = 0;
-    int i;
-    mt_zero(dx, nx);
-    for (i = 0; i < n; ++i) {
-        dx[ox] = dy[i];
-        mt_next_index(rank, shape, idx, sx, zero, &ox, &unused);
+    size_t o = off, unused = 0;
+    int k;
+    for (k = 0; k < n; ++k) {
+        if (scatter) y[o] = x[k];
+        else y[k] = x[o];
+        mt_next_index(rank, shape, idx, sx, zero, &o, &unused);
     }
 }
 
