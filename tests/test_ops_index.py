@@ -170,7 +170,7 @@ def where_case(cond, x, y) -> Case:
 def test_where_cast(tmp_path):
     cast = Case([rand(2, 3)], one_node("Cast", [], to=TensorProto.FLOAT), {}, lambda x: x * 1)
     run_cases(tmp_path, [where_case((3, 4), (3, 4), (3, 4)), where_case((4,), (3, 4), (3, 1)),
-                         where_case((2, 1, 4), (3, 1), (4,)), cast])
+                         where_case((2, 1, 4), (3, 1), (4,)), where_case((3, 4), (3, 4), ()), cast])
     assert ops.REGISTRY[("", "Cast")].view
 
 
