@@ -11,9 +11,10 @@ import torch
 import onnx
 from onnx import helper
 
+import codegen
 from codegen import loader
 from codegen.errors import UnsupportedError
-from helpers import onnx_model
+from helpers import compile_model, export_torch, onnx_model
 from test_ops import rand, run_case
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -154,3 +155,86 @@ def test_recurrent_refusals(tmp_path, op, attrs, extra, message):
     where = "" if dynamic else r"node 'rec' \(" + op + r"\): .*"
     with pytest.raises(UnsupportedError, match=where + re.escape(message)):
         loader.load(path)
+
+
+# ---- whole models trained side by side with PyTorch ----
+STEPS, BATCH, CHANNELS, TIME, CLASSES = 30, 4, 6, 40, 5
+
+
+class Classifier(torch.nn.Module):
+    """Activity classifier: (batch, time, channels) -> recurrent layer -> last step -> Linear. `last`:
+    "h_n" reads the final state output (bidirectional: both directions'), "y" reads y[:, -1]."""
+
+    def __init__(self, cell, hidden=12, bidirectional=False, last="h_n"):
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = cell(CHANNELS, hidden, batch_first=True, bidirectional=bidirectional)
+        self.fc = torch.nn.Linear(hidden * (2 if bidirectional else 1), CLASSES)
+        self.last = last
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        if self.last == "y":
+            return self.fc(y[:, -1])
+        h = h[0] if isinstance(h, tuple) else h
+        return self.fc(torch.cat([h[-2], h[-1]], 1) if self.rnn.bidirectional else h[-1])
+
+
+def train_side_by_side(tmp_path, model, dynamo, lr=0.05, momentum=0.9, weight_decay=1e-3, **options):
+    """Same weights, same data, 30 steps of SGD with momentum and weight decay. Tolerance (float32):
+    every step's loss within 1e-5 relative of PyTorch's, then predictions within 1e-5 (BPTT sums
+    over 40 steps in another order than PyTorch's kernels). Returns the trainer."""
+    path = export_torch(model, torch.zeros(BATCH, TIME, CHANNELS), tmp_path / "rnn.onnx", dynamo=dynamo)
+    trainer = compile_model(path, tmp_path / "build", loss="cross_entropy", lr=lr, momentum=momentum,
+                            weight_decay=weight_decay, **options)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    rng = np.random.default_rng(7)
+    worst = 0.0
+    for step in range(STEPS):
+        x = rng.normal(size=(BATCH, TIME, CHANNELS)).astype(np.float32)
+        y = rng.integers(0, CLASSES, size=BATCH)
+        ref = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        ours = trainer.train_step(x, y)
+        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
+        assert ours == pytest.approx(ref.item(), rel=1e-5), f"step {step}"
+    x = rng.normal(size=(BATCH, TIME, CHANNELS)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.tensor(x)).numpy()
+    err = float(np.abs(trainer.predict(x) - expected).max())
+    print(f"max relative |loss - torch| over {STEPS} steps: {worst:.2e}; max |prediction - torch|: {err:.2e}")
+    assert err < 1e-5
+    return trainer
+
+
+@pytest.mark.parametrize("cell, options, dynamo", [
+    *((cell, options, dynamo) for cell, options in [(torch.nn.GRU, {}), (torch.nn.LSTM, {}),
+                                                    (torch.nn.GRU, {"bidirectional": True})] for dynamo in (True, False)),
+    (torch.nn.GRU, {"last": "y"}, True), (torch.nn.LSTM, {"last": "y"}, False)],
+    ids=["gru-dynamo", "gru-legacy", "lstm-dynamo", "lstm-legacy", "bigru-dynamo", "bigru-legacy",
+         "gru-y-last-dynamo", "lstm-y-last-legacy"])
+def test_classifier_vs_torch(tmp_path, cell, options, dynamo):
+    train_side_by_side(tmp_path, Classifier(cell, **options), dynamo)
+
+
+def test_gru_classifier_trains_on_cortex_m4f_like_host(tmp_path):
+    """Firmware with the scalar kernels under QEMU against the cffi host build (vector kernels):
+    per-epoch losses within rtol 1e-5, final weights within atol 1e-5 (../shared/DECISIONS.md §4)."""
+    from test_boards import BATCH as BOARD_BATCH, EPOCHS, SAMPLES, host_training, need, train_on
+    need("cortex-m4f")
+    path = export_torch(Classifier(torch.nn.GRU), torch.zeros(BOARD_BATCH, TIME, CHANNELS), tmp_path / "gru.onnx",
+                        dynamo=True)
+    codegen.generate(path, tmp_path / "gru", loss="cross_entropy", lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, CLASSES, SAMPLES)
+    x = (rng.normal(size=(SAMPLES, TIME, CHANNELS)) + 0.5 * y[:, None, None]).astype(np.float32)
+    model = (tmp_path / "gru", x, y)
+    losses, accuracy, params = host_training(model)
+    report, result = train_on(model, "cortex-m4f")
+    print(f"GRU on cortex-m4f: losses {report.losses} (host {losses}), max |w - host| "
+          f"{np.abs(report.params - params).max():.2e}, {result.work}")
+    np.testing.assert_allclose(report.losses, losses, rtol=1e-5)
+    np.testing.assert_allclose(report.params, params, atol=1e-5)
