@@ -3,7 +3,8 @@ feed-forward 32, sequence 8, batch_first; mean or first-token pooling -> Linear)
 of torch's exporters and trained side by side with PyTorch: 30 steps of SGD with momentum and
 weight decay. What the exporters emit: batched MatMul (3-D by 2-D, 4-D by 4-D), Softmax on the
 last axis, Transpose, Reshape, Gather of q/k/v (and of the first token), Mul by the scale,
-LayerNormalization, Gemm, ReduceMean; the legacy one also Shape/Slice/Cast/Sqrt chains (folded).
+LayerNormalization, Gemm, ReduceMean; the legacy one also Shape/Slice/Cast/Sqrt chains (folded);
+dynamo at opset 23 writes the attention as one ONNX Attention node.
 
 The parameters are randomised before export: a fresh model's equal initializers would be merged
 (see test_tied.py), and the dynamo exporter drops a zero bias altogether. The dynamo exporter
@@ -12,6 +13,8 @@ attention scale (an initializer of shape [1]) is frozen, as PyTorch has no param
 The dynamo exporter's scale is one initializer that both the q and the k Mul read, so generate
 warns that it is tied. Tolerance (float32): each loss within 1e-5 relative of PyTorch's, final weights within 2e-5."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import onnx
@@ -62,11 +65,23 @@ def match(path, model) -> tuple[dict[str, tuple[str, bool]], list[str]]:
 
 
 @pytest.mark.filterwarnings("ignore::codegen.errors.McutrainWarning")
-@pytest.mark.parametrize("pool, dynamo", [("mean", True), ("first", False)], ids=["mean-dynamo", "first-legacy"])
-def test_transformer_classifier(tmp_path, pool, dynamo):
+def export(model, path, exporter: str):
+    if exporter != "dynamo-opset23":
+        return export_torch(model, torch.zeros(BATCH, SEQ, D), path, dynamo=exporter == "dynamo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (torch.zeros(BATCH, SEQ, D),), str(path), dynamo=True, opset_version=23)
+    assert "Attention" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    return path
+
+
+@pytest.mark.parametrize("pool, exporter", [("mean", "dynamo"), ("first", "legacy"),
+                                            pytest.param("mean", "dynamo-opset23", marks=pytest.mark.slow)],
+                         ids=["mean-dynamo", "first-legacy", "mean-dynamo-opset23"])
+def test_transformer_classifier(tmp_path, pool, exporter):
     """Each exporter once (the other pooling with the other exporter: the encoder is the same)."""
     model = randomised(pool)
-    path = export_torch(model, torch.zeros(BATCH, SEQ, D), tmp_path / "t.onnx", dynamo=dynamo)
+    path = export(model, tmp_path / "t.onnx", exporter)
     found, others = match(path, model)
     hyper = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
     # -O0: a quarter of the -O3 build time; IEEE arithmetic (-ffp-contract=off) gives the same numbers
