@@ -1,4 +1,4 @@
-"""Gather, Slice, Split, Expand, Tile, Where and Cast: forward and gradients in the generated C
+"""Gather, GatherND, Slice, Split, Expand, Tile, Where and Cast: forward and gradients in the generated C
 against PyTorch autograd (test_ops.run_case) on random shapes and constant indices / starts /
 sizes / repeats / conditions drawn per case (negative and out-of-range values, negative steps,
 repeated indices, broadcasting), plus what they refuse."""
@@ -78,10 +78,19 @@ def gather_case(k: int) -> Case:
     return Case([rand(*shape)], one_node("Gather", ["i"], axis=axis), {"i": idx.astype(np.int64)}, ref)
 
 
+def gather_nd_case(shape, idx) -> Case:
+    """GatherND (batch_dims 0): each tuple along idx's last axis picks a block of x."""
+    idx = np.array(idx, np.int64)
+    return Case([rand(*shape)], one_node("GatherND", ["i"]), {"i": idx},
+                lambda x: x[tuple(torch.tensor(idx[..., j] % x.shape[j]) for j in range(idx.shape[-1]))])
+
+
 def test_gather(tmp_path):
     repeated = Case([rand(2, 3)], one_node("Gather", ["i"], axis=1), {"i": i64(1, -2, 1, 1)},
                     lambda x: x[:, [1, 1, 1, 1]])  # column 1 gets four columns of dy summed
-    run_cases(tmp_path, [gather_case(k) for k in range(6)] + [repeated])
+    nd = [gather_nd_case((4, 2, 3), [[3], [1], [0], [0]]),  # the dynamo exporter's x[:, [3, 1, 0, 0]]
+          gather_nd_case((3, 4), [[[0, -1], [2, 1]], [[2, 1], [-3, 0]]]), gather_nd_case((2, 3, 2), [[1, 2, -1]])]
+    run_cases(tmp_path, [gather_case(k) for k in range(6)] + [repeated] + nd)
 
 
 # ---- Slice ----

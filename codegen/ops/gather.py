@@ -22,27 +22,28 @@ def layout(node, graph, shape) -> tuple[int, int, list[int], int]:
     return prod(shape[:axis]), n, [int(i) % n for i in idx], prod(shape[axis + 1:])
 
 
-def check(node, graph):
-    layout(node, graph, graph.shape(node.inputs[0]))
+def register_gather(name: str, layout_of) -> None:
+    """Register op `name` and its gradient op `<name>Grad` (inputs dy, indices; the op's
+    attributes): a gather of blocks laid out by layout_of(node, graph, data shape) -> (outer, n,
+    indices in [0, n), inner)."""
+    def call(c, fn: str, src: str, dst: str, node, data_shape) -> str:
+        outer, n, idx, inner = layout_of(node, c.tg.graph, data_shape)
+        return f"{fn}({c.ptr(src)}, {c.ptr(dst)}, {outer}, {n}, {c.ints(idx)}, {len(idx)}, {inner});"
+
+    def check(node, graph):
+        layout_of(node, graph, graph.shape(node.inputs[0]))
+
+    def emit(node, c):
+        return call(c, "mt_gather", node.inputs[0], node.outputs[0], node, c.shape(node.inputs[0]))
+
+    def grad(node, g):
+        g.give(0, g.op(f"{name}Grad", [g.dy(), node.inputs[1]], like=node.inputs[0], attrs=dict(node.attrs)))
+
+    def emit_grad(node, c):
+        return call(c, "mt_gather_grad", node.inputs[0], node.outputs[0], node, c.shape(node.outputs[0]))
+
+    register(name, kernel="index.h", emit=emit, grad=grad, check=check)
+    register_train_op(f"{name}Grad", kernel="index.h", emit=emit_grad)
 
 
-def call(c, fn: str, src: str, dst: str, node, data_shape) -> str:
-    outer, n, idx, inner = layout(node, c.tg.graph, data_shape)
-    return f"{fn}({c.ptr(src)}, {c.ptr(dst)}, {outer}, {n}, {c.ints(idx)}, {len(idx)}, {inner});"
-
-
-def emit(node, c):
-    return call(c, "mt_gather", node.inputs[0], node.outputs[0], node, c.shape(node.inputs[0]))
-
-
-def grad(node, g):
-    """GatherGrad(dy, indices) keeps Gather's attributes."""
-    g.give(0, g.op("GatherGrad", [g.dy(), node.inputs[1]], like=node.inputs[0], attrs=dict(node.attrs)))
-
-
-def emit_grad(node, c):
-    return call(c, "mt_gather_grad", node.inputs[0], node.outputs[0], node, c.shape(node.outputs[0]))
-
-
-register("Gather", kernel="index.h", emit=emit, grad=grad, check=check)
-register_train_op("GatherGrad", kernel="index.h", emit=emit_grad)
+register_gather("Gather", layout)
