@@ -100,6 +100,8 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
     # Where's condition is the harness's model input: a trainer's input is float32 (a constant
     # condition is supported)
     "model input 'condition' has dtype bool": ["test_where_example", "test_where_long_example"],
+    # integer data (as the model's input: a trainer's input is float32)
+    "model input 'data' has dtype int32": ["test_gathernd_example_int32", "test_gathernd_example_int32_batch_dim1"],
     # empty tensors (a zero-length slice or split part)
     "with no elements": ["test_slice_start_out_of_bounds"],
     "model input 'input' has dimension 0": ["test_split_zero_size_splits_opset13", "test_split_zero_size_splits_opset18"],
