@@ -21,7 +21,8 @@ ACT = "act"  # intermediate value (activation, loss, gradient): the arena
 BIT = "bit"  # a mask packed 8 elements per byte (least significant bit first)
 
 # Bytes per element of each dtype a tensor can have in the generated C.
-ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool": 1}
+ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2,
+            "uint32": 4, "uint64": 8}  # the last four: constants read at compile time (a Pow exponent)
 
 
 @dataclass

@@ -107,10 +107,6 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
     "model input 'input' has dimension 0": ["test_split_zero_size_splits_opset13", "test_split_zero_size_splits_opset18"],
     # Tile of a 4-D input along every axis: 8 strided dimensions, the kernels take 6
     "whose tiled view has 8 dimensions": ["test_tile"],
-    # Pow's exponent is one constant value (torch exports x ** 2, x ** 0.5 so); a tensor of them is refused
-    "(only a single constant exponent)": [
-        "test_pow", "test_pow_bcast_array", "test_pow_example",
-        *(f"test_pow_types_float32_{t}" for t in ("int32", "int64", "uint32", "uint64"))],
 }
 REFUSAL = {case: message for message, cases in EXPECTED_REFUSALS.items() for case in cases}
 

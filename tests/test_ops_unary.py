@@ -94,8 +94,9 @@ def test_gelu(tmp_path, monkeypatch):
 
 
 def pow_case(e: np.ndarray, low: float, high: float) -> Case:
-    """e gives the exponent initializer's dtype and shape (one element)."""
-    return case("Pow", rand(4, 5, low=low, high=high), lambda t: t ** float(e.reshape(-1)[0]), consts={"e": e})
+    """e: the exponent initializer (its dtype and shape), over a base of shape (4, 5)."""
+    return case("Pow", rand(4, 5, low=low, high=high), lambda t: t ** torch.tensor(e, dtype=torch.float32),
+                consts={"e": e})
 
 
 def test_pow(tmp_path):
@@ -103,7 +104,10 @@ def test_pow(tmp_path):
         "square": pow_case(f32(2.0), -3, 3), "sqrt": pow_case(f32(0.5), 0.1, 4),
         "int64_cube": pow_case(i64(3), -2, 2), "negative_fraction": pow_case(f32(-1.5), 0.2, 3),
         "zero": pow_case(f32(0.0), -2, 2), "one_element_vector": pow_case(np.array([1.7], np.float32), 0.1, 3),
-        "one_element_matrix": pow_case(np.array([[-1.0]], np.float32), 0.5, 2)})
+        "one_element_matrix": pow_case(np.array([[-1.0]], np.float32), 0.5, 2),
+        "per_column": pow_case(np.array([2.0, 0.5, 3.0, -1.0, 0.0], np.float32), 0.2, 2),
+        "per_column_int32": pow_case(np.array([[1, 2, 3, 0, 4]], np.int32), -2, 2),
+        "per_element": pow_case(rand(4, 5, low=-2, high=2), 0.2, 2)})
 
 
 # ---- reductions ----
@@ -157,14 +161,18 @@ def test_reduce(tmp_path, op):
 @pytest.mark.parametrize("nodes, inits, y_shape, opset, message", [
     ([helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0), helper.make_node("Pow", ["x", "m"], ["y"])],
      {}, [2, 3], 18, "node 'y' (Pow): a computed (non-constant) exponent input is not supported"),
-    ([helper.make_node("Pow", ["x", "e"], ["y"])], {"e": f32([1.0, 2.0, 3.0])}, [2, 3], 18,
-     "node 'y' (Pow): an exponent of shape [3] (only a single constant exponent) is not supported"),
+    ([helper.make_node("Pow", ["x", "e"], ["y"])], {"e": f32([[1.0], [2.0]])}, [2, 3], 18,
+     "node 'y' (Pow): an exponent of shape [2, 1] for a base of shape [2, 3] (supported: one exponent, or "
+     "exponents repeating along the base's leading dimensions) is not supported"),
+    ([helper.make_node("Pow", ["x", "e"], ["y"])], {"e": f32([[[1.0, 2.0, 3.0]]] * 4)}, [4, 2, 3], 18,
+     "node 'y' (Pow): an exponent of shape [4, 1, 3] for a base of shape [2, 3]"),
     ([helper.make_node("Gelu", ["x"], ["y"], approximate="fast")], {}, [2, 3], 20,
      "node 'y' (Gelu): approximate='fast' (one of none, tanh)"),
     ([helper.make_node("ReduceMean", ["x"], ["m"]), helper.make_node("Cast", ["m"], ["a"], to=7),
       helper.make_node("ReduceMax", ["x", "a"], ["y"])], {}, [2, 1], 18,
      "node 'y' (ReduceMax): the shape of output 'y' is not static"),  # before the op's own check
-], ids=["pow_computed_exponent", "pow_tensor_exponent", "gelu_approximate", "reduce_computed_axes"])
+], ids=["pow_computed_exponent", "pow_exponent_column", "pow_exponent_broadcasts_base", "gelu_approximate",
+        "reduce_computed_axes"])
 def test_refused(tmp_path, nodes, inits, y_shape, opset, message):
     onnx_model(nodes, {"x": [2, 3]}, {"y": y_shape}, inits, opset=opset, path=tmp_path / "m.onnx")
     with pytest.raises(McutrainError, match=re.escape(message)):

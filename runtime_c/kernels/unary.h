@@ -253,18 +253,24 @@ static inline float mt_powf(float x, float e)
     return e == 2.0f ? x * x : e == 0.5f ? sqrtf(x) : powf(x, e);
 }
 
-/* Pow with a constant exponent e. */
-static inline void mt_pow(const float *x, float *y, int n, float e)
+/* Pow with constant exponents e (ne of them, repeating along x: one, or x's trailing dims). */
+static inline void mt_pow(const float *x, float *y, int n, const float *e, int ne)
 {
-    int i;
-    for (i = 0; i < n; ++i) y[i] = mt_powf(x[i], e);
+    int i, k = 0;
+    for (i = 0; i < n; ++i) {
+        y[i] = mt_powf(x[i], e[k]);
+        if (++k == ne) k = 0;
+    }
 }
 
 /* dx = dy * e * x^(e - 1) (0 for e = 0), from the input x. */
-static inline void mt_pow_grad(const float *dy, const float *x, float *dx, int n, float e)
+static inline void mt_pow_grad(const float *dy, const float *x, float *dx, int n, const float *e, int ne)
 {
-    int i;
-    for (i = 0; i < n; ++i) dx[i] = e == 0.0f ? 0.0f : dy[i] * (e * mt_powf(x[i], e - 1.0f));
+    int i, k = 0;
+    for (i = 0; i < n; ++i) {
+        dx[i] = e[k] == 0.0f ? 0.0f : dy[i] * (e[k] * mt_powf(x[i], e[k] - 1.0f));
+        if (++k == ne) k = 0;
+    }
 }
 
 /* Neg (its gradient is Neg too). */
