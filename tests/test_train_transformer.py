@@ -22,6 +22,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+import codegen
 from helpers import compile_model, export_torch
 
 STEPS, BATCH, SEQ, D, CLASSES = 30, 4, 8, 16, 4
@@ -108,3 +109,6 @@ def test_transformer_classifier(tmp_path, pool, exporter):
               for n, (p, t) in found.items())
     print(f"max relative |loss - torch| over {STEPS} steps: {worst:.2e}; max |weight - torch|: {err:.2e}")
     assert err < 2e-5
+    if exporter == "legacy":  # `mcutrain inspect` knows every op and plans each trainable set
+        report = codegen.inspect(path)
+        assert not report.unsupported and all(row.error is None for row in report.memory_by_choice)
