@@ -11,6 +11,34 @@
 #include "vec.h"
 
 typedef int8_t mt_vs8 __attribute__((vector_size(MT_VEC)));
+typedef int32_t mt_vhalf __attribute__((vector_size(MT_VEC / 2 * sizeof(int32_t))));
+typedef int64_t mt_vlong __attribute__((vector_size(MT_VEC / 2 * sizeof(int64_t))));
+
+/* y[0..n) = mt_requant_s8 of acc's first n lanes, all in channel c: the same integers, half a
+ * vector at a time in 64 bits (the low bits below the shift decide the rounding to even). */
+MT_SPECIALIZE void mt_vrequant_s8(int8_t *y, const mt_veci *acc, int n, const mt_requant *q, int c)
+{
+    const int k = q->per_channel ? c : 0, s = q->shift[k];
+    const mt_vlong zero = {0}, low = zero + (((int64_t)1 << s) - 1), half = zero + ((int64_t)1 << (s - 1));
+    const mt_vlong lo = zero + q->lo, hi = zero + q->hi;
+    int8_t out[MT_VEC];
+    int h, t;
+    for (h = 0; h < 2; ++h) {
+        mt_vhalf part;
+        mt_vlong p, rest, up, below, above;
+        memcpy(&part, (const char *)acc + h * sizeof part, sizeof part);
+        p = __builtin_convertvector(part, mt_vlong) * (int64_t)q->mult[k];
+        rest = p & low;
+        p >>= s;
+        up = (rest > half) | ((rest == half) & ((p & 1) == 1)); /* -1 where the value rounds up */
+        p = p - up + q->zp;
+        below = p < lo;
+        above = p > hi;
+        p = (p & ~(below | above)) | (lo & below) | (hi & above);
+        for (t = 0; t < MT_VEC / 2; ++t) out[h * (MT_VEC / 2) + t] = (int8_t)p[t];
+    }
+    memcpy(y, out, (size_t)n);
+}
 
 /* v[t] = row[c0 + t * s] - z where c0 + t * s lies in [0, len), else 0 (a real zero: padding, or
  * lanes past the end). Contiguous lanes load as one vector, at a border through a copy whose
@@ -63,8 +91,7 @@ MT_SPECIALIZE void mt_conv_s8_tile(int tm, const int8_t *x, int32_t zx, const in
             }
         }
     }
-    for (r = 0; r < tm; ++r)
-        for (j = 0; j < n; ++j) y[(size_t)r * out + oh * g->ow + q0 + j] = mt_requant_s8(acc[r][j], q, m0 + r);
+    for (r = 0; r < tm; ++r) mt_vrequant_s8(y + (size_t)r * out + oh * g->ow + q0, &acc[r], n, q, m0 + r);
 }
 
 /* Convolutions with one input channel per group (depthwise; a first layer on a gray image) read
@@ -127,8 +154,7 @@ MT_SPECIALIZE void mt_plane_s8_tile(int tm, const int32_t *P, int cols, const in
         memcpy(&v, p + off[t], sizeof v);
         for (r = 0; r < tm; ++r) acc[r] += v * wt[r * kk + t];
     }
-    for (r = 0; r < tm; ++r)
-        for (t = 0; t < n; ++t) y[(size_t)r * out + oh * g->ow + q0 + t] = mt_requant_s8(acc[r][t], q, m0 + r);
+    for (r = 0; r < tm; ++r) mt_vrequant_s8(y + (size_t)r * out + oh * g->ow + q0, &acc[r], n, q, m0 + r);
 }
 
 /* mt_conv_s8 for one input channel per group; 0 (nothing done) when the plane or window is too large. */
