@@ -1,6 +1,6 @@
 """Memory per training step: what the planner achieves vs. what it could and what PyTorch uses.
 
-For each suite model and trainable set: bytes if every activation/gradient had its own buffer
+For each suite model (and a one-layer transformer encoder) and trainable set: bytes if every activation/gradient had its own buffer
 (naive), the lower bound for the schedule (peak of live bytes), the arena the planner assigns,
 parameters + optimizer state, and PyTorch's measured peak RSS growth over one training step of the
 same model (a fresh process per case; its peak resident set before vs. after the step).
@@ -22,7 +22,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.models import LR, SUITE  # noqa: E402
+from benchmarks.models import LR, MEMORY_SUITE  # noqa: E402
 from codegen import api, training  # noqa: E402
 
 
@@ -30,10 +30,10 @@ TORCH_STEP = r"""
 import json, sys
 import torch
 sys.path.insert(0, {root!r})
-from benchmarks.models import SUITE
+from benchmarks.models import MEMORY_SUITE
 from benchmarks.timing import peak_rss
 torch.set_num_threads(1)
-suite = next(s for s in SUITE if s.name == {name!r})
+suite = next(s for s in MEMORY_SUITE if s.name == {name!r})
 model = suite.module()
 names = set({trainable!r})
 params = [p for n, p in model.named_parameters() if p.requires_grad_(n in names).requires_grad]
@@ -73,7 +73,7 @@ def main() -> None:
              for m in ((0.0,) if args.quick else (0.0, 0.9))]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for suite in SUITE:
+        for suite in MEMORY_SUITE:
             for batch, choice, momentum in cases:
                 rows.append(measure(suite, batch, choice, momentum, Path(tmp)))
     table = Table("model", "batch", "train", "SGD momentum", "naive B", "lower bound B", "arena B",

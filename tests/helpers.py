@@ -62,3 +62,25 @@ def export_torch(module, example, path, dynamo: bool, batch_dynamic: bool = Fals
             torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"],
                               dynamic_axes=axes, opset_version=17, training=mode)
     return path
+
+
+def classify_alongside(trainer, model, opt, shape, classes: int, steps: int, seed: int) -> float:
+    """`steps` random batches of `shape` with class labels, one cross-entropy step each of PyTorch
+    (model, opt) and of the trainer; every loss within 1e-5 relative of PyTorch's (float32).
+    Returns the largest relative difference."""
+    import pytest
+    import torch
+
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for step in range(steps):
+        x = rng.normal(size=shape).astype(np.float32)
+        y = rng.integers(0, classes, size=shape[0])
+        ref = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        ours = trainer.train_step(x, y)
+        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
+        assert ours == pytest.approx(ref.item(), rel=1e-5), f"step {step}"
+    return worst

@@ -23,7 +23,7 @@ import torch
 from onnx import numpy_helper
 
 import codegen
-from helpers import compile_model, export_torch
+from helpers import classify_alongside, compile_model, export_torch
 
 STEPS, BATCH, SEQ, D, CLASSES = 30, 4, 8, 16, 4
 
@@ -91,18 +91,7 @@ def test_transformer_classifier(tmp_path, pool, exporter):
     assert {n for n, _ in found.values()} == {n for n, _ in model.named_parameters()}
     model.eval()  # dropout off, as exported; gradients flow as in training
     opt = torch.optim.SGD(model.parameters(), **hyper)
-    rng = np.random.default_rng(3)
-    worst = 0.0
-    for step in range(STEPS):
-        x = rng.normal(size=(BATCH, SEQ, D)).astype(np.float32)
-        y = rng.integers(0, CLASSES, size=BATCH)
-        ref = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
-        opt.zero_grad()
-        ref.backward()
-        opt.step()
-        ours = trainer.train_step(x, y)
-        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
-        assert ours == pytest.approx(ref.item(), rel=1e-5), f"step {step}"
+    worst = classify_alongside(trainer, model, opt, (BATCH, SEQ, D), CLASSES, STEPS, seed=3)
     params = dict(model.named_parameters())
     final = trainer.get_params()
     err = max(float(np.abs(final[n] - (params[p].T if t else params[p]).detach().numpy()).max())
