@@ -45,14 +45,14 @@ class GradContext:
         of it (a 1-bit mask instead of the activation). Its output has the shape of inputs[0]."""
         return self._b.save(op, inputs, self.shape(inputs[0]), dtype, self.node)
 
-    def output(self, k: int, shape) -> str:
+    def output(self, k: int, shape, what: str | None = None) -> str:
         """Output k of the node, added if the model reads it nowhere: a by-product the forward
         kernel writes anyway (LayerNorm's row statistics) kept for the backward, planned like any
-        activation."""
+        activation; named saved/<what>/<output 0> (`what` says what it is to memory reports)."""
         outs = self.node.outputs
         outs.extend([""] * (k + 1 - len(outs)))
         if not outs[k]:
-            outs[k] = self._b.graph.add(f"saved/{self.node.op}{k}/{outs[0]}", shape)
+            outs[k] = self._b.graph.add(f"saved/{what or f'{self.node.op}{k}'}/{outs[0]}", shape)
         return outs[k]
 
     def kept(self, name: str) -> bool:

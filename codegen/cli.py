@@ -160,6 +160,8 @@ def report(
         return
     print_memory({"memory": info})
     say(f"peak at step {info['peak_step']} of {info['steps']}; placement order '{info['placement_order']}'")
+    largest = sorted(info["buffers"], key=lambda b: -b["size"])[:3]  # e.g. a recurrent layer's saved gates
+    say(Text("largest buffers: " + ", ".join(f"{b['name']} ({b['size']:,} B)" for b in largest)))
     if plot:
         note(f"timeline written to {plot}")
 

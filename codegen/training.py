@@ -114,7 +114,9 @@ def _biases(graph: Graph) -> list[str]:
     for node in graph.nodes:
         for slot in ops.lookup(node).bias_inputs:
             t = graph.tensors.get(node.inputs[slot]) if slot < len(node.inputs) else None
-            if t is not None and t.role == PARAM and len(t.shape) == 1 and t.name not in found:
+            # a recurrent layer's B is (directions, 2 * gates * hidden)
+            if t is not None and t.role == PARAM and (len(t.shape) == 1 or node.op in ("GRU", "LSTM", "RNN")) \
+                    and t.name not in found:
                 found.append(t.name)
     return found
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 import onnx
 from onnx import helper
+from typer.testing import CliRunner
 
 import codegen
-from codegen import loader
+from codegen import loader, training
+from codegen.cli import app
 from codegen.errors import UnsupportedError
 from helpers import compile_model, export_torch, onnx_model
 from test_ops import rand, run_case
@@ -238,3 +240,21 @@ def test_gru_classifier_trains_on_cortex_m4f_like_host(tmp_path):
           f"{np.abs(report.params - params).max():.2e}, {result.work}")
     np.testing.assert_allclose(report.losses, losses, rtol=1e-5)
     np.testing.assert_allclose(report.params, params, atol=1e-5)
+
+
+def test_gates_are_reported_and_b_is_a_bias(tmp_path):
+    """The saved gate values are the arena's largest buffer: `report` names them. B counts as the
+    layer's bias (--train-bias-only), W and R as weights (../shared/DECISIONS.md section 1)."""
+    path = export_torch(Classifier(torch.nn.GRU), torch.zeros(BATCH, TIME, CHANNELS), tmp_path / "gru.onnx",
+                        dynamo=False)
+    graph = loader.load(path)
+    gru = next(n for n in graph.nodes if n.op == "GRU")
+    assert set(training.select_trainable(graph, training.Selection(bias_only=True))) == {gru.inputs[3], "fc.bias"}
+    assert set(training.select_trainable(graph, training.Selection(last=1))) == {"fc.weight", "fc.bias"}
+    assert set(training.select_trainable(graph, training.Selection(last=2))) == {*gru.inputs[1:4], "fc.weight",
+                                                                                  "fc.bias"}
+    codegen.generate(path, tmp_path / "build", loss="cross_entropy")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "build")])
+    gates = BATCH * TIME * 4 * 12 * 4  # z, r, n, R_n h + Rb_n per unit and step, float32
+    assert result.exit_code == 0
+    assert f"largest buffers: saved/GRU gates per step/{gru.outputs[0]} ({gates:,} B)" in result.output

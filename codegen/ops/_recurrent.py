@@ -149,7 +149,7 @@ def grad(cell: Cell, node, g):
     trace = ""
     if cell.trace:
         node.op, node.domain = f"{cell.op}Train", TRAIN_DOMAIN
-        trace = g.output(1 + cell.states, (sz[4], sz[0], sz[1], cell.trace * sz[3]))
+        trace = g.output(1 + cell.states, (sz[4], sz[0], sz[1], cell.trace * sz[3]), f"{cell.op} gates per step")
     offsets = layout(cell, sz, wanted)
     packed = g.op(f"{cell.op}Grad", [ins[X], ins[W], ins[R], ins[H0], ins[C0], node.outputs[0], trace, *dys],
                   like=None, attrs={**node.attrs, "parts": wanted}, shape=(offsets["size"],))
