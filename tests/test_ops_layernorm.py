@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from onnx import helper
 
+from codegen import loader, training
 from codegen.errors import McutrainError, UnsupportedError
 from helpers import compile_model, onnx_model
 from test_ops import RNG, rand, run_case
@@ -83,3 +84,13 @@ def test_refusals(tmp_path):
         onnx_model([node], {"x": [2, 4]}, {"y": [2, 4]}, {"w": rand(*scale_shape)}, path=tmp_path / "r.onnx")
         with pytest.raises(McutrainError, match=message):
             compile_model(tmp_path / "r.onnx", tmp_path / "b2", loss="mse")
+
+
+def test_bias_is_a_bias(tmp_path):
+    """B counts as a bias for --train-bias-only / --train-bias-last; the layer for --train-last."""
+    node = helper.make_node("LayerNormalization", ["x", "w", "b"], ["y"])
+    onnx_model([node], {"x": [2, 4]}, {"y": [2, 4]}, {"w": rand(4), "b": rand(4)}, path=tmp_path / "m.onnx")
+    graph = loader.load(tmp_path / "m.onnx")
+    assert training.select_trainable(graph, training.Selection(bias_only=True)) == ["b"]
+    assert training.select_trainable(graph, training.Selection(bias_last=1)) == ["b"]
+    assert training.select_trainable(graph, training.Selection(last=1)) == ["w", "b"]

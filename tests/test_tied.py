@@ -34,6 +34,9 @@ def test_warns_naming_every_group(tmp_path):
     assert "4.weight" not in [p["name"] for p in summary["params"]]
     result = CliRunner().invoke(app, ["generate", str(path), "-o", str(tmp_path / "c"), "--loss", "cross_entropy"])
     assert result.exit_code == 0 and "warning: 2 parameter(s)" in result.output
+    result = CliRunner().invoke(app, ["generate", str(path), "-o", str(tmp_path / "d"), "--loss", "cross_entropy",
+                                      "--untie"])
+    assert result.exit_code == 0 and "warning" not in result.output and "4.weight" in result.output
 
 
 def test_untie_trains_like_torch_and_exports(tmp_path):
