@@ -13,10 +13,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import helper
 
 import codegen
 import int8_reference
-from helpers import KERNELS
+from helpers import KERNELS, onnx_model
 
 pytest.importorskip("onnxruntime", reason="onnxruntime's quantize_static makes the quantized models")
 from test_quantized import SHAPE, SUITE_NAMES, Branches, Net, quantized_model, quantized_suite_model  # noqa: E402
@@ -92,3 +93,45 @@ def test_c_forward_equals_numpy_integer_model(build, kernels):
         labels = (rng.integers(0, ref.shape[1], batch).astype(np.int32) if loss == "cross_entropy"
                   else rng.standard_normal(ref.shape).astype(np.float32))
         trainer.train_step(x, labels)
+
+
+CONVS = {  # name: (input shape, weight shape, attributes): the geometry of each vector path
+    "depthwise-stride-2-dilated-asymmetric-pads": ((2, 4, 11, 9), (4, 1, 3, 3),
+                                                   {"group": 4, "strides": [2, 2], "dilations": [2, 1],
+                                                    "pads": [1, 0, 2, 1]}),
+    "one-input-channel-5x4": ((2, 1, 12, 9), (6, 1, 5, 4), {"strides": [2, 1], "pads": [2, 1, 2, 1]}),
+    "grouped-3x2-strided": ((2, 6, 7, 10), (4, 3, 3, 2), {"group": 2, "strides": [1, 2], "pads": [1, 1, 0, 0]}),
+    "pointwise-1d": ((2, 5, 13), (7, 5, 1), {}),
+}
+
+
+def _conv_model(path, x_shape, w_shape, attrs) -> None:
+    """x -> QuantizeLinear -> QLinearConv -> DequantizeLinear (yf) -> + p (a float parameter: a
+    trainer). Scales are powers of two, so the multipliers are exact and ties (to even) frequent;
+    a few outputs saturate."""
+    rng = np.random.default_rng(1)
+    m = w_shape[0]
+    inits = {"xs": np.float32(0.5), "xz": np.int8(3), "w": rng.integers(-64, 64, w_shape).astype(np.int8),
+             "ws": (2.0 ** -rng.integers(1, 4, m)).astype(np.float32), "wz": np.zeros(m, np.int8),
+             "ys": np.float32(8.0), "yz": np.int8(-5), "b": rng.integers(-300, 300, m).astype(np.int32),
+             "p": np.zeros(1, np.float32)}
+    y = int8_reference.conv(np.zeros(x_shape, np.int8), 0, inits["w"], 0, None, 1.0, 1.0, 1.0, 0, **attrs)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["yq"],
+                              kernel_shape=list(w_shape[2:]), **attrs),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["yf"]),
+             helper.make_node("Add", ["yf", "p"], ["y"])]
+    onnx_model(nodes, {"x": list(x_shape)}, {"y": list(y.shape)}, inits, path=path)
+
+
+@pytest.mark.parametrize("conv", list(CONVS))
+def test_conv_geometries_equal_numpy_integer_model(tmp_path, conv):
+    """One QLinearConv per geometry, with rounding ties and saturation: every kernel set equals
+    the numpy model exactly."""
+    x_shape, w_shape, attrs = CONVS[conv]
+    _conv_model(tmp_path / "conv.onnx", x_shape, w_shape, attrs)
+    codegen.generate(tmp_path / "conv.onnx", tmp_path / "b", loss="mse", batch=x_shape[0])
+    x = (np.random.default_rng(2).standard_normal(x_shape) * 12).astype(np.float32)
+    ref = int8_reference.run_graph(tmp_path / "b" / "training_model.onnx", {"x": x}, outputs=("yf",))["yf"]
+    for kernels, flags in KERNELS.items():
+        assert np.array_equal(codegen.load_host(tmp_path / "b", flags).predict(x), ref), kernels
