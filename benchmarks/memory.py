@@ -1,6 +1,6 @@
 """Memory per training step: what the planner achieves vs. what it could and what PyTorch uses.
 
-For each suite model (and a one-layer transformer encoder) and trainable set: bytes if every activation/gradient had its own buffer
+For each suite model (and a one-layer transformer encoder, a GRU classifier) and trainable set: bytes if every activation/gradient had its own buffer
 (naive), the lower bound for the schedule (peak of live bytes), the arena the planner assigns,
 parameters + optimizer state, and PyTorch's measured peak RSS growth over one training step of the
 same model (a fresh process per case; its peak resident set before vs. after the step).
@@ -36,7 +36,8 @@ torch.set_num_threads(1)
 suite = next(s for s in MEMORY_SUITE if s.name == {name!r})
 model = suite.module()
 names = set({trainable!r})
-params = [p for n, p in model.named_parameters() if p.requires_grad_(n in names).requires_grad]
+params = [p for n, p in model.named_parameters()  # a recurrent layer's B is bias_ih and bias_hh
+          if p.requires_grad_(n.replace("bias_hh", "bias_ih") in names).requires_grad]
 opt = torch.optim.SGD(params, lr={lr!r}, momentum={momentum!r})
 x = torch.randn({batch}, *suite.sample)
 y = torch.randint(0, suite.outputs, ({batch},)) if suite.loss == "cross_entropy" else torch.rand({batch}, suite.outputs)

@@ -66,6 +66,18 @@ class Transformer(nn.Module):
         return self.head(self.enc(x).mean(1))
 
 
+class GRUClassifier(nn.Module):
+    """A GRU activity classifier: 6 channels x 40 steps, hidden 32, the last state -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(6, 32, batch_first=True)
+        self.head = nn.Linear(32, 6)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[1][-1])
+
+
 def mobilenet() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU6(),
                          InvertedResidual(8, 8, 1), InvertedResidual(8, 16, 2), InvertedResidual(16, 16, 1),
@@ -109,14 +121,26 @@ def _torch_names(model: onnx.ModelProto, module: nn.Module) -> None:
         torch_name = next((n for n, w in weights.items() if n not in names and w.shape == value.shape
                            and np.array_equal(w, value)), None)
         if init.name.startswith("onnx::") and torch_name:
-            for node in model.graph.node:
-                node.input[:] = [torch_name if i == init.name else i for i in node.input]
-            init.name = torch_name
+            _rename(model, init.name, torch_name)
             names.add(torch_name)
+    # A one-layer recurrent module's W, R, B hold PyTorch's weight_ih, weight_hh, bias_ih + bias_hh.
+    recurrent = [n for n, m in module.named_modules() if isinstance(m, nn.RNNBase)]
+    for name, node in zip(recurrent, (n for n in model.graph.node if n.op_type in ("GRU", "LSTM", "RNN"))):
+        for slot, torch_name in enumerate(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0"), 1):
+            _rename(model, node.input[slot], f"{name}.{torch_name}")
+
+
+def _rename(model: onnx.ModelProto, old: str, new: str) -> None:
+    for node in model.graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+    for init in model.graph.initializer:
+        if init.name == old:
+            init.name = new
 
 
 SUITE = [Suite("mlp", mlp, (64,), "mse", 4), Suite("lenet5", lenet5, (1, 32, 32), "cross_entropy", 10),
          Suite("cnn1d", cnn1d, (3, 128), "cross_entropy", 6),
          Suite("mobilenet", mobilenet, (3, 32, 32), "cross_entropy", 10)]
 # Measured by the memory benchmark only (the timing and ONNX Runtime comparisons keep SUITE).
-MEMORY_SUITE = SUITE + [Suite("transformer", Transformer, (8, 16), "cross_entropy", 4)]
+MEMORY_SUITE = SUITE + [Suite("transformer", Transformer, (8, 16), "cross_entropy", 4),
+                        Suite("gru", GRUClassifier, (40, 6), "cross_entropy", 6)]
