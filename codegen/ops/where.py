@@ -50,5 +50,6 @@ def emit_grad(node, c):
     return where(c, node, cond, *side, node.outputs[0])
 
 
-register("Where", kernel="index.h", emit=emit, grad=grad, diff_inputs=(1, 2), check=check)
-register_train_op("WhereGrad", kernel="index.h", emit=emit_grad)
+# In place: an input of the output's size is read at the index being written, and only there.
+register("Where", kernel="index.h", emit=emit, grad=grad, diff_inputs=(1, 2), check=check, inplace=True)
+register_train_op("WhereGrad", kernel="index.h", emit=emit_grad, inplace=True)
