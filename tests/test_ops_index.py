@@ -184,22 +184,28 @@ def test_where_cast(tmp_path):
 
 
 # ---- refusals ----
-REFUSED = {
+REFUSED = {  # what the spec forbids and onnx's shape inference lets through (ShapeError), or what we do not run
     "gather_out_of_range": (helper.make_node("Gather", ["x", "i"], ["y"], axis=1), {"i": i64(0, 3)}, [2, 2],
-                            r"index 3 outside \[-3, 3\)"),
+                            ShapeError, r"index 3 outside \[-3, 3\)"),
+    "gather_nd_out_of_range": (helper.make_node("GatherND", ["x", "i"], ["y"]), {"i": i64(1, -4)[None]}, [1],
+                               ShapeError, r"index \[1, -4\] outside the leading dims \[2, 3\]"),
+    "gather_nd_batch_dims": (helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1), {"i": i64(0, 2)[:, None]},
+                             [2], UnsupportedError, r"GatherND with batch_dims=1 \(only 0\)"),
     "split_sizes": (helper.make_node("Split", ["x", "s"], ["y", "u"], axis=1), {"s": i64(4, -1)}, [2, 4],
-                    r"splitting 3 \(axis 1 of 'x'\) into \[4, -1\]"),
+                    ShapeError, r"splitting 3 \(axis 1 of 'x'\) into \[4, -1\]"),
     "split_num_outputs": (helper.make_node("Split", ["x"], ["y", "u"], axis=1, num_outputs=3), {}, [2, 1],
-                          r"into \[1, 1, 1\] for 2 outputs"),
+                          ShapeError, r"into \[1, 1, 1\] for 2 outputs"),
+    "tile_rank": (helper.make_node("Tile", ["x", "r"], ["y"]), {"r": i64(2, 2, 2, 2)}, [4, 4, 6, 6],
+                  UnsupportedError, "whose tiled view has 8 dimensions"),
 }
 
 
 @pytest.mark.parametrize("case", REFUSED.values(), ids=REFUSED.keys())
-def test_invalid(tmp_path, case):
-    """What onnx's shape inference lets through and the spec forbids."""
-    node, inits, y_shape, message = case
-    onnx_model([node], {"x": [2, 3]}, {"y": y_shape}, inits, path=tmp_path / "m.onnx")
-    with pytest.raises(ShapeError, match=message):
+def test_refused(tmp_path, case):
+    node, inits, y_shape, error, message = case
+    onnx_model([node], {"x": [2, 3, 3, 3] if node.op_type == "Tile" else [2, 3]}, {"y": y_shape}, inits,
+               path=tmp_path / "m.onnx")
+    with pytest.raises(error, match=message):
         loader.load(tmp_path / "m.onnx")
 
 
