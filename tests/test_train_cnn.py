@@ -102,7 +102,8 @@ def mobilenet() -> nn.Module:
         InvertedResidual(24, 24, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 10)))
 
 
-SAMPLE = {"lenet": ((1, 28, 28), 10), "har": ((3, 128), 6), "mobilenet": ((3, 32, 32), 10)}
+SAMPLE = {"lenet": ((1, 28, 28), 10), "har": ((3, 128), 6), "mobilenet": ((3, 32, 32), 10),
+          "bn_cnn": ((2, 8, 8), 3), "ds_cnn": ((1, 20, 8), 3)}  # the last two: test_train_mode.py
 
 
 # ---- side by side ----
@@ -146,6 +147,7 @@ def train_side_by_side(tmp_path, model, kind: str, dynamo: bool, keep_bn: bool =
     graph = onnx.load(str(path)).graph
     reference = model if any(n.op_type == "BatchNormalization" for n in graph.node) else fold_bn(model)
     load_initializers(reference, graph)
+    reference.train(options.get("mode") == "train")  # generate(mode="train") is PyTorch's train()
     trainer = compile_model(path, tmp_path / "build", loss="cross_entropy", lr=lr, optimizer=optimizer, **options)
     initial = trainer.get_params()
     trainable = {name: torch_name(name) for name in initial}
