@@ -18,11 +18,24 @@
 #define MT_CONV_S8_DSP_H
 #include <arm_acle.h>
 
-/* The 1x1 path's scratch on the stack, in words (an int16 pair each): a tile of packed input
- * pixels (4 KiB) and two packed weight rows (1 KiB, and a pair that ends them); a group of up to
- * 256 channels. */
-#define MT_S8_TILE 1024
-#define MT_S8_ROWS 256
+/* The 1x1 path's scratch on the stack, in words (an int16 pair each): two packed weight rows (and
+ * 10 words after them), the rest a tile of packed input pixels; 2.5 KiB, a group of up to 256
+ * channels (the 8 KiB stack reserve of a board also holds the callers' frames). */
+#define MT_S8_SCRATCH 650
+
+/* Pixel triples in a tile of the 1x1 path with cp channels (0: cp too large). */
+static inline int mt_s8_1x1_tile(int cp)
+{
+    return (MT_S8_SCRATCH - cp - 10) / (3 * (cp / 2));
+}
+
+/* The 1x1 loops in assembly: GCC does not emit LDM/STM for C loads and stores, and spills around
+ * them. */
+#if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__) /* (unoptimized, GCC finds no 13 registers) */
+#define MT_S8_ASM 1
+#else
+#define MT_S8_ASM 0
+#endif
 
 /* The pair after the packed weight rows (mt_s8_dot2x3's loop ends there): lanes of 0x4000, far
  * out of a packed value's [-255, 255]. */
@@ -97,6 +110,27 @@ static inline int mt_s8_pack_w4(const int8_t *wa, const int8_t *wb, int cg, uint
                                 uint32_t *out)
 {
     int c = 0;
+#if MT_S8_ASM
+    if (!sub && cg >= 4) { /* LDR, LDR, 4 SXTB16, STM a group (GCC's C: 4 STR and pointer updates) */
+        register uint32_t s02 __asm__("r0"), t02 __asm__("r1"), s13 __asm__("r2"), t13 __asm__("r3");
+        const uint32_t *end = out + cg / 4 * 4;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[s13], [%[a]], #4\n\t"
+                         "ldr %[t13], [%[a], %[b]]\n\t"
+                         "sxtb16 %[s02], %[s13]\n\t"
+                         "sxtb16 %[t02], %[t13]\n\t"
+                         "sxtb16 %[s13], %[s13], ror #8\n\t"
+                         "sxtb16 %[t13], %[t13], ror #8\n\t"
+                         "stmia %[o]!, {%[s02], %[t02], %[s13], %[t13]}\n\t"
+                         "cmp %[o], %[end]\n\t"
+                         "bne 1b"
+                         : [a] "+r"(wa), [o] "+r"(out), [s02] "=&r"(s02), [t02] "=&r"(t02), [s13] "=&r"(s13),
+                           [t13] "=&r"(t13)
+                         : [b] "r"(wb - wa - 4), [end] "r"(end)
+                         : "cc", "memory");
+        return cg / 4 * 4;
+    }
+#endif
     for (; c + 4 <= cg; c += 4, out += 4) {
         const uint32_t s = mt_s8_word(wa + c), t = mt_s8_word(wb + c);
         uint32_t s02 = __sxtb16(s), s13 = mt_s8_sxtb16_13(s), t02 = __sxtb16(t), t13 = mt_s8_sxtb16_13(t);
@@ -154,11 +188,10 @@ static inline mt_s8_rq mt_s8_rq_of(const mt_requant *q, int c)
     return r;
 }
 
-/* 1 when no accumulator within +-bound can tie (lo = 0 needs acc a multiple of 2^32 / the lowest
- * set bit of mult, and 0 is no tie): mt_s8_rq_fast is then exact, with no test. */
-static inline int mt_s8_rq_tie_free(const mt_s8_rq *r, uint32_t bound)
+/* 1 when no accumulator within +-bound can tie with multiplier m (lo = 0 needs acc a multiple of
+ * 2^32 / the lowest set bit of m, and 0 is no tie): mt_s8_rq_fast is then exact, with no test. */
+static inline int mt_s8_rq_tie_free(uint32_t m, uint32_t bound)
 {
-    const uint32_t m = (uint32_t)r->mult;
     return m && (uint64_t)bound * (m & (0u - m)) >> 32 == 0;
 }
 
@@ -197,13 +230,6 @@ static inline int32_t mt_s8_rq_apply(const mt_s8_rq *r, const mt_requant *q, int
     if ((uint32_t)acc * (uint32_t)r->mult == 0) return mt_s8_rq_exact(acc, q, r->c); /* lo = 0 */
     return mt_s8_rq_fast(r, acc);
 }
-
-/* The 1x1 loops in assembly: GCC does not emit LDM for C loads, and spills around them. */
-#if defined(__ARM_FEATURE_DSP) && defined(__OPTIMIZE__) /* (unoptimized, GCC finds no 13 registers) */
-#define MT_S8_ASM 1
-#else
-#define MT_S8_ASM 0
-#endif
 
 #if MT_S8_ASM
 /* acc += 3 pixels x 2 rows over cp / 2 pairs (a multiple of 4) of the packs x and w, x then at the
@@ -282,8 +308,8 @@ static inline __attribute__((always_inline)) void mt_s8_dot2x3(const uint32_t *x
 }
 
 #if MT_S8_ASM
-/* mt_s8_dot2x3 from the biases, then the 6 outputs requantized (mt_s8_rq_fast: tie-free
- * rows) and stored through the pointers after the end pair (MT_S8_OUT_AT); returns the next x. */
+/* mt_s8_dot2x3 from the biases, then the 6 outputs requantized (mt_s8_rq_fast) and stored
+ * through the pointers of the words after the end pair (mt_s8_1x1_fast); returns the next x. */
 static inline __attribute__((always_inline)) const uint32_t *mt_s8_dot2x3_out(const uint32_t *x, const uint32_t *w,
                                                                              int cp, int32_t bias0, int32_t bias1)
 {
@@ -302,45 +328,64 @@ static inline __attribute__((always_inline)) const uint32_t *mt_s8_dot2x3_out(co
 #undef MT_S8_REGS
 #endif
 
-/* Output rows y0, y1 (channels r0, r1, biases b0, b1) of `count` pixel triples of the tile x, the
- * first n pixels of each; fast = 1: both rows are tie-free. Always inlined, for each (n, fast) of
- * its callers (GCC kept one copy with n and fast read at run time). */
-static inline __attribute__((always_inline)) void mt_s8_1x1_run(const uint32_t *x, uint32_t *w, int cp, int count,
-                                                                int n, int fast, int8_t *y0, int8_t *y1,
-                                                                const mt_s8_rq *r0, const mt_s8_rq *r1, int32_t b0,
-                                                                int32_t b1, const mt_requant *q)
+/* Row m's requantization (mult, k, s) into the words at; 1 when it is tie-free with bias b (and
+ * `full`: the bounds are the int8 range). zk = 2 zp + 1: k = zk 2^(s-1). */
+static inline int mt_s8_1x1_row(const mt_requant *q, int m, int full, int32_t zk, int32_t b, uint32_t sums,
+                                uint32_t *at)
 {
-    int32_t acc[6];
+    const int i = q->per_channel ? m : 0;
+    const int32_t mult = q->mult[i], s = q->shift[i] - 32;
+    at[0] = (uint32_t)mult;
+    at[2] = (uint32_t)s;
+    if (!full || (uint32_t)(s - 1) >= 21) return 0;
+    at[1] = (uint32_t)zk << (s - 1);
+    return mt_s8_rq_tie_free((uint32_t)mult, sums + (b < 0 ? 0u - (uint32_t)b : (uint32_t)b));
+}
+
+/* Output rows y0, y1 (biases b0, b1) of `count` pixel triples of the tile x, both rows tie-free,
+ * their requantization in the words after the end pair of w (mt_s8_1x1_row). */
+static inline __attribute__((always_inline)) void mt_s8_1x1_fast(const uint32_t *x, uint32_t *w, int cp, int count,
+                                                                 int8_t *y0, int8_t *y1, int32_t b0, int32_t b1)
+{
+    uint32_t *at = w + cp + 2;
     int i;
 #if MT_S8_ASM
-    if (fast && n == 3) { /* after the end pair: each row's mult, k, s and output pointer */
-        uint32_t *at = w + cp + 2;
-        at[0] = (uint32_t)r0->mult;
-        at[1] = (uint32_t)r0->k;
-        at[2] = (uint32_t)r0->s;
-        at[3] = (uint32_t)(uintptr_t)y0;
-        at[4] = (uint32_t)r1->mult;
-        at[5] = (uint32_t)r1->k;
-        at[6] = (uint32_t)r1->s;
-        at[7] = (uint32_t)(uintptr_t)y1;
-        for (i = 0; i < count; ++i) x = mt_s8_dot2x3_out(x, w, cp, b0, b1);
-        return;
-    }
-#endif
-#define MT_S8_OUT(k)                                                                                    \
-    do {                                                                                                \
-        y0[k] = (int8_t)(fast ? mt_s8_rq_fast(r0, acc[k]) : mt_s8_rq_apply(r0, q, acc[k]));             \
-        y1[k] = (int8_t)(fast ? mt_s8_rq_fast(r1, acc[3 + k]) : mt_s8_rq_apply(r1, q, acc[3 + k]));     \
-    } while (0)
+    at[3] = (uint32_t)(uintptr_t)y0;
+    at[7] = (uint32_t)(uintptr_t)y1;
+    for (i = 0; i < count; ++i) x = mt_s8_dot2x3_out(x, w, cp, b0, b1);
+#else
+    const mt_s8_rq r0 = {(int32_t)at[0], (int32_t)at[1], (int32_t)at[2], 0},
+                   r1 = {(int32_t)at[4], (int32_t)at[5], (int32_t)at[6], 0};
+    int32_t acc[6];
+    int k;
     for (i = 0; i < count; ++i, x += 3 * (cp / 2), y0 += 3, y1 += 3) {
         acc[0] = acc[1] = acc[2] = b0;
         acc[3] = acc[4] = acc[5] = b1;
         mt_s8_dot2x3(x, w, cp, acc);
-        MT_S8_OUT(0); /* (written out: GCC keeps a loop over k, and acc in memory) */
-        if (n > 1) MT_S8_OUT(1);
-        if (n > 2) MT_S8_OUT(2);
+        for (k = 0; k < 3; ++k) {
+            y0[k] = (int8_t)mt_s8_rq_fast(&r0, acc[k]);
+            y1[k] = (int8_t)mt_s8_rq_fast(&r1, acc[3 + k]);
+        }
     }
-#undef MT_S8_OUT
+#endif
+}
+
+/* The same for rows m0, m1 that may tie (rare), and the first n pixels of each triple:
+ * mt_requant_s8 for every output. */
+static inline void mt_s8_1x1_exact(const uint32_t *x, const uint32_t *w, int cp, int count, int n, int8_t *y0,
+                                   int8_t *y1, int m0, int m1, int32_t b0, int32_t b1, const mt_requant *q)
+{
+    int32_t acc[6];
+    int i, k;
+    for (i = 0; i < count; ++i, x += 3 * (cp / 2), y0 += 3, y1 += 3) {
+        acc[0] = acc[1] = acc[2] = b0;
+        acc[3] = acc[4] = acc[5] = b1;
+        mt_s8_dot2x3(x, w, cp, acc);
+        for (k = 0; k < n; ++k) {
+            y0[k] = (int8_t)mt_s8_rq_exact(acc[k], q, m0);
+            y1[k] = (int8_t)mt_s8_rq_exact(acc[3 + k], q, m1);
+        }
+    }
 }
 
 /* 1x1 kernels, two output channels x three output pixels at a time; an odd last channel is
@@ -351,10 +396,12 @@ static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int8_t *W, 
                                   int8_t *Y, int N, int C, int M, int G, const mt_window *g, const mt_requant *q)
 {
     const int cg = C / G, mg = M / G, cp = (cg + 7) / 8 * 8, plane = g->h * g->w, out = g->oh * g->ow;
-    const int tile = MT_S8_TILE / (3 * (cp / 2)); /* pixel triples a tile */
+    const int tile = mt_s8_1x1_tile(cp);
     const uint32_t sums = (uint32_t)cg * 255 * 255; /* the largest |sum (x - zx)(w - zw)|, < 2^24 */
     const mt_requant rq = *q; /* (a copy: the int8 stores to Y could alias *q) */
-    uint32_t xt[MT_S8_TILE], ww[MT_S8_ROWS + 10];
+    const int full8 = rq.lo == -128 && rq.hi == 127;
+    const int32_t zk = 2 * rq.zp + 1;
+    uint32_t xt[MT_S8_SCRATCH], *ww = xt + 3 * (cp / 2) * tile;
     int n, gi, p, i, j;
     for (n = 0; n < N; ++n) {
         for (gi = 0; gi < G; ++gi) {
@@ -366,18 +413,17 @@ static inline void mt_conv_s8_1x1(const int8_t *X, int32_t zx, const int8_t *W, 
                                  zx, xt + i / 3 * 3 * (cp / 2) + i % 3);
                 for (j = 0; j < mg; j += 2) {
                     const int m0 = gi * mg + j, m1 = j + 1 < mg ? m0 + 1 : m0;
-                    const mt_s8_rq r0 = mt_s8_rq_of(&rq, m0), r1 = mt_s8_rq_of(&rq, m1);
                     const int32_t b0 = B ? B[m0] : 0, b1 = B ? B[m1] : 0;
                     int8_t *y0 = Y + ((size_t)n * M + m0) * out + p, *y1 = Y + ((size_t)n * M + m1) * out + p;
                     mt_s8_pack_w(W + (size_t)m0 * cg, W + (size_t)m1 * cg, cg, cp, ZW[m0], ZW[m1], ww);
-                    if (mt_s8_rq_tie_free(&r0, sums + (b0 < 0 ? 0u - (uint32_t)b0 : (uint32_t)b0)) &&
-                        mt_s8_rq_tie_free(&r1, sums + (b1 < 0 ? 0u - (uint32_t)b1 : (uint32_t)b1)))
-                        mt_s8_1x1_run(xt, ww, cp, full, 3, 1, y0, y1, &r0, &r1, b0, b1, &rq);
+                    if (mt_s8_1x1_row(&rq, m0, full8, zk, b0, sums, ww + cp + 2) &
+                        mt_s8_1x1_row(&rq, m1, full8, zk, b1, sums, ww + cp + 6))
+                        mt_s8_1x1_fast(xt, ww, cp, full, y0, y1, b0, b1);
                     else
-                        mt_s8_1x1_run(xt, ww, cp, full, 3, 0, y0, y1, &r0, &r1, b0, b1, &rq);
+                        mt_s8_1x1_exact(xt, ww, cp, full, 3, y0, y1, m0, m1, b0, b1, &rq);
                     if (rest)
-                        mt_s8_1x1_run(xt + full * 3 * (cp / 2), ww, cp, 1, rest, 0, y0 + 3 * full, y1 + 3 * full,
-                                      &r0, &r1, b0, b1, &rq);
+                        mt_s8_1x1_exact(xt + full * 3 * (cp / 2), ww, cp, 1, rest, y0 + 3 * full, y1 + 3 * full, m0,
+                                        m1, b0, b1, &rq);
                 }
             }
         }
@@ -455,7 +501,7 @@ static inline int mt_conv_s8_dsp(const int8_t *X, int32_t zx, const int8_t *W, c
 {
     const int cg = C / G, plane = g->h * g->w;
     int n, m;
-    if (g->kh == 1 && g->kw == 1 && cg <= MT_S8_ROWS) {
+    if (g->kh == 1 && g->kw == 1 && mt_s8_1x1_tile((cg + 7) / 8 * 8) > 0) {
         mt_conv_s8_1x1(X, zx, W, ZW, B, Y, N, C, M, G, g, q);
         return 1;
     }
