@@ -121,6 +121,10 @@ def _split_all(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
 
 
 def _flat(params: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
+    missing = [n for n, _ in layout(manifest) if n not in params]
+    if missing:
+        raise DataError(f"no value for {', '.join(missing)}: a parameter blob holds every trainable tensor and "
+                        "the state (running statistics)")
     return np.concatenate([np.asarray(params[n], "<f4").ravel() for n, _ in layout(manifest)])
 
 

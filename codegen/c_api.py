@@ -30,7 +30,9 @@ micro-batches (inputs {P}_ACCUMULATE x *_SIZE floats, labels {P}_ACCUMULATE x {P
 update from their summed gradients. Returns the mean loss over them (computed before the update).
 A step is refused with nothing changed (weights, optimizer state) when an input or label is not
 finite or a class index is out of range (returns NAN) or when the loss is not finite (returns it);
-{p}_last_status() tells which."""),
+{p}_last_status() tells which. Under generate --mode train the BatchNorm running statistics move in
+the forward pass, as in PyTorch, so a step refused for its loss has moved them too (a channel whose
+batch statistics are not finite keeps its own)."""),
     Function("int32_t", "last_status", "void", """\
 What the last train_step did: {P}_STATUS_OK (0) if the step was applied, else a negative
 {P}_STATUS_* code saying why it was refused."""),

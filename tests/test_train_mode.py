@@ -312,3 +312,15 @@ def test_too_small_a_batch_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
     ok = CliRunner().invoke(app, ["generate", str(path), "-o", str(tmp_path / "eval"), "--mode", "eval"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_shared_running_statistics_are_refused(tmp_path):
+    """A fresh model's BatchNorms have equal statistics, which the legacy exporter merges into
+    one initializer (even with the scale of ones): updating it for each node would be wrong."""
+    import codegen
+    from codegen.errors import UnsupportedError
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
+    path = export_torch(model, torch.zeros(2, 2, 8, 8), tmp_path / "m.onnx", dynamo=False, keep_bn=True)
+    with pytest.raises(UnsupportedError, match="not a constant of its own"):
+        codegen.generate(path, tmp_path / "out", mode="train")
