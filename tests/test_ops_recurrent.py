@@ -16,7 +16,7 @@ import codegen
 from codegen import loader, training
 from codegen.cli import app
 from codegen.errors import UnsupportedError
-from helpers import compile_model, export_torch, onnx_model
+from helpers import classify_alongside, compile_model, export_torch, onnx_model
 from test_ops import rand, run_case
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -127,6 +127,30 @@ def test_recurrent(tmp_path, op, layout, direction, options):
     run_recurrent(tmp_path, op, layout, direction, **options)
 
 
+@pytest.mark.parametrize("op", ["GRU", "LSTM"])
+def test_initial_states_as_model_inputs(tmp_path, op):
+    """initial_h (, initial_c) given at run time as model inputs, sequence_lens a constant equal to
+    the sequence length: Y_h against torch; one SGD step (lr 1) gives W's gradient."""
+    g, states = GATES[op], 2 if op == "LSTM" else 1
+    w, r, b = rand(1, g * 4, 3), rand(1, g * 4, 4), rand(1, 2 * g * 4)
+    names = ["h0", "c0"][:states]
+    node = helper.make_node(op, ["x", "w", "r", "b", "lens", *names], ["", "y"], hidden_size=4,
+                            **({"linear_before_reset": 1} if op == "GRU" else {}))
+    path = tmp_path / "m.onnx"
+    onnx_model([node], {"x": [5, 2, 3], **{n: [1, 2, 4] for n in names}}, {"y": [1, 2, 4]},
+               {"w": w, "r": r, "b": b, "lens": np.array([5, 5], np.int32)}, path=path)
+    trainer = compile_model(path, tmp_path / "build", loss="mse", lr=1.0)
+    x, *st = rand(5, 2, 3), *(rand(1, 2, 4) for _ in names)
+    target = rand(1, 2, 4)
+    tw = torch.tensor(w, requires_grad=True)
+    yh = reference(op, 0, "forward", torch.tensor(x), tw, torch.tensor(r), torch.tensor(b), *map(torch.tensor, st))[1]
+    np.testing.assert_allclose(trainer.predict([x, *st]), yh.detach().numpy(), rtol=1e-5, atol=1e-6)
+    torch.nn.functional.mse_loss(yh, torch.tensor(target)).backward()
+    before = trainer.get_params()["w"]
+    trainer.train_step([x, *st], target)
+    np.testing.assert_allclose(before - trainer.get_params()["w"], tw.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("op, attrs, extra, message", [
     ("GRU", {"activations": ["Relu", "Tanh"]}, {}, "GRU with activations ['Relu', 'Tanh']"),
     ("GRU", {"linear_before_reset": 0}, {}, "GRU with linear_before_reset=0"),
@@ -182,34 +206,23 @@ class Classifier(torch.nn.Module):
         return self.fc(torch.cat([h[-2], h[-1]], 1) if self.rnn.bidirectional else h[-1])
 
 
-def train_side_by_side(tmp_path, model, dynamo, lr=0.05, momentum=0.9, weight_decay=1e-3, **options):
+def train_side_by_side(tmp_path, model, dynamo, lr=0.05, momentum=0.9, weight_decay=1e-3):
     """Same weights, same data, 30 steps of SGD with momentum and weight decay. Tolerance (float32):
     every step's loss within 1e-5 relative of PyTorch's, then predictions within 1e-5 (BPTT sums
-    over 40 steps in another order than PyTorch's kernels). Returns the trainer."""
+    over 40 steps in another order than PyTorch's kernels)."""
     path = export_torch(model, torch.zeros(BATCH, TIME, CHANNELS), tmp_path / "rnn.onnx", dynamo=dynamo)
     trainer = compile_model(path, tmp_path / "build", loss="cross_entropy", lr=lr, momentum=momentum,
-                            weight_decay=weight_decay, **options)
+                            weight_decay=weight_decay)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    rng = np.random.default_rng(7)
-    worst = 0.0
-    for step in range(STEPS):
-        x = rng.normal(size=(BATCH, TIME, CHANNELS)).astype(np.float32)
-        y = rng.integers(0, CLASSES, size=BATCH)
-        ref = torch.nn.functional.cross_entropy(model(torch.tensor(x)), torch.tensor(y))
-        opt.zero_grad()
-        ref.backward()
-        opt.step()
-        ours = trainer.train_step(x, y)
-        worst = max(worst, abs(ours - ref.item()) / abs(ref.item()))
-        assert ours == pytest.approx(ref.item(), rel=1e-5), f"step {step}"
+    worst = classify_alongside(trainer, model, opt, (BATCH, TIME, CHANNELS), CLASSES, STEPS, seed=7)
+    rng = np.random.default_rng(8)
     x = rng.normal(size=(BATCH, TIME, CHANNELS)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.tensor(x)).numpy()
     err = float(np.abs(trainer.predict(x) - expected).max())
     print(f"max relative |loss - torch| over {STEPS} steps: {worst:.2e}; max |prediction - torch|: {err:.2e}")
     assert err < 1e-5
-    return trainer
 
 
 @pytest.mark.parametrize("cell, options, dynamo", [
