@@ -156,7 +156,9 @@ def _window_attrs(a: dict) -> dict:
 
 
 def _scalar(v):
-    return np.asarray(v).reshape(-1)[0] if np.asarray(v).size == 1 else np.asarray(v).reshape(-1)
+    """A per-tensor scale or zero point (the activations' Q/DQ nodes have no others)."""
+    assert np.asarray(v).size == 1, v
+    return np.asarray(v).reshape(-1)[0]
 
 
 def _qlinear_conv(ins, a):
@@ -173,6 +175,11 @@ def _qgemm(ins, a):
 
 def _qlinear_matmul(ins, a):
     return matmul(ins[0], ins[2], ins[3], ins[5].reshape(-1), ins[1], ins[4].reshape(-1), ins[6], ins[7])
+
+
+def _max_pool(ins, a):
+    assert ins[0].dtype == np.int8, "a float MaxPool (its padding is -inf, not -128)"
+    return max_pool(ins[0], a["kernel_shape"], **_window_attrs(a))
 
 
 def _float_average_pool(ins, a):
@@ -201,12 +208,6 @@ def _quantize_bias(ins, a):
     return np.clip(np.rint(ins[0].astype(np.float32) / ins[1].astype(np.float32)), -2.0**30, 2.0**30).astype(np.int32)
 
 
-def _unsqueeze(x, axes):
-    for axis in sorted(int(d) % (x.ndim + len(axes)) for d in axes):
-        x = np.expand_dims(x, axis)
-    return x
-
-
 GRAPH_OPS = {
     "QuantizeLinear": lambda ins, a: quantize(ins[0], _scalar(ins[1]), _scalar(ins[2])),
     "DequantizeLinear": lambda ins, a: dequantize(ins[0], _scalar(ins[1]), _scalar(ins[2])),
@@ -217,13 +218,11 @@ GRAPH_OPS = {
     "QLinearGlobalAveragePool": lambda ins, a: global_average_pool(ins[0], ins[2], ins[1], ins[3], ins[4]),
     "QLinearConcat": lambda ins, a: concat([tuple(ins[k:k + 3]) for k in range(2, len(ins), 3)], ins[0], ins[1],
                                            a["axis"]),
-    "MaxPool": lambda ins, a: max_pool(ins[0], a["kernel_shape"], **_window_attrs(a)),
+    "MaxPool": _max_pool,
     "AveragePool": _float_average_pool,
     "QuantizeBias": _quantize_bias,
     "Reshape": _reshape,
     "Flatten": lambda ins, a: ins[0].reshape(int(np.prod(ins[0].shape[:a.get("axis", 1)])), -1),
-    "Squeeze": lambda ins, a: np.squeeze(ins[0], None if len(ins) < 2 or ins[1] is None else tuple(ins[1].tolist())),
-    "Unsqueeze": lambda ins, a: _unsqueeze(ins[0], ins[1]),
 }
 
 
