@@ -324,3 +324,38 @@ def test_shared_running_statistics_are_refused(tmp_path):
     path = export_torch(model, torch.zeros(2, 2, 8, 8), tmp_path / "m.onnx", dynamo=False, keep_bn=True)
     with pytest.raises(UnsupportedError, match="not a constant of its own"):
         codegen.generate(path, tmp_path / "out", mode="train")
+
+
+@pytest.mark.parametrize("shape, epsilon, momentum", [((4, 3), 1e-5, 0.9), ((2, 3, 5), 1e-2, 0.5),
+                                                      ((2, 2, 3, 3), 1e-5, 0.0)])
+def test_batchnorm_training_mode_node(tmp_path, shape, epsilon, momentum):
+    """One BatchNormalization with training_mode=1 (the ONNX spec): predict and one step's
+    gradients (to the input through a zero parameter, scale, bias) against torch's batch_norm in
+    training mode, the running statistics against the spec's update (population variance)."""
+    from onnx import helper
+    from helpers import onnx_model
+    rng = np.random.default_rng(1)
+    c = shape[1]
+    x = rng.normal(1.0, 2.0, size=shape).astype(np.float32)
+    inits = {"p0": np.zeros(shape, np.float32), "scale": rng.uniform(0.5, 1.5, c).astype(np.float32),
+             "bias": rng.normal(size=c).astype(np.float32), "mean": rng.normal(size=c).astype(np.float32),
+             "var": rng.uniform(0.5, 2, c).astype(np.float32)}
+    nodes = [helper.make_node("Add", ["x", "p0"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "scale", "bias", "mean", "var"], ["y", "rm", "rv"], epsilon=epsilon,
+                              momentum=momentum, training_mode=1)]
+    onnx_model(nodes, {"x": list(shape)}, {"y": list(shape)}, inits, path=tmp_path / "bn.onnx")
+    trainer = compile_model(tmp_path / "bn.onnx", tmp_path / "b", loss="mse", lr=1.0)
+    t = {k: torch.tensor(v, requires_grad=k in ("p0", "scale", "bias")) for k, v in inits.items()}
+    y = nn.functional.batch_norm(torch.tensor(x) + t["p0"], None, None, t["scale"], t["bias"], True, 0.0, epsilon)
+    np.testing.assert_allclose(trainer.predict(x), y.detach().numpy(), rtol=1e-5, atol=1e-5)
+    target = rng.normal(size=shape).astype(np.float32)
+    nn.functional.mse_loss(y, torch.tensor(target)).backward()
+    before = trainer.get_params()
+    trainer.train_step(x, target)
+    after = trainer.get_params()
+    for name in ("p0", "scale", "bias"):
+        np.testing.assert_allclose(before[name] - after[name], t[name].grad.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+    axes = tuple(i for i in range(len(shape)) if i != 1)
+    state = trainer.get_state()
+    np.testing.assert_allclose(state["mean"], momentum * inits["mean"] + (1 - momentum) * x.mean(axes), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["var"], momentum * inits["var"] + (1 - momentum) * x.var(axes), rtol=1e-5, atol=1e-6)
