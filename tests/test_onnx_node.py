@@ -69,9 +69,7 @@ EXPECTED_REFUSALS: dict[str, list[str]] = {
         "test_maxpool_3d_default", "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
         "test_maxpool_3d_dilations_use_ref_impl_large"],
     # training-mode statistics and masks
-    # recurrent layers as PyTorch exports them: GRU with linear_before_reset=1, LSTM without peepholes
-    "GRU with linear_before_reset=0": [
-        "test_gru_defaults", "test_gru_seq_length", "test_gru_with_initial_bias", "test_gru_batchwise"],
+    # LSTM without peepholes (PyTorch has none)
     "LSTM with peepholes": ["test_lstm_with_peepholes"],
     # Cast/CastLike (an onnx function test that is one Cast node): training runs in float32, so
     # other types are refused as the model's input (a trainer's input is float32), as a

@@ -22,21 +22,22 @@ from test_ops import rand, run_case
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 
-def cell_step(op, ax, ah, h, c):
-    """One step of the ONNX cell from its pre-activations (x side with Wb, h side with Rb)."""
+def cell_step(op, ax, ah, h, c, reset_first=None):
+    """One step of the ONNX cell from its pre-activations (x side with Wb, h side with Rb).
+    reset_first: (R_n, Rb_n) of a GRU with linear_before_reset = 0."""
     if op == "RNN":
         return torch.tanh(ax + ah), None
-    if op == "GRU":  # linear_before_reset = 1
+    if op == "GRU":
         (xz, xr, xn), (hz, hr, hn) = ax.chunk(3, -1), ah.chunk(3, -1)
         z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
-        n = torch.tanh(xn + r * hn)
+        n = torch.tanh(xn + ((r * h) @ reset_first[0].T + reset_first[1] if reset_first else r * hn))
         return (1 - z) * n + z * h, None
     i, o, f, g = (ax + ah).chunk(4, -1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def reference(op, layout, direction, x, w, r, b=None, h0=None, c0=None):
+def reference(op, layout, direction, x, w, r, b=None, h0=None, c0=None, linear_before_reset=1):
     """Y, Y_h, Y_c of the ONNX op (layout 0 or 1) in torch."""
     if layout:
         x = x.transpose(0, 1)
@@ -51,7 +52,8 @@ def reference(op, layout, direction, x, w, r, b=None, h0=None, c0=None):
         h, c, out = h0[k], c0[k], [None] * s
         steps = range(s - 1, -1, -1) if k == 1 or direction == "reverse" else range(s)
         for t in steps:
-            h, c = cell_step(op, x[t] @ w[k].T + wb, h @ r[k].T + rb, h, c)
+            h, c = cell_step(op, x[t] @ w[k].T + wb, h @ r[k].T + rb, h, c,
+                             None if linear_before_reset else (r[k][2 * hidden:], rb[2 * hidden:]))
             out[t] = h
         ys.append(torch.stack(out))
         hs.append(h)
@@ -65,7 +67,7 @@ def reference(op, layout, direction, x, w, r, b=None, h0=None, c0=None):
 
 
 def run_recurrent(tmp_path, op, layout=0, direction="forward", seq=4, batch=2, inp=3, hidden=5, bias=True,
-                  h0="param", kernels="simd"):
+                  h0="param", kernels="simd", linear_before_reset=1):
     """h0: None (omitted), "param" (a parameter through Identity, so it gets a gradient), "input"
     (an initializer: a constant initial state)."""
     d = 2 if direction == "bidirectional" else 1
@@ -77,7 +79,7 @@ def run_recurrent(tmp_path, op, layout=0, direction="forward", seq=4, batch=2, i
     states = 2 if op == "LSTM" else 1
     operands += [rand(*ss) for _ in range(states)] if h0 else []
     attrs = {"hidden_size": hidden, "direction": direction, "layout": layout,
-             **({"linear_before_reset": 1} if op == "GRU" else {})}
+             **({"linear_before_reset": linear_before_reset} if op == "GRU" else {})}
     outs = ["Y", "Yh", "Yc"][:1 + states]
 
     def build(inputs):
@@ -102,7 +104,7 @@ def run_recurrent(tmp_path, op, layout=0, direction="forward", seq=4, batch=2, i
     def torch_fn(x, w, r, *rest):
         bt = rest[0] if bias else None
         st = list(rest[1:] if bias else rest)
-        y, yh, yc = reference(op, layout, direction, x, w, r, bt, *st)
+        y, yh, yc = reference(op, layout, direction, x, w, r, bt, *st, linear_before_reset=linear_before_reset)
         for s_ in (yh, yc)[:states]:
             y = y + (s_.unsqueeze(1) if layout else s_)
         return y
@@ -118,10 +120,11 @@ def run_recurrent(tmp_path, op, layout=0, direction="forward", seq=4, batch=2, i
     ("GRU", 0, "forward", {}),
     ("GRU", 1, "bidirectional", {}),
     ("GRU", 0, "reverse", {"bias": False, "h0": None, "kernels": "scalar"}),
+    ("GRU", 1, "bidirectional", {"linear_before_reset": 0}),
+    ("GRU", 0, "forward", {"linear_before_reset": 0, "h0": None, "kernels": "scalar"}),
     ("LSTM", 0, "bidirectional", {}),
     ("LSTM", 1, "reverse", {"h0": None}),
-    ("RNN", 1, "forward", {"bias": False}),
-    ("RNN", 0, "bidirectional", {"h0": None}),
+    ("RNN", 1, "bidirectional", {"bias": False, "h0": None}),
 ], ids=str)
 def test_recurrent(tmp_path, op, layout, direction, options):
     run_recurrent(tmp_path, op, layout, direction, **options)
@@ -153,7 +156,6 @@ def test_initial_states_as_model_inputs(tmp_path, op):
 
 @pytest.mark.parametrize("op, attrs, extra, message", [
     ("GRU", {"activations": ["Relu", "Tanh"]}, {}, "GRU with activations ['Relu', 'Tanh']"),
-    ("GRU", {"linear_before_reset": 0}, {}, "GRU with linear_before_reset=0"),
     ("LSTM", {"clip": 1.0}, {}, "LSTM with clip"),
     ("LSTM", {"input_forget": 1}, {}, "LSTM with input_forget=1"),
     ("GRU", {}, {"lens": "input"}, "model input 'lens' has dtype int32"),

@@ -43,7 +43,8 @@ def state_shape(node, shape):
 
 
 def check(cell: Cell, node, graph):
-    """Refuse what the kernel does not do; give the node a Y (and Y_c) to keep its states in."""
+    """Refuse what the kernel does not do; give the node a Y (and Y_c) to keep its states in (and
+    a Y_h for GRU's r * h_{t-1} when linear_before_reset is 0)."""
     def given(slot):
         return slot < len(node.inputs) and bool(node.inputs[slot])
 
@@ -63,8 +64,6 @@ def check(cell: Cell, node, graph):
         raise refuse(node, f"{cell.op} with clip")
     if attr(node, "input_forget", 0):
         raise refuse(node, "LSTM with input_forget=1")
-    if cell.op == "GRU" and not attr(node, "linear_before_reset", 0):
-        raise refuse(node, "GRU with linear_before_reset=0 (export from PyTorch, which uses 1)")
     if given(P):
         raise refuse(node, "LSTM with peepholes (input P)")
     if given(SEQ):
@@ -85,6 +84,13 @@ def check(cell: Cell, node, graph):
         outs[0] = graph.add(f"{node.name or cell.op}/Y", y_shape)
     if cell.states == 2 and not outs[2]:
         outs[2] = graph.add(f"{node.name or cell.op}/Y_c", state_shape(node, graph.shape))
+    if _reset_first(cell, node) and not outs[1]:  # its r * h_{t-1} during each step
+        outs[1] = graph.add(f"{node.name or cell.op}/Y_h", state_shape(node, graph.shape))
+
+
+def _reset_first(cell: Cell, node) -> bool:
+    """GRU with linear_before_reset = 0: the reset gate applies to h_{t-1} before R_n."""
+    return cell.op == "GRU" and not attr(node, "linear_before_reset", 0)
 
 
 def dims(cell: Cell, node, c, traced: bool) -> str:
@@ -97,7 +103,8 @@ def dims(cell: Cell, node, c, traced: bool) -> str:
         x, y, st = [b * i, i], [b * h, d * b * h, h], [b * h, h]
     tr = [s * b * k * h, b * k * h, k * h]
     cs = [tr[0], tr[1], tr[2]] if traced else [st[0], 0, st[1]]  # trace slot k-1, or in place in Y_c
-    return c.ints([cell.gates, s, b, i, h, d, int(_direction(node) == "reverse"), *x, *y, *cs, *st, *tr, k])
+    return c.ints([cell.gates, s, b, i, h, d, int(_direction(node) == "reverse"), *x, *y, *cs, *st, *tr, k,
+                   int(_reset_first(cell, node))])
 
 
 def _opt(c, node, slot, offset=0):

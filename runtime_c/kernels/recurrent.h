@@ -10,16 +10,17 @@
  *   [12..14] cell states c_t (LSTM): (d, t, b); a t stride of 0 updates them in place (Y_c)
  *   [15..16] initial and final states (initial_h, Y_h, ...) and their gradients: (d, b)
  *   [17..19] the trace (gate values saved per step for the backward): (d, t, b); [20] K values per unit
+ *   [21]     GRU's linear_before_reset is 0
  * Weights: W (D, G*H, I), R (D, G*H, H), Bias (D, 2*G*H) in ONNX gate order (GRU z, r, h; LSTM
- * i, o, f, c). Trace slots per step and unit: GRU z, r, n, R_n h + Rb_n; LSTM i, o, f, g, c; RNN
- * none (the backward reads h_t from Y). */
+ * i, o, f, c). Trace slots per step and unit: GRU z, r, n, R_n h + Rb_n (linear_before_reset = 0:
+ * r * h); LSTM i, o, f, g, c; RNN none (the backward reads h_t from Y). */
 #ifndef MT_RECURRENT_H
 #define MT_RECURRENT_H
 #include "../mt_common.h"
 #include "unary.h"
 
 enum { MT_REC_G, MT_REC_S, MT_REC_B, MT_REC_I, MT_REC_H, MT_REC_D, MT_REC_REV, MT_REC_X, MT_REC_HS = 9,
-       MT_REC_CS = 12, MT_REC_ST = 15, MT_REC_TR = 17, MT_REC_K = 20 };
+       MT_REC_CS = 12, MT_REC_ST = 15, MT_REC_TR = 17, MT_REC_K = 20, MT_REC_RESET_FIRST = 21 };
 
 static inline float mt_rec_dot(const float *a, const float *b, int n)
 {
@@ -84,6 +85,36 @@ static inline float mt_rec_cell(int gates, int H, int j, const float *ax, const 
     return h;
 }
 
+/* A GRU step with linear_before_reset = 0: n reads (r * h_{t-1}) R_n, so every unit's r comes
+ * first. rh (H floats: Y_h's place, written after the last step) holds r * h_{t-1}; h holds z
+ * until each unit's h_t replaces it. */
+static inline void mt_rec_gru_reset_first(int H, int I, const float *x, const float *w, const float *rw,
+                                          const float *bias, const float *hp, float *h, float *rh, float *tr)
+{
+    int j, k;
+    for (j = 0; j < H; ++j) {
+        float a[2], r;
+        for (k = 0; k < 2; ++k) {
+            size_t row = (size_t)k * H + j;
+            a[k] = mt_rec_dot(w + row * I, x, I) + (bias ? bias[row] : 0.0f) +
+                   (hp ? mt_rec_dot(rw + row * H, hp, H) : 0.0f) + (bias ? bias[3 * H + row] : 0.0f);
+        }
+        h[j] = mt_rec_sigmoid(a[0]);
+        r = mt_rec_sigmoid(a[1]);
+        rh[j] = hp ? r * hp[j] : 0.0f;
+        if (tr) {
+            tr[j] = h[j]; tr[H + j] = r; tr[3 * H + j] = rh[j];
+        }
+    }
+    for (j = 0; j < H; ++j) {
+        size_t row = (size_t)2 * H + j;
+        float z = h[j], n = tanhf(mt_rec_dot(w + row * I, x, I) + (bias ? bias[row] : 0.0f) +
+                                  mt_rec_dot(rw + row * H, rh, H) + (bias ? bias[3 * H + row] : 0.0f));
+        h[j] = (1.0f - z) * n + z * (hp ? hp[j] : 0.0f);
+        if (tr) tr[2 * H + j] = n;
+    }
+}
+
 /* Forward over all steps and directions into Y; cs: where c_t is kept (dims [12..14]); trace
  * (NULL: not kept) gets the gate values; Yh, Yc (NULL: not wanted) the final states.
  * Bias, h0, c0 may be NULL (zeros). */
@@ -109,6 +140,10 @@ static inline void mt_rec_forward(const int32_t *dims, const float *X, const flo
                 float *h = Y + mt_rec_at(dims, MT_REC_HS, d, t, b);
                 float *c = cs ? cs + mt_rec_at(dims, MT_REC_CS, d, t, b) : NULL;
                 float *tr = trace ? trace + mt_rec_at(dims, MT_REC_TR, d, t, b) : NULL;
+                if (dims[MT_REC_RESET_FIRST]) {
+                    mt_rec_gru_reset_first(H, I, x, w, rw, bias, hp, h, Yh + mt_rec_state(dims, d, b), tr);
+                    continue;
+                }
                 for (j = 0; j < H; ++j) {
                     float cj = 0.0f;
                     for (k = 0; k < G; ++k) {
@@ -169,6 +204,22 @@ static inline float mt_rec_cell_grad(int gates, int H, const float *tr, float dh
     }
 }
 
+/* The gradient of GRU's r with linear_before_reset = 0 (dax, dah hold the others): r acts through
+ * r * h_{t-1} inside n, so it needs every unit's dn first: d(rh) = R_n^T dn, dr = d(rh) h_{t-1},
+ * dh_{t-1} += d(rh) r. tr: the step's trace; rn: R_n. */
+static inline void mt_rec_reset_first_grad(int H, const float *tr, const float *hp, const float *rn, float *dax,
+                                           float *dah, float *dhb)
+{
+    int j, k;
+    for (k = 0; k < H; ++k) {
+        float drh = 0.0f, r = tr[H + k];
+        for (j = 0; j < H; ++j) drh += dax[2 * H + j] * rn[(size_t)j * H + k];
+        dax[H + k] = dah[H + k] = drh * (hp ? hp[k] : 0.0f) * r * (1.0f - r);
+        dhb[k] += drh * r;
+    }
+    for (j = 0; j < H; ++j) dah[2 * H + j] = dax[2 * H + j];
+}
+
 /* Backpropagation through time from dY, dYh, dYc (each NULL: no gradient), reading h_t from Y
  * and the gates and c_t from the trace. Outputs, each NULL
  * when not wanted: dX, dW, dR, dBias (set, not accumulated). dh, dc (D*B*H in the layout of the
@@ -182,6 +233,7 @@ static inline void mt_rec_backward(const int32_t *dims, const float *X, const fl
     const int G = dims[MT_REC_G], S = dims[MT_REC_S], B = dims[MT_REC_B], I = dims[MT_REC_I],
               H = dims[MT_REC_H], D = dims[MT_REC_D], K = dims[MT_REC_K];
     float *dax = scratch, *dah = scratch + G * H;
+    const int reset_first = dims[MT_REC_RESET_FIRST], through_h = reset_first ? 2 * H : G * H;
     int d, s, b, j, k, i;
     if (dX) {
         for (s = 0; s < S; ++s)
@@ -220,9 +272,11 @@ static inline void mt_rec_backward(const int32_t *dims, const float *X, const fl
                                               dax + j, dah + j);
                     if (dcb) dcb[j] = dcj;
                 }
+                if (reset_first) mt_rec_reset_first_grad(H, tr, hp, rw + (size_t)2 * H * H, dax, dah, dhb);
                 for (k = 0; k < G * H; ++k) {
+                    const float *src = k < through_h ? hp : tr + 3 * H;  /* what R's row k multiplied */
                     if (dW) for (i = 0; i < I; ++i) dW[((size_t)d * G * H + k) * I + i] += dax[k] * x[i];
-                    if (dR && hp) for (i = 0; i < H; ++i) dR[((size_t)d * G * H + k) * H + i] += dah[k] * hp[i];
+                    if (dR && src) for (i = 0; i < H; ++i) dR[((size_t)d * G * H + k) * H + i] += dah[k] * src[i];
                     if (dbias) {
                         dbias[k] += dax[k];
                         dbias[G * H + k] += dah[k];
@@ -238,7 +292,7 @@ static inline void mt_rec_backward(const int32_t *dims, const float *X, const fl
                 }
                 for (i = 0; i < H; ++i) {
                     float sum = dhb[i];
-                    for (k = 0; k < G * H; ++k) sum += dah[k] * rw[(size_t)k * H + i];
+                    for (k = 0; k < through_h; ++k) sum += dah[k] * rw[(size_t)k * H + i];
                     dhb[i] = sum;
                 }
             }
