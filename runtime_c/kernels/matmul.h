@@ -18,4 +18,19 @@ static inline void mt_matmul(int batch, int M, int N, int K, const float *A, int
     }
 }
 
+/* Batch dims broadcast against each other (numpy rules, e.g. (2, 1) against (3,)): output batch b
+ * reads A + ao[b], B + bo[b] and writes Y + yo[b]; first[b] = 0 where an earlier batch wrote the
+ * same Y, which then adds to it (the gradient of an operand broadcast over those batches). */
+static inline void mt_matmul_indexed(int batch, int M, int N, int K, const float *A, const int32_t *ao,
+                                     int transA, const float *B, const int32_t *bo, int transB, float *Y,
+                                     const int32_t *yo, const int32_t *first, float alpha, float beta)
+{
+    int b;
+    for (b = 0; b < batch; ++b) {
+        float *y = Y + yo[b];
+        const float keep = first[b] ? beta : 1.0f;
+        mt_gemm(M, N, K, alpha, A + ao[b], transA, B + bo[b], transB, keep, keep != 0.0f ? y : NULL, N, 1, y);
+    }
+}
+
 #endif
