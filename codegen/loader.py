@@ -275,10 +275,21 @@ def _fold_constants(model: onnx.ModelProto):
         if len(kept) == len(model.graph.node):
             _folded_weights(kept, known, params)
             return model, kept, known, params, shapes
-        inits = {i.name for i in model.graph.initializer}
         del model.graph.node[:]
         model.graph.node.extend(kept)
-        model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in known.items() if n not in inits)
+        _publish(model, known)
+
+
+def _publish(model: onnx.ModelProto, known: dict) -> None:
+    """Put the folded values where the next shape inference sees them: integers as initializers
+    (their values fix shapes), floats only as typed value_info (their shapes are all it needs, and
+    a model zoo's weights as initializers would be serialized at every round: minutes for VGG-19)."""
+    listed = {i.name for i in model.graph.initializer} | {v.name for v in model.graph.value_info}
+    new = {n: v for n, v in known.items() if n not in listed}
+    model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in new.items() if v.dtype.kind != "f")
+    model.graph.value_info.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for n, v in new.items() if v.dtype.kind == "f")
 
 
 # The weight and bias slots of the compute layers (../shared/DECISIONS.md section 1).
@@ -341,11 +352,10 @@ def _shapes(model) -> dict[str, tuple[int, ...]]:
     return found
 
 
-def _dtype(model, name) -> str:
-    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        if vi.name == name:
-            return _dtype_name(vi.type.tensor_type.elem_type)
-    return "float32"
+def _dtypes(model) -> dict[str, str]:
+    """Each typed tensor's dtype name, the first listing winning (value_info, inputs, outputs)."""
+    infos = [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    return {vi.name: _dtype_name(vi.type.tensor_type.elem_type) for vi in reversed(infos)}
 
 
 def to_ir(folded: Folded) -> Graph:
@@ -368,10 +378,11 @@ def to_ir(folded: Folded) -> Graph:
         elif name in params:
             tensors[name] = Tensor(name, params[name].shape, str(params[name].dtype), FROZEN, params[name])
     inputs = [i.name for i in model.graph.input if i.name not in inits]
+    dtypes = _dtypes(model)
     for node in nodes:
         for name in node.outputs:
             if name and name not in tensors:
-                tensors[name] = Tensor(name, _output_shape(node, name, shapes), _dtype(model, name), ACT)
+                tensors[name] = Tensor(name, _output_shape(node, name, shapes), dtypes.get(name, "float32"), ACT)
     for name in inputs:
         tensors[name] = Tensor(name, shapes[name], "float32", INPUT)
     _check_sizes(tensors)

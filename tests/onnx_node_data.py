@@ -1,6 +1,9 @@
-"""The ONNX node tests (onnx/backend/test/data/node/: one small model per operator variant, with
-reference inputs and outputs). Wheels after onnx 1.17.0 leave them out, so the 1.17.0 wheel is
-downloaded once with pip (no install) into the mcutrain cache and only that folder unzipped."""
+"""The ONNX test data of the onnx 1.17.0 wheel: the node tests (onnx/backend/test/data/node/: one
+small model per operator variant, with reference inputs and outputs) and the model-zoo light graphs
+(onnx/backend/test/data/light/: light_<model>.onnx, weights made by ConstantOfShape, and
+light_<model>_output_0.pb, the output for the input arange(n) / n). Wheels after onnx 1.17.0 leave
+them out, so the 1.17.0 wheel is downloaded once with pip (no install) into the mcutrain cache and
+only those folders unzipped."""
 from __future__ import annotations
 
 import os
@@ -13,7 +16,8 @@ from pathlib import Path
 from codegen.build import cache_dir
 
 VERSION = "1.17.0"
-MEMBERS = "onnx/backend/test/data/node/"
+DATA = "onnx/backend/test/data/"
+FOLDERS = ("node", "light")
 # One fixed wheel (the data is the same in all of them), so any host can fetch it.
 WHEEL_TAGS = ["--platform", "manylinux2014_x86_64", "--python-version", "311",
               "--implementation", "cp", "--abi", "cp311"]
@@ -25,13 +29,24 @@ class Unavailable(Exception):
 
 def node_data() -> Path:
     """The node-test folder, downloaded and unzipped on first use; later calls reuse it."""
+    return _data("node")
+
+
+def light_data() -> Path:
+    """The model-zoo light graphs' folder, as node_data()."""
+    return _data("light")
+
+
+def _data(name: str) -> Path:
     root = cache_dir() / "onnx-1.17-node-data"
-    folder = root / "node"
+    folder = root / name
     if not folder.is_dir():
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
             _unzip(_download(Path(tmp)), Path(tmp) / "data")
-            _publish(Path(tmp) / "data" / MEMBERS, folder)
+            for each in FOLDERS:  # one download serves every folder missing from the cache
+                if not (root / each).is_dir():
+                    _publish(Path(tmp) / "data" / DATA / each, root / each)
     return folder
 
 
@@ -42,13 +57,13 @@ def _download(dest: Path) -> Path:
     wheels = list(dest.glob("onnx-*.whl"))
     if done.returncode or not wheels:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
-        raise Unavailable(f"cannot download onnx {VERSION} for its node-test data: {lines[-1]}")
+        raise Unavailable(f"cannot download onnx {VERSION} for its test data: {lines[-1]}")
     return wheels[0]
 
 
 def _unzip(wheel: Path, dest: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
-        z.extractall(dest, [n for n in z.namelist() if n.startswith(MEMBERS)])
+        z.extractall(dest, [n for n in z.namelist() if n.startswith(tuple(DATA + f + "/" for f in FOLDERS))])
 
 
 def _publish(staged: Path, folder: Path) -> None:

@@ -7,6 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import codegen
 from codegen import loader
 from codegen.errors import ModelError, ShapeError, UnsupportedError
 from codegen.ir import CONST, PARAM
@@ -209,6 +210,8 @@ def test_folded_weights_are_parameters(tmp_path):
                path=tmp_path / "m.onnx")
     roles = {n: t.role for n, t in loader.load(tmp_path / "m.onnx").tensors.items()}
     assert (roles["W"], roles["b"], roles["s"]) == (PARAM, PARAM, CONST)
+    report = codegen.inspect(tmp_path / "m.onnx")  # folds as generate does
+    assert report.unsupported == [] and [p["name"] for p in report.params] == ["W", "b"]
     trainer = compile_model(tmp_path / "m.onnx", tmp_path / "out", loss="mse", lr=0.1)
     before = trainer.get_params()
     trainer.train_step(RNG.normal(size=(3, 6)).astype(np.float32), np.zeros((3, 4), np.float32))
