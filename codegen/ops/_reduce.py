@@ -27,9 +27,10 @@ def check(node, graph):
     reduced_axes(node, graph, len(full))
 
 
-def _summing_walk(node, c, full: tuple, slot: int) -> tuple[str, int]:
-    """mt_sum_to's / mt_gather_strided's rank, shape and strides arguments, and the group size."""
-    axes = reduced_axes(node, c.tg.graph, len(full), slot)
+def _summing_walk(node, c, full: tuple) -> tuple[str, int]:
+    """mt_sum_to's / mt_gather_strided's rank, shape and strides arguments, and the group size
+    (<name>Grad has the axes input at slot 1 too)."""
+    axes = reduced_axes(node, c.tg.graph, len(full))
     kept = [1 if d in axes else n for d, n in enumerate(full)]
     return f"{len(full)}, {ints(c, full)}, {ints(c, strides_over(kept, full))}", prod(full[d] for d in axes)
 
@@ -42,7 +43,7 @@ def register_summing(name: str, mean: bool) -> None:
 
     def emit(node, c):
         x, y = node.inputs[0], node.outputs[0]
-        walk, count = _summing_walk(node, c, c.shape(x), 1)
+        walk, count = _summing_walk(node, c, c.shape(x))
         return f"mt_sum_to({c.ptr(x)}, {c.ptr(y)}, {c.size(y)}, {walk}, {c.size(x)}, {c.f(scale(count))}, 0.0f);"
 
     def grad(node, g):
@@ -50,7 +51,7 @@ def register_summing(name: str, mean: bool) -> None:
 
     def emit_grad(node, c):
         dy, dx = node.inputs[0], node.outputs[0]
-        walk, count = _summing_walk(node, c, c.shape(dx), 1)
+        walk, count = _summing_walk(node, c, c.shape(dx))
         return f"mt_gather_strided({c.ptr(dy)}, {c.ptr(dx)}, {c.size(dx)}, {walk}, {c.f(scale(count))});"
 
     register(name, kernel="sum_to.h", emit=emit, grad=grad, check=check)
