@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import blob, budget, calibrate, export, loader, manifest, memory, ops, tied, training
+from . import flower_app as flower_app_writer
 from .ctext import identifiers
 from .emit import emit, input_idents, running_names
 from .errors import OptionError
@@ -46,12 +47,14 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              optimizer: str = _OPT.kind, beta1: float = _OPT.beta1, beta2: float = _OPT.beta2,
              eps: float = _OPT.eps,
              train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
-             fuse_updates: bool = True,
+             train_channels: str | list[str] | None = None, fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
              quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval",
              untie: bool = False) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them.
+    train_channels: "PATTERN:FRACTION" (or a list): also train the first ceil(FRACTION x n) output
+    channels of the matching weights (codegen/channels.py).
     quantize="int8" with calibration (an .npz of sample inputs): the model is first quantized
     (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too.
     mode="train": PyTorch's model.train() (BatchNorm batch statistics, Dropout active).
@@ -61,7 +64,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
-                training.Selection(train, freeze, train_last, train_bias_only, train_bias_last), batch, output,
+                training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels),
+                batch, output,
                 fuse_updates, accumulate, mode)
     with tied.resolved(model, untie) as source, \
             calibrate.model_to_compile(source, quantize, calibration) as (compiled, quantized):
@@ -139,7 +143,7 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.kind, momentum: float = _OPT.momentum,
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
-            federated: bool = True) -> Report:
+            train_channels: str | list[str] | None = None, federated: bool = True) -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
@@ -164,7 +168,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
     if len(graph.outputs) == 1:
         report.loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
         opt = training.Optimizer(momentum=momentum, kind=optimizer)
-        own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last)
+        own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels)
         report.optimizer = asdict(opt)
         report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch), federated)
     return report
@@ -219,4 +223,9 @@ def _flags(sel: training.Selection) -> str:
         flags.append("--train-bias-only")
     if sel.bias_last is not None:
         flags.append(f"--train-bias-last {sel.bias_last}")
-    return " ".join(flags)
+    return " ".join(flags + [f"--train-channels {c}" for c in sel.channels or []])
+
+
+def flower_app(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients: int = 10) -> Path:
+    """`mcutrain flower-app`: a Flower App training `build_dir` over `clients` simulated clients."""
+    return flower_app_writer.write(build_dir, data, out_dir, clients)

@@ -18,6 +18,7 @@ from . import __version__, api, blob, console, fit, ops, training
 from .budget import ram_bytes
 from .cli_boards import register as register_boards
 from .cli_lifecycle import register as register_lifecycle
+from .cli_flower import register as register_flower
 from .console import call, note, out, print_memory, printable, say
 from .inspection import Report
 
@@ -60,6 +61,8 @@ OptimizerKind = _choices("OptimizerKind", sorted(ops.OPTIMIZERS))
 Quantize = _choices("Quantize", ["int8"])
 Mode = _choices("Mode", training.MODES)
 _OPT = training.Optimizer  # its field defaults are the options' defaults
+CHANNELS_HELP = ("also train the first FRACTION (rounded up) of the output channels of the matching Conv/Gemm/"
+                 "MatMul weights (repeatable)")
 
 
 def _choice_option(choices: type[Enum], default: str, help: str):
@@ -106,6 +109,8 @@ def generate(
     train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
     train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
                                                   help="also train the biases of the last N layers that have one"),
+    train_channels: Optional[list[str]] = typer.Option(None, "--train-channels", metavar="PATTERN:FRACTION",
+                                                       help=CHANNELS_HELP),
     batch: Optional[int] = typer.Option(None, metavar="N", help="pin a dynamic batch dimension"),
     name: Optional[str] = typer.Option(None, metavar="PREFIX", help="C prefix (default: from the model file name)"),
     output: Optional[str] = typer.Option(None, metavar="NAME", help="graph output the loss is attached to"),
@@ -132,7 +137,8 @@ def generate(
                    weight_decay=weight_decay, nesterov=nesterov, train=train, freeze=freeze,
                    batch=batch, name=name, output=output, optimizer=optimizer.value, beta1=beta1,
                    beta2=beta2, eps=eps, train_last=train_last, train_bias_only=train_bias_only,
-                   train_bias_last=train_bias_last, accumulate=accumulate, fuse_updates=fuse_updates,
+                   train_bias_last=train_bias_last, train_channels=train_channels, accumulate=accumulate,
+                   fuse_updates=fuse_updates,
                    ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
                    calibration=calibration, mode=mode.value, untie=untie)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
@@ -223,6 +229,8 @@ def inspect(
     train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
     train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
                                                   help="also train the biases of the last N layers that have one"),
+    train_channels: Optional[list[str]] = typer.Option(None, "--train-channels", metavar="PATTERN:FRACTION",
+                                                       help=CHANNELS_HELP),
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="count the round-start copy of the weights (as generate builds it)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -231,7 +239,7 @@ def inspect(
     Exits with code 2 when the model has unsupported ops."""
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
                   freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
-                  train_bias_last=train_bias_last, federated=federated)
+                  train_bias_last=train_bias_last, train_channels=train_channels, federated=federated)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -291,3 +299,4 @@ def _print_choices(report: Report) -> None:
 
 register_boards(app)
 register_lifecycle(app)
+register_flower(app)

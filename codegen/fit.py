@@ -69,7 +69,8 @@ def _batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.nda
     return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]
 
 
-def _check(trainer, x, y):
+def check(trainer, x, y):
+    """Refuse data the trainer cannot take: sample counts, label shape/range, sample shape."""
     if len(x) != len(y):
         raise DataError(f"x has {len(x)} samples but y has {len(y)}")
     if len(x) < trainer.batch:
@@ -83,7 +84,7 @@ def _check(trainer, x, y):
 def evaluate(trainer, x: np.ndarray, y: np.ndarray, loss: float | None = None) -> EpochResult:
     """Loss and accuracy (cross_entropy: argmax, bce_with_logits: logit > 0) or MSE over whole
     batches. `loss` replaces the loss of the predictions (fit: the mean over the epoch's steps)."""
-    _check(trainer, x, y)
+    check(trainer, x, y)
     metric, score = SCORES[trainer.manifest.loss]
     pairs = [score(trainer.predict(x[idx]).astype(np.float64), y[idx]) for idx in _batches(len(x), trainer.batch, None)]
     losses, values = zip(*pairs)
@@ -93,7 +94,7 @@ def evaluate(trainer, x: np.ndarray, y: np.ndarray, loss: float | None = None) -
 def fit(trainer, x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
         on_step: Callable[[], None] | None = None) -> Iterator[EpochResult]:
     """Train `epochs` epochs (the last incomplete batch of each epoch is dropped)."""
-    _check(trainer, x, y)
+    check(trainer, x, y)
     if len(x) < trainer.train_batch:
         raise DataError(f"the data set has {len(x)} samples, fewer than one training batch ({trainer.train_batch})")
     rng = np.random.default_rng(seed)

@@ -1,0 +1,244 @@
+"""`mcutrain flower-app` and codegen.flower: the app's ServerApp and ClientApp driven in-process
+(a Grid that hands each message to the ClientApp of its node: Ray's simulation takes over a
+minute on 2 cores, `flwr run` is in benchmarks/flower_run.py), 10 clients x 3 rounds. Each
+round's global model must equal `mcutrain aggregate` of the clients' deltas: float weights
+averaged by Flower's FedAvg within float32 rounding (atol 2e-7 + rtol 1e-6: Flower sums
+n_k/N-weighted float32 weights, aggregate n_k-weighted float64 deltas), int8 deltas through
+Int8FedAvg bit for bit (the same validate + fedavg)."""
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+flwr = pytest.importorskip("flwr", reason="the Flower extra: pip install 'mcutrain[flower]'")
+from flwr.app import Array, ArrayRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.serverapp import Grid  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+import codegen  # noqa: E402
+from codegen import blob, flower, partition  # noqa: E402
+from codegen.cli import app  # noqa: E402
+from codegen.errors import DataError, OptionError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "examples" / "digits"
+CLIENTS, ROUNDS, BATCH = 10, 3, 16
+
+
+@pytest.fixture(autouse=True)
+def flwr_home(tmp_path, monkeypatch):
+    """Flower's state under tmp; the run, node and task ids its runtime sets."""
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr_home"))
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("flower") / "digits"
+    codegen.generate(DIGITS / "mlp.onnx", out, loss="cross_entropy", lr=0.05, momentum=0.9, batch=BATCH)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app_dir(build, tmp_path_factory):
+    out = tmp_path_factory.mktemp("flower") / "app"
+    result = CliRunner().invoke(app, ["flower-app", str(build), "--data", str(DIGITS / "digits.npz"),
+                                      "-o", str(out), "--clients", str(CLIENTS)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+class LocalGrid(Grid):
+    """Every message goes to the ClientApp of its node in this process; replies are recorded
+    (round -> [(node, sent message, reply)]) and `tamper` may rewrite one before the server sees it."""
+
+    def __init__(self, run_config: dict, tamper=None):
+        self.run_config, self.tamper, self.rounds = run_config, tamper, {}
+        self.nodes = {100 + k: k for k in range(CLIENTS)}
+
+    def set_run(self, run):
+        pass
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_message_id"] = f"m{node}"  # what the SuperLink assigns
+            context = Context(run_id=1, node_id=node, state=RecordDict(), run_config=self.run_config,
+                              node_config={"partition-id": self.nodes[node], "num-partitions": CLIENTS})
+            reply = flower.client_app(msg, context)
+            reply.metadata.__dict__["_src_node_id"] = node
+            if msg.metadata.message_type == "train":
+                if self.tamper:
+                    reply = self.tamper(node, reply)
+                self.rounds.setdefault(msg.content["config"]["server-round"], []).append((node, msg, reply))
+            replies.append(reply)
+        return replies
+
+
+def run_config(app_dir: Path, **overrides) -> dict:
+    config = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    return {**config, "num-server-rounds": ROUNDS, **overrides}
+
+
+def run(app_dir: Path, tamper=None, **overrides) -> tuple[LocalGrid, dict]:
+    grid = LocalGrid(run_config(app_dir, **overrides), tamper)
+    flower.server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                    run_config=grid.run_config))
+    return grid, dict(np.load(app_dir / "files" / flower.RESULT))
+
+
+def aggregate(build: Path, tmp: Path, start: dict, deltas: list[bytes]) -> dict:
+    """`mcutrain aggregate` of `deltas` (files) on the global model `start`."""
+    np.savez(tmp / "global.npz", **start)
+    paths = []
+    for k, data in enumerate(deltas):
+        paths.append(tmp / f"d{k}.bin")
+        paths[-1].write_bytes(data)
+    out = tmp / "new.npz"
+    result = CliRunner().invoke(app, ["aggregate", str(build), *map(str, paths), "--global", str(tmp / "global.npz"),
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return dict(np.load(out))
+
+
+def globals_by_round(grid: LocalGrid, final: dict) -> list[dict]:
+    """The global model each round started from, then the final one."""
+    return [flower.arrays(grid.rounds[r][0][1].content["arrays"]) for r in sorted(grid.rounds)] + [final]
+
+
+def test_app_files(app_dir, build):
+    """The app Flower reads: components, run config, the client count as a federation."""
+    toml = tomllib.loads((app_dir / "pyproject.toml").read_text())
+    flwr_app = toml["tool"]["flwr"]["app"]
+    assert flwr_app["components"] == {"serverapp": "mcutrain_flower.server_app:app",
+                                      "clientapp": "mcutrain_flower.client_app:app"}
+    assert set(flwr_app["config"]) == {*flower_app_keys(), "lr", "files"} and flwr_app["config"]["lr"] == 0.05
+    fed = toml["tool"]["flwr"]["federations"]
+    assert fed[fed["default"]]["options"]["num-supernodes"] == CLIENTS
+    assert toml["project"]["dependencies"] == ["flwr[simulation]==1.42.0"]
+    assert (app_dir / "files" / "build" / "mcutrain.json").read_bytes() == (build / "mcutrain.json").read_bytes()
+    assert "every client first gets one full training batch" in " ".join((app_dir / "README.md").read_text().split())
+
+
+def flower_app_keys():
+    return {"num-server-rounds", "local-epochs", "fraction-train", "delta", "strategy", "partitioning",
+            "dirichlet-alpha", "seed"}
+
+
+def test_float_weights_fedavg_equals_aggregate(app_dir, build, tmp_path):
+    grid, final = run(app_dir)
+    assert sorted(grid.rounds) == [1, 2, 3] and all(len(v) == CLIENTS for v in grid.rounds.values())
+    m = codegen.manifest.read(build)
+    for r, (start, new) in enumerate(zip(globals_by_round(grid, final), globals_by_round(grid, final)[1:]), 1):
+        deltas = []
+        for node, _, reply in grid.rounds[r]:
+            weights = flower.arrays(reply.content["arrays"])
+            samples = int(reply.content["metrics"]["num-examples"])
+            deltas.append(blob.encode_delta({n: weights[n] - start[n] for n in start}, samples, m))
+        expected = aggregate(build, tmp_path, start, deltas)
+        for name in start:
+            np.testing.assert_allclose(new[name], expected[name], rtol=1e-6, atol=2e-7)
+    accuracy = codegen.fit.evaluate(codegen.load_host(build), *codegen.fit.load_data(DIGITS / "digits.npz"))
+    assert accuracy.value > 0  # the untrained model, for the comparison below
+    trained = codegen.load_host(build)
+    trained.set_params(final)
+    assert codegen.fit.evaluate(trained, *codegen.fit.load_data(DIGITS / "digits.npz")).value > max(accuracy.value, 0.5)
+
+
+def tamper(node: int, reply: Message) -> Message:
+    """Node 103 sends a delta with one flipped byte (CRC), node 105 a truncated one."""
+    if node in (103, 105):
+        data = flower._delta_bytes(reply.content)
+        data = data[:40] + bytes([data[40] ^ 1]) + data[41:] if node == 103 else data[:-1]
+        reply.content["arrays"] = ArrayRecord({flower.DELTA: Array(np.frombuffer(data, np.uint8))})
+    return reply
+
+
+def test_int8_deltas_refuse_corrupted_client(app_dir, build, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        grid, final = run(app_dir, tamper=tamper, delta="int8", partitioning="dirichlet")
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 2 * ROUNDS, refused
+    assert any("client node 103 (format)" in line and "CRC" in line for line in refused), refused
+    assert any("client node 105 (format)" in line for line in refused), refused
+    for r, (start, new) in enumerate(zip(globals_by_round(grid, final), globals_by_round(grid, final)[1:]), 1):
+        good = [flower._delta_bytes(reply.content) for node, _, reply in grid.rounds[r] if node not in (103, 105)]
+        assert len(good) == CLIENTS - 2
+        expected = aggregate(build, tmp_path, start, good)
+        for name in start:
+            np.testing.assert_array_equal(new[name], expected[name])
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedyogi"])
+def test_adaptive_strategies_run(app_dir, name):
+    """Flower's FedAdam/FedYogi on the float weights: every round changes the model, stays finite."""
+    grid, final = run(app_dir, strategy=name, **{"num-server-rounds": 2, "fraction-train": 0.3})
+    assert sorted(grid.rounds) == [1, 2] and all(len(v) == 3 for v in grid.rounds.values())
+    start = globals_by_round(grid, final)[0]
+    assert all(np.isfinite(v).all() for v in final.values())
+    assert any(not np.array_equal(final[n], start[n]) for n in start)
+
+
+def test_int8_needs_fedavg():
+    with pytest.raises(OptionError, match="int8 deltas are averaged by FedAvg only"):
+        flower.strategy({"strategy": "fedadam", "delta": "int8", "fraction-train": 1.0}, None)
+
+
+def test_partitions():
+    """Deterministic; every client has one full batch; Dirichlet(0.1) skews the labels."""
+    y = np.random.default_rng(0).integers(0, 10, 10_000)
+    skew = {}
+    for method in ("iid", "dirichlet"):
+        parts = partition.split(10_000, 50, 16, method, 0.1, seed=3, groups=y)
+        again = partition.split(10_000, 50, 16, method, 0.1, seed=3, groups=y)
+        assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+        assert min(map(len, parts)) >= 16 and np.array_equal(np.sort(np.concatenate(parts)), np.arange(10_000))
+        skew[method] = np.mean([np.bincount(y[p], minlength=10).max() / len(p) for p in parts])
+    assert skew["iid"] < 0.2 and skew["dirichlet"] > 0.5, skew  # share of a client's main class
+    with pytest.raises(DataError, match="use at most 62 clients"):
+        partition.check(1000, 63, 16)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clients", "0"], "--clients must be at least 1"),
+    (["--clients", "113"], "use at most 112 clients"),
+    (["--data", "{x3}"], "samples in x have shape (3,), the model takes (64,)"),
+    (["--build", "missing"], "is not a generated build folder"),
+])
+def test_bad_input_writes_nothing(build, tmp_path, args, message):
+    np.savez(tmp_path / "x3.npz", x=np.zeros((100, 3), np.float32), y=np.zeros(100, np.int64))
+    options = {"--data": str(DIGITS / "digits.npz"), "--build": str(build)}
+    rest = []
+    for key, value in zip(args[::2], args[1::2]):
+        if key in options:
+            options[key] = str(tmp_path / "x3.npz") if value == "{x3}" else str(tmp_path / value)
+        else:
+            rest += [key, value]
+    out = tmp_path / "app"
+    result = CliRunner().invoke(app, ["flower-app", options["--build"], "--data", options["--data"], "-o", str(out), *rest])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not out.exists()
