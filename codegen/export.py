@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import loader
+from . import channels, loader
 from .errors import ModelError
 from .export_quantized import write_back
 from .files import write_atomic
@@ -35,14 +35,19 @@ def initial_params(build_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]
     """The trainable tensors and the state as generated (the compiled-in weights: the first global
     model), as the loader reads them (a quantized model's parameters are dequantized constants)."""
     tensors = loader.load(_source_path(build_dir), manifest.batch).tensors
-    return {p.name: np.asarray(tensors[p.name].value, np.float32) for p in (*manifest.params, *manifest.state)}
+    full = {name: np.asarray(t.value, np.float32) for name, t in tensors.items() if t.value is not None}
+    return {p.name: channels.initial(p.name, full) for p in (*manifest.params, *manifest.state)}
 
 
 def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> None:
     """Write the source model with `params` in place of its initializers of the same names (in a
     quantized model, of the dequantized constants they are: export_quantized); they may include
-    the state (running statistics: the inference model normalises with the trained ones)."""
-    model = onnx.load(str(_source_path(build_dir)))
+    the state (running statistics: the inference model normalises with the trained ones). A
+    trainable slice of a weight (--train-channels) is written into that weight."""
+    path_in = _source_path(build_dir)
+    if any(channels.sliced(name) for name in params):
+        params = channels.join(params, {name: t.value for name, t in loader.load(path_in).tensors.items()})
+    model = onnx.load(str(path_in))
     params = write_back(model.graph, params)
     found = {i.name: i for i in model.graph.initializer}
     missing = sorted(set(params) - set(found))

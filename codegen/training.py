@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from . import ops, quantized
+from . import channels, ops, quantized
 from .autodiff import backward, requires_grad
 from .errors import OptionError
 from .ir import FROZEN, LABEL, PARAM, STATE, TRAIN_DOMAIN, Graph, Node
@@ -82,17 +82,18 @@ class TrainingGraph:
 class Selection:
     """Which parameters train (../shared/DECISIONS.md section 1). The narrowing criteria (train,
     last, bias_only) intersect to a base set (everything when none is given); the adding ones
-    (bias_last) join it, on an empty base when they come alone; `freeze` then removes."""
+    (bias_last, channels) join it, on an empty base when they come alone; `freeze` then removes."""
     train: str | list[str] | None = None  # glob patterns on parameter names
     freeze: str | list[str] | None = None
     last: int | None = None  # only the parameters of the last N parameterised layers
     bias_only: bool = False  # only biases (1-D parameters added to a layer's output)
     bias_last: int | None = None  # adding: the biases of the last N layers that have one
+    channels: str | list[str] | None = None  # adding: "PATTERN:FRACTION", first channels of weights (channels.py)
 
     def __post_init__(self):
         """One pattern may be a plain string (train="fc2.*"): a string is a sequence too, and
         would otherwise be matched one character at a time."""
-        for name in ("train", "freeze"):
+        for name in ("train", "freeze", "channels"):
             if isinstance(getattr(self, name), str):
                 setattr(self, name, [getattr(self, name)])
 
@@ -122,6 +123,8 @@ def _biases(graph: Graph) -> list[str]:
 
 
 def select_trainable(graph: Graph, sel: Selection) -> list[str]:
+    """The trainable parameters in blob order; a weight training some of its channels appears as
+    its slice (channels.slice_name), which build() then splits off."""
     names = [t.name for t in graph.of_role(PARAM)]
     if not names:
         hint = ("; its quantized layers keep their weights as integers (the QOperator form): quantize it in "
@@ -136,7 +139,8 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
         return hits
 
     narrowing = bool(sel.train) or sel.last is not None or sel.bias_only
-    chosen = set(names) if narrowing or sel.bias_last is None else set()
+    partial = channels.select(graph, sel.channels or [])
+    chosen = set(names) if narrowing or (sel.bias_last is None and not partial) else set()
     if sel.train:
         chosen &= set().union(*map(matching, sel.train))
     if sel.last is not None:
@@ -151,10 +155,13 @@ def select_trainable(graph: Graph, sel: Selection) -> list[str]:
         if not 1 <= sel.bias_last <= len(biases):
             raise OptionError(f"--train-bias-last {sel.bias_last}: the model has {len(biases)} layers with a bias")
         chosen |= set(biases[-sel.bias_last:])
-    chosen -= set().union(*map(matching, sel.freeze or []))
-    if not chosen:
+    frozen = set().union(*map(matching, sel.freeze or []))
+    chosen |= {w for w, name in partial.items() if name == w}  # a fraction that takes every channel
+    chosen -= frozen
+    partial = {w: name for w, name in partial.items() if w not in chosen | frozen}
+    if not chosen and not partial:
         raise OptionError("the trainable-set options leave no parameter to train")
-    return [n for n in names if n in chosen]
+    return [partial.get(n, n) for n in names if n in chosen or n in partial]
 
 
 MODES = ("eval", "train")  # PyTorch's model.eval() / model.train() (../shared/DECISIONS.md §5)
@@ -173,6 +180,7 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     if lossdef is None:
         raise OptionError(f"unknown loss '{loss}'; choose one of: {', '.join(sorted(ops.LOSSES))}")
     trainable = select_trainable(graph, selection or Selection())
+    channels.split(graph, trainable)
     for t in graph.of_role(PARAM):
         if t.name not in trainable:
             t.role = FROZEN

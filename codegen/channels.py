@@ -1,0 +1,152 @@
+"""Channel-sparse weight update (`--train-channels PATTERN:FRACTION`): the first
+ceil(FRACTION x n) output channels of a layer's weight train, the rest stays frozen.
+
+At compile time the layer is split in two: one node with the trainable slice (a parameter of its
+own, named `W[:k]`, or `W[:, :k]` when the channels are the weight's dim 1) and one with the
+frozen rest (const, flash), their outputs joined by a Concat along the output-channel axis. So the
+weight gradient is computed for the trained channels only (no full dW), only the trainable node
+keeps its input for the backward, and the parameter blob, get/set_params, the optimizer state and
+federated deltas all see the slice; `export` joins it back into the full weight."""
+from __future__ import annotations
+
+import math
+import re
+from fnmatch import fnmatchcase
+
+import numpy as np
+
+from .errors import OptionError
+from .ir import CONST, FROZEN, PARAM, Graph, Node, Tensor
+
+_SLICE = re.compile(r"^(?P<weight>.+)\[(?P<cols>:, )?:(?P<k>[0-9]+)\]$")
+
+
+def parse(spec: str) -> tuple[str, float]:
+    """'PATTERN:FRACTION' (split on the last ':') -> (pattern, fraction in (0, 1])."""
+    pattern, sep, fraction = spec.rpartition(":")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = None
+    if not sep or not pattern or value is None:
+        raise OptionError(f"--train-channels '{spec}': expected PATTERN:FRACTION, e.g. 'features.16.*:0.25'")
+    if not 0 < value <= 1:
+        raise OptionError(f"--train-channels '{spec}': the fraction must be in (0, 1], not {fraction}")
+    return pattern, value
+
+
+def weights(graph: Graph) -> dict[str, tuple[Node, int]]:
+    """The weights whose output channels can train apart -> (their layer, the channel axis of the
+    weight): Conv's dim 0, Gemm's output dim (per transB), a 2-D MatMul weight's last dim."""
+    found = {}
+    for node in graph.nodes:
+        w = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        if w is None or w.role != PARAM:
+            continue
+        if node.op == "Conv" and node.attrs.get("group", 1) == 1:
+            found.setdefault(w.name, (node, 0))
+        elif node.op == "Gemm":
+            found.setdefault(w.name, (node, 0 if node.attrs.get("transB", 0) else 1))
+        elif node.op == "MatMul" and len(w.shape) == 2:
+            found.setdefault(w.name, (node, 1))
+    return found
+
+
+def select(graph: Graph, specs: list[str]) -> dict[str, str]:
+    """{weight: its trainable slice's name (the weight's own when all channels train)} for the
+    --train-channels values; a weight several patterns match trains the largest fraction."""
+    eligible = weights(graph)
+    chosen: dict[str, int] = {}
+    for spec in specs:
+        pattern, fraction = parse(spec)
+        hits = [w for w in eligible if fnmatchcase(w, pattern)]
+        if not hits:
+            raise OptionError(f"--train-channels '{spec}': '{pattern}' matches no Conv (group 1), Gemm or 2-D "
+                              f"MatMul weight; those are: {', '.join(eligible) or 'none'}")
+        for w in hits:
+            n = graph.shape(w)[eligible[w][1]]
+            chosen[w] = max(chosen.get(w, 0), math.ceil(fraction * n - 1e-9))
+            readers = [node for node in graph.nodes if w in node.inputs]
+            if len(readers) > 1:
+                raise OptionError(f"--train-channels '{spec}': '{w}' is read by {len(readers)} nodes; give "
+                                  "each its own copy (--untie) to train some of its channels")
+    return {w: w if k == graph.shape(w)[eligible[w][1]] else slice_name(w, k, eligible[w][1])
+            for w, k in chosen.items()}
+
+
+def slice_name(weight: str, k: int, axis: int) -> str:
+    return f"{weight}[{':, ' * axis}:{k}]"
+
+
+def sliced(name: str) -> tuple[str, int, int] | None:
+    """(weight, channel axis, k) if `name` is a trainable slice, else None."""
+    m = _SLICE.match(name)
+    return (m["weight"], 1 if m["cols"] else 0, int(m["k"])) if m else None
+
+
+def split(graph: Graph, trainable: list[str]) -> None:
+    """Rewrite the layer of every slice in `trainable` into a trainable and a frozen part."""
+    layers = weights(graph)
+    for name in trainable:
+        if (s := sliced(name)) is not None and s[0] in layers:
+            _split(graph, *layers[s[0]], s[2], name, trainable)
+
+
+def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: list[str]) -> None:
+    w = graph.tensors[node.inputs[1]]
+    value = np.asarray(w.value, np.float32)
+    head, rest = np.split(value, [k], axis=axis)
+    head = Tensor(name, head.shape, w.dtype, PARAM, np.ascontiguousarray(head))
+    graph.tensors = {name if t is w else t.name: head if t is w else t for t in graph.tensors.values()}
+    frozen = graph.add(f"{w.name}[{':, ' * axis}{k}:]", rest.shape, w.dtype, FROZEN, np.ascontiguousarray(rest))
+    y = node.outputs[0]
+    out_axis = len(graph.shape(y)) - 1 if node.op != "Conv" else 1
+    parts = []
+    for weight, lo, hi, what in ((name, 0, k, "trained"), (frozen, k, value.shape[axis], "frozen")):
+        shape = list(graph.shape(y))
+        shape[out_axis] = hi - lo
+        inputs = [node.inputs[0], weight, *(_bias_part(graph, node, b, lo, hi, trainable) for b in node.inputs[2:3])]
+        out = graph.add(f"{y}.{what}", shape)
+        parts.append(Node(node.op, inputs, [out], dict(node.attrs), f"{node.name or y} ({what} channels)", node.domain))
+    at = graph.nodes.index(node)
+    graph.nodes[at:at + 1] = [*parts, Node("Concat", [p.outputs[0] for p in parts], [y], {"axis": out_axis},
+                                           f"{node.name or y} (channels joined)")]
+
+
+def _bias_part(graph: Graph, node: Node, bias: str, lo: int, hi: int, trainable: list[str]) -> str:
+    """The bias channels lo:hi: a frozen bias is split into constants; a trainable one (or a Gemm C
+    broadcast along the channels) is read by both parts, through a Slice when it has channels."""
+    t = graph.tensors[bias] if bias else None
+    if t is None or t.shape[-1:] in ((), (1,)):
+        return bias
+    if bias not in trainable:
+        return graph.add(f"{bias}[..., {lo}:{hi}]", t.shape[:-1] + (hi - lo,), t.dtype, FROZEN,
+                         np.ascontiguousarray(t.value[..., lo:hi]))
+    ints = [graph.add(f"{bias}.slice.{what}", (1,), "int64", CONST, np.array([v], np.int64))
+            for what, v in (("start", lo), ("end", hi), ("axis", -1))]
+    out = graph.add(f"{bias}[..., {lo}:{hi}]", t.shape[:-1] + (hi - lo,))
+    at = graph.nodes.index(node)
+    graph.nodes.insert(at, Node("Slice", [bias, *ints], [out], {}, f"{bias} channels {lo}:{hi}"))
+    return out
+
+
+def join(params: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`params` with every trainable slice written into a copy of its full weight (`full`)."""
+    joined = {}
+    for name, value in params.items():
+        if (s := sliced(name)) is None:
+            joined[name] = value
+            continue
+        weight, axis, k = s
+        whole = np.array(joined.get(weight, full[weight]), np.float32)
+        whole[(slice(None),) * axis + (slice(0, k),)] = value
+        joined[weight] = whole
+    return joined
+
+
+def initial(name: str, full: dict[str, np.ndarray]) -> np.ndarray:
+    """The compiled-in value of parameter `name` (a slice of its weight, or the tensor itself)."""
+    if (s := sliced(name)) is None:
+        return full[name]
+    weight, axis, k = s
+    return full[weight][(slice(None),) * axis + (slice(0, k),)]

@@ -1,0 +1,141 @@
+"""Channel-sparse weight update (--train-channels, codegen/channels.py): the first channels of a
+layer's weight train as a parameter of their own, the rest stays frozen.
+
+Tolerance (float32, as tests/test_train_vs_torch.py): each of 30 steps' losses within 1e-5
+relative (+1e-6 absolute) of PyTorch training the same slices, final weights within 2e-5."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from codegen import federated, loader, training
+from codegen.blob import decode_delta, decode_params
+from codegen.errors import OptionError
+from helpers import compile_model, export_torch
+from test_cli_errors import expect_error, mlp_model
+
+torch = pytest.importorskip("torch", reason="the reference is PyTorch autograd")
+
+STEPS, BATCH = 30, 4
+# conv 0 (frozen bias: split into constants), conv 2 and the Linear 5 (trainable biases: sliced)
+CHANNELS = ["0.weight:0.5", "2.weight:0.25", "5.weight:0.5"]
+SLICES = {"0.weight": 4, "2.weight": 2, "5.weight": 3}
+
+
+def cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(8 * 6 * 6, 5))
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return export_torch(cnn(), torch.zeros(BATCH, 3, 6, 6), tmp_path_factory.mktemp("m") / "cnn.onnx", dynamo=False)
+
+
+def test_matches_torch_masked(tmp_path, model_path):
+    """30 steps of SGD with momentum and weight decay: the C trains the slices as PyTorch does
+    when only those channels are parameters (so neither gradient nor decay reaches the others)."""
+    lr, hyper = 0.05, {"momentum": 0.9, "weight_decay": 1e-3}
+    trainer = compile_model(model_path, tmp_path / "b", loss="cross_entropy", lr=lr, train_channels=CHANNELS,
+                            train_bias_last=2, **hyper)
+    params = trainer.get_params()
+    assert {n: v.shape for n, v in params.items()} == {
+        "0.weight[:4]": (4, 3, 3, 3), "2.weight[:2]": (2, 8, 3, 3), "2.bias": (8,), "5.weight[:3]": (3, 288),
+        "5.bias": (5,)}
+    model = cnn()
+    full = {n: p.detach().clone() for n, p in model.named_parameters()}
+    leaves = {n: full[n][:k].clone().requires_grad_() for n, k in SLICES.items()}
+    leaves.update({n: full[n].clone().requires_grad_() for n in ("2.bias", "5.bias")})
+    opt = torch.optim.SGD(leaves.values(), lr=lr, **hyper)
+
+    def weights():
+        return {n: torch.cat([leaves[n], full[n][SLICES[n]:]]) if n in SLICES else leaves.get(n, full[n])
+                for n in full}
+
+    rng = np.random.default_rng(1)
+    for step in range(STEPS):
+        x = rng.normal(size=(BATCH, 3, 6, 6)).astype(np.float32)
+        y = rng.integers(0, 5, size=BATCH)
+        out = torch.func.functional_call(model, weights(), (torch.tensor(x),))
+        ref = torch.nn.functional.cross_entropy(out, torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        assert trainer.train_step(x, y) == pytest.approx(ref.item(), rel=1e-5, abs=1e-6), f"step {step}"
+    final = trainer.get_params()
+    for name, k in SLICES.items():
+        np.testing.assert_allclose(final[f"{name}[:{k}]"], leaves[name].detach().numpy(), atol=2e-5)
+    assert np.array_equal(decode_params(trainer.save_params(), trainer.manifest)["2.weight[:2]"],
+                          final["2.weight[:2]"])
+
+    trainer.export_onnx(tmp_path / "out.onnx")
+    exported = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
+    for name, k in SLICES.items():
+        assert exported[name].shape == tuple(full[name].shape)
+        np.testing.assert_array_equal(exported[name][:k], final[f"{name}[:{k}]"])
+        np.testing.assert_array_equal(exported[name][k:], full[name][k:].numpy())
+
+
+def test_federated_delta_over_the_slice(tmp_path, model_path):
+    """A round's delta holds the trained slices only, and FedAvg of it moves only them."""
+    trainer = compile_model(model_path, tmp_path / "b", loss="cross_entropy", lr=0.05,
+                            train_channels="2.weight:0.25")
+    start = trainer.get_params()
+    trainer.begin_round()
+    rng = np.random.default_rng(2)
+    trainer.train_step(rng.normal(size=(BATCH, 3, 6, 6)).astype(np.float32), rng.integers(0, 5, size=BATCH))
+    delta, samples = decode_delta(trainer.delta(7), trainer.manifest)
+    assert samples == 7 and list(delta) == ["2.weight[:2]"] and delta["2.weight[:2]"].shape == (2, 8, 3, 3)
+    np.testing.assert_allclose(delta["2.weight[:2]"], trainer.get_params()["2.weight[:2]"] - start["2.weight[:2]"],
+                               atol=1e-7)
+    new = federated.fedavg(start, [(delta, samples)])
+    np.testing.assert_allclose(new["2.weight[:2]"], trainer.get_params()["2.weight[:2]"], atol=1e-7)
+
+
+def select(path, **sel):
+    return training.select_trainable(loader.load(path), training.Selection(**sel))
+
+
+def test_selector_algebra(model_path):
+    """An adding selector (DECISIONS §1): joins the base set (empty when only adding selectors
+    come), a whole weight chosen otherwise wins over its slice, --freeze is subtracted last."""
+    assert select(model_path, channels="2.weight:0.25") == ["2.weight[:2]"]
+    assert select(model_path, channels=["2.*:0.3"]) == ["2.weight[:3]"]  # ceil(0.3 x 8); biases never sliced
+    assert select(model_path, channels="5.weight:0.01") == ["5.weight[:1]"]  # at least one channel
+    assert select(model_path, channels="5.weight:1") == ["5.weight"]
+    assert select(model_path, last=1, channels="2.weight:0.25") == ["2.weight[:2]", "5.weight", "5.bias"]
+    assert select(model_path, last=1, channels="5.weight:0.5") == ["5.weight", "5.bias"]
+    assert select(model_path, bias_last=1, channels="*.weight:0.5") == [
+        "0.weight[:4]", "2.weight[:4]", "5.weight[:3]", "5.bias"]
+    assert select(model_path, channels="*.weight:0.5", freeze="0.*") == ["2.weight[:4]", "5.weight[:3]"]
+    with pytest.raises(OptionError, match="leave no parameter"):
+        select(model_path, channels="2.weight:0.5", freeze="2.weight")
+
+
+@pytest.mark.parametrize("value, needles", [
+    ("nothing*:0.5", ["'nothing*' matches no Conv", "W"]),
+    ("W:0", ["fraction must be in (0, 1]"]),
+    ("W:1.5", ["fraction must be in (0, 1]"]),
+    ("W", ["expected PATTERN:FRACTION"]),
+    ("W:half", ["expected PATTERN:FRACTION"]),
+    ("b:0.5", ["'b' matches no Conv"]),
+])
+def test_bad_input(tmp_path, value, needles):
+    path = tmp_path / "m.onnx"
+    mlp_model(path)
+    expect_error(tmp_path, ["generate", path, "-o", tmp_path / "out", "--train-channels", value], *needles)
+
+
+def test_inspect_and_budget_show_the_choice(tmp_path, model_path):
+    """The memory report of the choice: the slice and its momentum instead of whole weights."""
+    from codegen import api
+    report = api.inspect(model_path, optimizer="sgd", momentum=0.9, train_channels="2.weight:0.25")
+    mine = next(r for r in report.memory_by_choice if r.choice == "your choice")
+    assert mine.options == "--train-channels 2.weight:0.25"
+    assert mine.memory["param_bytes"] == 2 * 8 * 9 * 4 and mine.memory["optimizer_state_bytes"] == 2 * 8 * 9 * 4
+    expect_error(tmp_path, ["generate", model_path, "-o", tmp_path / "out", "--train-channels", "2.weight:0.25",
+                            "--ram-budget", "100"], "--ram-budget")
