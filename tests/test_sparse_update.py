@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from codegen import federated, loader, training
 from codegen.blob import decode_delta, decode_params
 from codegen.errors import OptionError
-from helpers import compile_model, export_torch
+from helpers import compile_model, export_torch, onnx_model
 from test_cli_errors import expect_error, mlp_model
 
 torch = pytest.importorskip("torch", reason="the reference is PyTorch autograd")
@@ -94,6 +94,51 @@ def test_federated_delta_over_the_slice(tmp_path, model_path):
                                atol=1e-7)
     new = federated.fedavg(start, [(delta, samples)])
     np.testing.assert_allclose(new["2.weight[:2]"], trainer.get_params()["2.weight[:2]"], atol=1e-7)
+
+
+def test_matmul_and_gemm_columns(tmp_path):
+    """A 2-D MatMul weight and a Gemm with transB=0 train their first columns; with a trainable Gemm
+    C sliced for both parts. One SGD step from the same weights: the slices move exactly as the
+    same entries do when everything trains, the rest does not move."""
+    rng = np.random.default_rng(3)
+    inits = {"W1": rng.normal(size=(8, 6)), "b1": rng.normal(size=6), "W2": rng.normal(size=(6, 3)),
+             "c": rng.normal(size=3)}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Gemm", ["r", "W2", "c"], ["y"])]
+    path = tmp_path / "m.onnx"
+    onnx_model(nodes, {"x": [4, 8]}, {"y": [4, 3]}, {k: v.astype(np.float32) for k, v in inits.items()}, path=path)
+    x, y = rng.normal(size=(4, 8)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
+    full = compile_model(path, tmp_path / "full", lr=0.1)
+    sparse = compile_model(path, tmp_path / "sparse", lr=0.1, train_channels=["W1:0.5", "W2:0.34"], train_bias_last=1)
+    assert full.train_step(x, y) == sparse.train_step(x, y)
+    want, got = full.get_params(), sparse.get_params()
+    assert list(got) == ["W1[:, :3]", "W2[:, :2]", "c"]
+    np.testing.assert_allclose(got["W1[:, :3]"], want["W1"][:, :3], atol=1e-6)
+    np.testing.assert_allclose(got["W2[:, :2]"], want["W2"][:, :2], atol=1e-6)
+    np.testing.assert_allclose(got["c"], want["c"], atol=1e-6)
+    sparse.export_onnx(tmp_path / "out.onnx")
+    exported = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "out.onnx")).graph.initializer}
+    np.testing.assert_array_equal(exported["W1"][:, 3:], inits["W1"][:, 3:].astype(np.float32))
+    np.testing.assert_array_equal(exported["W2"][:, :2], got["W2[:, :2]"])
+
+
+def test_quantized_model(tmp_path, model_path):
+    """In an int8 model (--quantize int8) the layer with trainable channels runs in float (both
+    its parts; the frozen rest is its dequantized weight), the other layers in int8; the export
+    runs in onnxruntime as the host predicts."""
+    ort = pytest.importorskip("onnxruntime", reason="runs the exported model")
+    rng = np.random.default_rng(4)
+    np.savez(tmp_path / "calib.npz", x=rng.normal(size=(16, 3, 6, 6)).astype(np.float32))
+    trainer = compile_model(model_path, tmp_path / "b", loss="cross_entropy", lr=0.05, quantize="int8",
+                            calibration=tmp_path / "calib.npz", train_channels="2.weight:0.25", batch=BATCH)
+    assert list(trainer.get_params()) == ["2.weight[:2]"]
+    x, y = rng.normal(size=(BATCH, 3, 6, 6)).astype(np.float32), rng.integers(0, 5, size=BATCH)
+    losses = [trainer.train_step(x, y) for _ in range(5)]
+    assert losses[-1] < losses[0]
+    trainer.export_onnx(tmp_path / "out.onnx")
+    session = ort.InferenceSession(str(tmp_path / "out.onnx"))
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0], trainer.predict(x),
+                               atol=1e-5)
 
 
 def select(path, **sel):
