@@ -68,8 +68,11 @@ static inline void mt_gemm(int M, int N, int K, float alpha, const float *MT_RES
             for (n = 0; n < N; ++n) y[n] = beta * c[(size_t)n * csn];
         }
         for (k = 0; k < K; ++k) {
+            /* A zero row of op(A) (a gradient that a ReLU, Clip or MaxPool stopped) adds only
+             * zeros: skipped (B is finite: the step checks its input and loss). */
             const float s = alpha * a[(size_t)k * sak];
             const float *MT_RESTRICT b = B + (size_t)k * N;
+            if (s == 0.0f) continue;
             for (n = 0; n < N; ++n) y[n] += s * b[n];
         }
     }
