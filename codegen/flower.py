@@ -8,9 +8,12 @@ writes). Server: Flower's FedAvg/FedAdam/FedYogi on weights, or `Int8FedAvg`, wh
 each delta like `mcutrain aggregate` and drops a bad client instead of the round."""
 from __future__ import annotations
 
+import tomllib
+from contextlib import contextmanager
 from functools import lru_cache
 from logging import INFO, WARNING
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -18,6 +21,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from flwr.supercore import log
+from flwr.supercore.task_identity import TaskIdentity
 
 from . import blob, export, federated, fit, partition
 from .build import HostTrainer, load_host
@@ -81,7 +85,10 @@ def train(msg: Message, context: Context) -> Message:
     start = arrays(msg.content["arrays"])
     _swap_in(trainer, start)
     trainer.set_lr(float(cfg["lr"]))
-    seed = int(cfg["seed"]) + 1_000_003 * int(msg.content["config"]["server-round"]) + int(context.node_config["partition-id"])
+    # The client's own shuffling and Dropout stream, whichever virtual clients ran before it here.
+    seed = (int(cfg["seed"]) + 1_000_003 * int(msg.content["config"]["server-round"])
+            + int(context.node_config["partition-id"])) % 2**32
+    trainer.set_seed(seed)
     epochs = list(fit.fit(trainer, x, y, int(cfg["local-epochs"]), seed))
     samples = len(x)
     if cfg["delta"] == "int8":
@@ -175,3 +182,72 @@ def main(grid: Grid, context: Context) -> None:
         raise DataError("no round produced a global model")
     blob.write_params(files / RESULT, arrays(result.arrays), manifest)
     log(INFO, "wrote %s", files / RESULT)
+
+
+class LocalGrid(Grid):
+    """A Grid that hands every message to the ClientApp of its node in this process, one after
+    the other (no Ray, no SuperLink): the tests and benchmarks/flower_scale.py. Train replies are
+    recorded by round as (node, message sent, reply); `tamper(node, reply)` may replace one
+    before the strategy sees it (a corrupted client)."""
+
+    def __init__(self, run_config: dict, clients: int, tamper: Callable[[int, Message], Message] | None = None,
+                 record: bool = True):
+        self.run_config, self.tamper, self.record = run_config, tamper, record
+        self.nodes = {100 + k: k for k in range(clients)}
+        self.rounds: dict[int, list[tuple[int, Message, Message]]] = {}
+
+    def set_run(self, run):
+        raise NotImplementedError
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_message_id"] = f"{node}"  # what a SuperLink assigns
+            context = Context(run_id=1, node_id=node, state=RecordDict(), run_config=self.run_config,
+                              node_config={"partition-id": self.nodes[node], "num-partitions": len(self.nodes)})
+            reply = client_app(msg, context)
+            reply.metadata.__dict__["_src_node_id"] = node
+            if msg.metadata.message_type == "train":
+                reply = self.tamper(node, reply) if self.tamper else reply
+                if self.record:
+                    self.rounds.setdefault(int(msg.content["config"]["server-round"]), []).append((node, msg, reply))
+            replies.append(reply)
+        return replies
+
+
+@contextmanager
+def _task_identity():
+    """The ids Flower's runtime sets in a ServerApp process (Message() reads them)."""
+    saved = TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def simulate(app_dir: Path, clients: int, tamper=None, record: bool = True, **overrides) -> LocalGrid:
+    """Run the app's ServerApp over `clients` in-process clients with its run config plus
+    `overrides` (as `flwr run --run-config`); the global model lands in files/global_model.npz."""
+    config = tomllib.loads((Path(app_dir) / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    grid = LocalGrid({**config, **overrides}, clients, tamper, record)
+    with _task_identity():
+        server_app(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=grid.run_config))
+    return grid

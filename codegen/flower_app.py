@@ -36,6 +36,10 @@ Federated training of the mcutrain C trainer (host build: the same arithmetic as
     flwr run {app}
     flwr run {app} --run-config "num-server-rounds=10 local-epochs=2 strategy='fedadam'"
 
+`flwr run` starts Flower's local SuperLink (it keeps running in the background) and, for each
+run, an environment made with uv (flwr's dependencies, downloaded on first use) layered on the
+one running `flwr`, which must have mcutrain installed.
+
 The final global model is written to `files/global_model.npz` (load it with `mcutrain train
 --params`, `mcutrain export --params`, ...).
 

@@ -1,0 +1,82 @@
+"""`python -m benchmarks.flower_run [--clients 10] [--rounds 3]`: the Flower App of the digits MLP
+through `flwr run APP_DIR` (Flower's local SuperLink and its Ray simulation runtime), with
+FLWR_HOME in a temporary folder; prints the wall time and checks the global model was written.
+`flwr run` leaves its local SuperLink running in the background; this script stops the one it
+started (found by its FLWR_HOME). A SuperLink already running on Flower's fixed local port would
+take the run instead: the script refuses to start then."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import codegen
+from codegen import flower
+from codegen.flower_app import write
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS = ROOT / "examples" / "digits"
+CONTROL_PORT = 39093  # Flower 1.42's local SuperLink control API (flwr.cli.constant)
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop_superlinks(home: Path) -> int:
+    """Stop the flower-superlink processes started with this FLWR_HOME (their children end with them)."""
+    stopped = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and any(b"flower-superlink" in c for c in cmd) and any(str(home).encode() in c for c in cmd):
+            os.kill(int(proc.name), signal.SIGTERM)
+            stopped += 1
+    return stopped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if _port_busy(CONTROL_PORT):
+        raise SystemExit(f"a Flower SuperLink already listens on 127.0.0.1:{CONTROL_PORT}; stop it first")
+    with tempfile.TemporaryDirectory() as tmp:
+        build, app, home = Path(tmp) / "digits", Path(tmp) / "app", Path(tmp) / "flwr_home"
+        codegen.generate(DIGITS / "mlp.onnx", build, loss="cross_entropy", lr=0.05, momentum=0.9, batch=16)
+        write(build, DIGITS / "digits.npz", app, args.clients)
+        codegen.load_host(build)  # compiled before the clock starts (the cache serves the clients)
+        # This checkout's codegen for the app's processes, whether or not mcutrain is installed.
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "FLWR_HOME": str(home), "PYTHONPATH": path}
+        start = time.perf_counter()
+        try:
+            run = subprocess.run(["flwr", "run", str(app), "--stream", "--run-config", f"num-server-rounds={args.rounds}"],
+                                 env=env, capture_output=True, text=True, timeout=900)
+        finally:
+            _stop_superlinks(home)
+        wall = time.perf_counter() - start
+        result = app / "files" / flower.RESULT
+        if run.returncode or not result.is_file():
+            raise SystemExit(f"flwr run failed (exit {run.returncode}, no {result.name}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        final = dict(np.load(result))
+        trainer = codegen.load_host(build)
+        trainer.set_params(final)
+        accuracy = codegen.fit.evaluate(trainer, *codegen.fit.load_data(DIGITS / "digits.npz")).value
+    print(f"flwr run: {args.clients} clients x {args.rounds} rounds in {wall:.1f} s wall (SuperLink start, "
+          f"app environment, Ray); final global model: accuracy {accuracy:.2%} on the digits")
+
+
+if __name__ == "__main__":
+    main()
