@@ -72,6 +72,16 @@ def mobilenet_choices():
                  for s in (training.Selection(), training.Selection(bias_only=True), training.Selection(last=1)))
 
 
+def mobilenet_channels():
+    """Parameter bytes of the head plus 25% of the last conv's channels, with the whole conv, and
+    the head alone; the arena of the first (--train-channels)."""
+    model = _suite_model("mobilenet", 4)
+    sparse, whole, head = (_arena(model, "cross_entropy", momentum=0.9, selection=s) for s in (
+        training.Selection(last=1, channels="5.body.4.weight:0.25"), training.Selection(last=2),
+        training.Selection(last=1)))
+    return sparse["param_bytes"], whole["param_bytes"], head["param_bytes"], sparse["arena_bytes"]
+
+
 def lenet_fused():
     model = _suite_model("lenet5", 1)
     return tuple(_arena(model, "cross_entropy", fuse=f)["arena_bytes"] for f in (True, False))
@@ -174,6 +184,10 @@ FIGURES = [
     Figure("MobileNet-style arenas (full, bias-only, last layer)",
            r"arena ([\d,]+) B for full training,\s+([\d,]+) B bias-only, ([\d,]+) B last\s+layer only",
            mobilenet_choices),
+    Figure("MobileNet-style channel-sparse update (params: 25% of the last conv, whole conv, head; arena)",
+           r"pointwise conv's channels \(`--train-last 1 --train-channels \"5\.body\.4\.weight:0\.25\"`\) take "
+           r"([\d,]+) B of parameters \(and as much momentum\), against ([\d,]+) B with that whole conv and "
+           r"([\d,]+) B for the head alone; the arena stays ([\d,]+) B", mobilenet_channels),
     Figure("LeNet-5 plain SGD arenas (fused, unfused)", r"LeNet-5 with plain SGD: ([\d,]+) B fused, ([\d,]+) B unfused",
            lenet_fused),
     Figure("federated sizes (round-start copy, int8 delta, float delta, blob)",
