@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-flwr = pytest.importorskip("flwr", reason="the Flower extra: pip install 'mcutrain[flower]'")
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict  # noqa: E402
+pytest.importorskip("flwr", reason="the Flower extra: pip install 'mcutrain[flower]'")
+from flwr.app import Array, ArrayRecord, Message  # noqa: E402
+from flwr.cli.config_utils import load_and_validate  # noqa: E402
+from flwr.cli.flower_config import parse_superlink_connection  # noqa: E402
 
 import codegen  # noqa: E402
 from codegen import blob, flower, partition  # noqa: E402
@@ -82,6 +84,10 @@ def test_app_files(app_dir, build):
     assert set(flwr_app["config"]) == {*flower_app_keys(), "lr", "files"} and flwr_app["config"]["lr"] == 0.05
     fed = toml["tool"]["flwr"]["federations"]
     assert fed[fed["default"]]["options"]["num-supernodes"] == CLIENTS
+    # What `flwr run` checks (components importable from the app folder), no warnings; and the
+    # connection Flower 1.42 migrates the federation into.
+    assert load_and_validate(app_dir / "pyproject.toml", check_module=True)[1] == []
+    assert parse_superlink_connection(fed[fed["default"]], fed["default"]).options.num_supernodes == CLIENTS
     assert toml["project"]["dependencies"] == ["flwr[simulation]==1.42.0"]
     assert (app_dir / "files" / "build" / "mcutrain.json").read_bytes() == (build / "mcutrain.json").read_bytes()
     assert "every client first gets one full training batch" in " ".join((app_dir / "README.md").read_text().split())
