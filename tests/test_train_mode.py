@@ -316,14 +316,17 @@ def test_too_small_a_batch_is_refused(tmp_path):
 
 def test_shared_running_statistics_are_refused(tmp_path):
     """A fresh model's BatchNorms have equal statistics, which the legacy exporter merges into
-    one initializer (even with the scale of ones): updating it for each node would be wrong."""
+    one initializer (even with the scale of ones): updating it for each node would be wrong, so it
+    is refused, pointing to --untie, which gives each node its own."""
     import codegen
     from codegen.errors import UnsupportedError
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4))
     path = export_torch(model, torch.zeros(2, 2, 8, 8), tmp_path / "m.onnx", dynamo=False, keep_bn=True)
-    with pytest.raises(UnsupportedError, match="not a constant of its own"):
+    with pytest.raises(UnsupportedError, match="not a constant of its own.*--untie"):
         codegen.generate(path, tmp_path / "out", mode="train")
+    summary = codegen.generate(path, tmp_path / "out", mode="train", untie=True)  # PyTorch's names
+    assert sorted(s["name"] for s in summary["state"]) == [f"{k}.running_{s}" for k in (1, 4) for s in ("mean", "var")]
 
 
 @pytest.mark.parametrize("shape, epsilon, momentum", [((4, 3), 1e-5, 0.9), ((2, 3, 5), 1e-2, 0.5),

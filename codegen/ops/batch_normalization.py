@@ -44,8 +44,7 @@ def training(node, graph, train: bool):
         t = graph.tensors[name]
         if t.role != CONST or readers or node.inputs[3] == node.inputs[4]:
             raise refuse(node, f"batch statistics when the running statistic '{name}' is not a constant of "
-                         "its own (the legacy exporter merges equal initializers: export after the "
-                         "statistics differ, or use --mode eval)")
+                         "its own (the legacy exporter merges equal initializers: generate with --untie)")
         t.role = RUNNING
     c = shape[1]
     saved = [graph.add(f"{node.outputs[0]}.batch_{k}", (c,)) for k in ("mean", "var")]
