@@ -1,5 +1,6 @@
 """Channel-sparse weight update (`--train-channels PATTERN:FRACTION`): the first
-ceil(FRACTION x n) output channels of a layer's weight train, the rest stays frozen.
+ceil(FRACTION x n) output channels of a layer's weight train (rounded up: at least one channel,
+and 0.25 of 8 channels is 2 whatever float rounding says), the rest stays frozen.
 
 At compile time the layer is split in two: one node with the trainable slice (a parameter of its
 own, named `W[:k]`, or `W[:, :k]` when the channels are the weight's dim 1) and one with the
@@ -134,7 +135,7 @@ def join(params: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict[str
     """`params` with every trainable slice written into a copy of its full weight (`full`)."""
     joined = {}
     for name, value in params.items():
-        if (s := sliced(name)) is None:
+        if (s := sliced(name)) is None or name in full:  # a model's own tensor may be called 'x[:2]'
             joined[name] = value
             continue
         weight, axis, k = s
@@ -146,7 +147,7 @@ def join(params: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict[str
 
 def initial(name: str, full: dict[str, np.ndarray]) -> np.ndarray:
     """The compiled-in value of parameter `name` (a slice of its weight, or the tensor itself)."""
-    if (s := sliced(name)) is None:
+    if (s := sliced(name)) is None or name in full:
         return full[name]
     weight, axis, k = s
     return full[weight][(slice(None),) * axis + (slice(0, k),)]
