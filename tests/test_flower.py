@@ -7,6 +7,7 @@ n_k/N-weighted float32 weights, aggregate n_k-weighted float64 deltas), int8 del
 Int8FedAvg bit for bit (the same validate + fedavg)."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tomllib
 from pathlib import Path
@@ -197,3 +198,12 @@ def test_bad_input_writes_nothing(build, tmp_path, args, message):
     result = CliRunner().invoke(app, ["flower-app", options["--build"], "--data", options["--data"], "-o", str(out), *rest])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not out.exists()
+
+
+def test_flower_example():
+    """examples/federated/flower_digits.py, small: Dirichlet clients at batch 4, int8 deltas."""
+    spec = importlib.util.spec_from_file_location("flower_digits", ROOT / "examples" / "federated" / "flower_digits.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    accuracy = example.run(clients=20, rounds=3, epochs=1, log=lambda *_: None)
+    assert len(accuracy) == 4 and accuracy[-1] > accuracy[0] + 0.1, accuracy
