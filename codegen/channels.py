@@ -112,6 +112,9 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
     at = graph.nodes.index(node)
     graph.nodes[at:at + 1] = [*parts, Node("Concat", [p.outputs[0] for p in parts], [y], {"axis": out_axis},
                                            f"{node.name or y} (channels joined)")]
+    for bias in node.inputs[2:3]:  # a frozen bias is now two constants, unless another node reads it
+        if bias and not any(bias in n.inputs for n in graph.nodes):
+            del graph.tensors[bias]
 
 
 def _bias_part(graph: Graph, node: Node, bias: str, lo: int, hi: int, trainable: list[str]) -> str:

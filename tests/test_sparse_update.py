@@ -182,5 +182,7 @@ def test_inspect_and_budget_show_the_choice(tmp_path, model_path):
     mine = next(r for r in report.memory_by_choice if r.choice == "your choice")
     assert mine.options == "--train-channels 2.weight:0.25"
     assert mine.memory["param_bytes"] == 2 * 8 * 9 * 4 and mine.memory["optimizer_state_bytes"] == 2 * 8 * 9 * 4
+    everything = sum(p["shape"] and int(np.prod(p["shape"])) * 4 for p in report.params)
+    assert mine.memory["frozen_bytes"] == everything - mine.memory["param_bytes"]  # the rest once, in flash
     expect_error(tmp_path, ["generate", model_path, "-o", tmp_path / "out", "--train-channels", "2.weight:0.25",
                             "--ram-budget", "100"], "--ram-budget")
