@@ -64,7 +64,10 @@ trains (no client is empty or skipped). The split is a function of the seed and 
 
 The client count ({clients}) is the `options.num-supernodes` of the `mcutrain-{clients}`
 federation in pyproject.toml; Flower {flower} moves that section into its own configuration
-(`$FLWR_HOME/config.toml`, default `~/.flwr`) on the first `flwr run` and comments it out here.
+(`$FLWR_HOME/config.toml`, default `~/.flwr`) on the first `flwr run`, makes it the default
+connection and comments it out here (Flower warns that `options.` entries are deprecated: it still
+reads them). Another count for one run: `flwr run {app} --federation-config "num-supernodes=N"`
+(at most the number of training batches in the data: every client needs one).
 """
 
 
