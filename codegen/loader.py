@@ -282,14 +282,18 @@ def _fold_constants(model: onnx.ModelProto):
 
 def _publish(model: onnx.ModelProto, known: dict) -> None:
     """Put the folded values where the next shape inference sees them: integers as initializers
-    (their values fix shapes), floats only as typed value_info (their shapes are all it needs, and
-    a model zoo's weights as initializers would be serialized at every round: minutes for VGG-19)."""
-    listed = {i.name for i in model.graph.initializer} | {v.name for v in model.graph.value_info}
-    new = {n: v for n, v in known.items() if n not in listed}
-    model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in new.items() if v.dtype.kind != "f")
-    model.graph.value_info.extend(
-        onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-        for n, v in new.items() if v.dtype.kind == "f")
+    (their values fix shapes), floats only as their exact type in value_info (their shapes are all
+    it needs, and a model zoo's weights as initializers would be serialized at every round: minutes
+    for VGG-19; a node folded in the round that computed its input had no shape inferred)."""
+    inits = {i.name for i in model.graph.initializer}
+    floats = {n: v for n, v in known.items() if v.dtype.kind == "f"}
+    model.graph.initializer.extend(numpy_helper.from_array(v, n) for n, v in known.items()
+                                   if n not in inits and n not in floats)
+    infos = [vi for vi in model.graph.value_info if vi.name not in floats]
+    infos += [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+              for n, v in floats.items()]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(infos)
 
 
 # The weight and bias slots of the compute layers (../shared/DECISIONS.md section 1).

@@ -202,11 +202,12 @@ def test_folded_weights_are_parameters(tmp_path):
     light graphs; a Constant node) are trained like initializers; a folded value added elsewhere
     stays a constant."""
     fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])
-    nodes = [helper.make_node("ConstantOfShape", ["wshape"], ["W"], value=fill),
+    nodes = [helper.make_node("Concat", ["rows", "cols"], ["wshape"], axis=0),  # folded in W's round
+             helper.make_node("ConstantOfShape", ["wshape"], ["W"], value=fill),
              helper.make_node("Constant", [], ["b"], value=numpy_helper.from_array(B)),
              helper.make_node("ConstantOfShape", ["bshape"], ["s"], value=fill),
              helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1), helper.make_node("Add", ["h", "s"], ["y"])]
-    onnx_model(nodes, {"x": [3, 6]}, {"y": [3, 4]}, {"wshape": np.array([4, 6]), "bshape": np.array([4])},
+    onnx_model(nodes, {"x": [3, 6]}, {"y": [3, 4]}, {"rows": np.array([4]), "cols": np.array([6]), "bshape": np.array([4])},
                path=tmp_path / "m.onnx")
     roles = {n: t.role for n, t in loader.load(tmp_path / "m.onnx").tensors.items()}
     assert (roles["W"], roles["b"], roles["s"]) == (PARAM, PARAM, CONST)
