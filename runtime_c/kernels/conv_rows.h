@@ -38,12 +38,53 @@ static inline void mt_conv(const float *MT_RESTRICT X, const float *MT_RESTRICT 
     }
 }
 
+/* The largest window (taps) whose weight-gradient sums mt_conv_grad_w keeps in a local array. */
+#define MT_PIXEL_TAPS 25
+
+/* dW as mt_conv_grad_w below, output pixel by output pixel: a pixel whose dY is zero (a ReLU, Clip
+ * or MaxPool stopped its gradient: three in four after 2x2 max pooling) is skipped whole. Each
+ * tap's sum adds the other pixels in the same order, so the sums keep their bits. */
+static inline void mt_conv_grad_w_pixels(const float *dY, const float *X, float *dW, int N, int C, int M,
+                                         int G, mt_window g, float scale, float keep)
+{
+    const int cg = C / G, mg = M / G, plane = g.h * g.w, oplane = g.oh * g.ow, kk = g.kh * g.kw;
+    int m, c, n, o, q, i, j, t;
+    for (m = 0; m < M; ++m) {
+        for (c = 0; c < cg; ++c) {
+            const size_t xc = (size_t)(m / mg) * cg + c;
+            float acc[MT_PIXEL_TAPS], *out = dW + ((size_t)m * cg + c) * kk;
+            for (t = 0; t < kk; ++t) acc[t] = 0.0f;
+            for (n = 0; n < N; ++n) {
+                const float *dy = dY + ((size_t)n * M + m) * oplane, *x = X + ((size_t)n * C + xc) * plane;
+                for (o = 0; o < g.oh; ++o) {
+                    for (q = 0; q < g.ow; ++q) {
+                        const float d = dy[o * g.ow + q];
+                        mt_taps p;
+                        if (d == 0.0f) continue;
+                        p = mt_window_at(&g, o, q);
+                        for (i = p.i0; i < p.i1; ++i) {
+                            const float *xr = x + mt_tap_offset(&g, &p, i) - p.j0 * g.dw;
+                            float *a = acc + i * g.kw;
+                            for (j = p.j0; j < p.j1; ++j) a[j] += d * xr[j * g.dw];
+                        }
+                    }
+                }
+            }
+            for (t = 0; t < kk; ++t) out[t] = mt_update(out[t], acc[t], scale, keep);
+        }
+    }
+}
+
 /* dW[m][c][i][j] = sum over n and output pixels of dY * the input tap (i, j) of that pixel. */
 static inline void mt_conv_grad_w(const float *dY, const float *X, float *dW, int N, int C, int M,
                                   int G, mt_window g, float scale, float keep)
 {
     const int cg = C / G, mg = M / G, plane = g.h * g.w;
     int m, c, i, j, n, o, q, o0, o1, q0, q1;
+    if (g.kh * g.kw <= MT_PIXEL_TAPS) {
+        mt_conv_grad_w_pixels(dY, X, dW, N, C, M, G, g, scale, keep);
+        return;
+    }
     for (m = 0; m < M; ++m) {
         for (c = 0; c < cg; ++c) {
             const size_t xc = (size_t)(m / mg) * cg + c;
