@@ -176,7 +176,7 @@ def _pin_inputs(model: onnx.ModelProto, batch: int | None) -> None:
     inits = _initializer_names(model)
     for inp in model.graph.input:
         if inp.name not in inits:
-            _check_input_type(inp)
+            _check_input_type(inp, model)
             _pin_dims(inp, batch)
     # Stale symbolic shapes of outputs/intermediates would fight the pinned ones: infer them anew.
     del model.graph.value_info[:]
@@ -184,15 +184,23 @@ def _pin_inputs(model: onnx.ModelProto, batch: int | None) -> None:
         out.type.tensor_type.ClearField("shape")
 
 
-def _check_input_type(inp: onnx.ValueInfoProto) -> None:
+def _check_input_type(inp: onnx.ValueInfoProto, model: onnx.ModelProto) -> None:
     kind = inp.type.WhichOneof("value")
     if kind != "tensor_type":
         raise UnsupportedError(f"model input '{inp.name}' is a {kind or 'value of no type'}, not a tensor; "
-                               "only float32 tensor inputs are supported")
+                               f"only float32 tensor inputs are supported{_readers(model, inp.name)}")
     tt = inp.type.tensor_type
     if tt.elem_type != onnx.TensorProto.FLOAT:
         raise UnsupportedError(f"model input '{inp.name}' has dtype {_dtype_name(tt.elem_type)}; "
-                               "only float32 inputs are supported")
+                               f"only float32 inputs are supported{_readers(model, inp.name)}")
+
+
+def _readers(model: onnx.ModelProto, name: str) -> str:
+    """'; it is read by node 'a' (Op), ...': where a refused input goes, so the user finds the node
+    (an integer input such as a GRU's sequence_lens or Gather's indices must be a constant)."""
+    nodes = [f"node '{n.name}' ({n.op_type})" for n in model.graph.node if name in n.input]
+    more = " ..." if len(nodes) > 3 else ""
+    return f"; it is read by {', '.join(nodes[:3])}{more}: make it a constant of the model" if nodes else ""
     if not tt.HasField("shape"):
         raise ShapeError(f"model input '{inp.name}' has no shape; re-export with a fixed input shape")
 

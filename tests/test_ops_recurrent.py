@@ -158,12 +158,13 @@ def test_initial_states_as_model_inputs(tmp_path, op):
     ("GRU", {"activations": ["Relu", "Tanh"]}, {}, "GRU with activations ['Relu', 'Tanh']"),
     ("LSTM", {"clip": 1.0}, {}, "LSTM with clip"),
     ("LSTM", {"input_forget": 1}, {}, "LSTM with input_forget=1"),
-    ("GRU", {}, {"lens": "input"}, "model input 'lens' has dtype int32"),
+    ("GRU", {}, {"lens": "input"}, "model input 'lens' has dtype int32; only float32 inputs are supported; "
+     "it is read by node 'rec' (GRU): make it a constant of the model"),
     ("RNN", {}, {"lens": np.array([3, 2], np.int32)}, "sequence_lens shorter than the sequence"),
 ], ids=lambda v: str(v)[:30])
 def test_recurrent_refusals(tmp_path, op, attrs, extra, message):
-    """Each names the node (the loader refuses integer model inputs before); sequence_lens equal to
-    the sequence length everywhere is accepted."""
+    """Each names the node (the loader refuses integer model inputs first, naming the nodes that
+    read them); sequence_lens equal to the sequence length everywhere is accepted."""
     g = GATES[op]
     inits = {"w": rand(1, g * 4, 3), "r": rand(1, g * 4, 4)}
     inputs = {"x": [3, 2, 3]}
