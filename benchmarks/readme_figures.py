@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codegen  # noqa: E402
-from benchmarks import int8_fit, int8_kernels  # noqa: E402
+from benchmarks import int8_fit, int8_kernels, mcu_speed  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
 from codegen import api, blob, firmware, qemu, training  # noqa: E402
 from codegen.errors import FitError  # noqa: E402
@@ -177,6 +177,16 @@ def int8_per_mac():
     return tuple(round(insns / macs, 2) for _, macs, insns in int8_kernels.measure("cortex-m4f"))
 
 
+def mcu_speed_cells():
+    """Issue 19's cells (benchmarks/mcu_speed.py): instructions per step and per FLOP, trainer code."""
+    folder = _workdir() / "mcu_speed"
+    folder.mkdir(exist_ok=True)
+    return mcu_speed.figures(folder)
+
+
+MCU_SPEED_ROWS = " ".join(rf"\| {model} \| {target} \|(?: [\d,]+ \|){{3}} ([\d,]+) \| ([\d.]+) \| ([\d,]+) B \|"
+                          for model, target in mcu_speed.CELLS)
+
 FIGURES = [
     Figure("digits MLP arena (batch 1, naive KB, accumulated batch 32)",
            r"trains at batch 1 in a\s+([\d,]+)-byte arena \(([\d,]+) KB without reuse\), and at batch 32\s+"
@@ -208,6 +218,8 @@ FIGURES = [
     Figure("int8 MobileNetV2 on nrf52840 (RAM, flash, instructions per step)",
            r"it takes RAM ([\d,]+) B and flash ([\d,]+) B, and a training step runs under QEMU \(([\d,]+) "
            r"instructions", int8_fit_board, boards=True),
+    Figure("microcontroller speed cells (instructions per step and per FLOP, trainer code)", MCU_SPEED_ROWS,
+           mcu_speed_cells, boards=True),
 ]
 
 

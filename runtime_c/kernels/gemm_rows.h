@@ -3,10 +3,22 @@
 #define MT_GEMM_ROWS_H
 #include "../mt_common.h"
 
-/* y[n] = alpha * (a . b_n) + c_n for 2 rows b_n of B at once: a's loads are shared and both
- * sums stay in registers; each sum still adds its terms in k order. */
+/* Dot products per pass of the forward Gemm (transB): 2, or 4 where a target's flags say so
+ * (a target TOML's cflags: it pays where four sums and their rows fit the registers). */
+#ifndef MT_GEMM_DOTS
+#define MT_GEMM_DOTS 2
+#endif
+
+/* alpha * s + beta * c[i * csn] (+ 0 without C): one forward Gemm output. */
+static inline float mt_gemm_out(float alpha, float s, const float *c, int i, int csn, float beta)
+{
+    return alpha * s + (c ? beta * c[(size_t)i * csn] : 0.0f);
+}
+
+/* y[n] = alpha * (a . b_n) + beta * c_n for 2 rows b_n of B at once: a's loads are shared and
+ * both sums stay in registers; each sum still adds its terms in k order. */
 static inline void mt_gemm_dot2(int K, float alpha, const float *MT_RESTRICT a, int sak,
-                                const float *MT_RESTRICT b, float *y, const float *c)
+                                const float *MT_RESTRICT b, float *y, const float *c, int csn, float beta)
 {
     const float *b1 = b + K;
     float s0 = 0.0f, s1 = 0.0f;
@@ -16,32 +28,49 @@ static inline void mt_gemm_dot2(int K, float alpha, const float *MT_RESTRICT a, 
         s0 += v * b[k];
         s1 += v * b1[k];
     }
-    y[0] = alpha * s0 + c[0];
-    y[1] = alpha * s1 + c[1];
+    y[0] = mt_gemm_out(alpha, s0, c, 0, csn, beta);
+    y[1] = mt_gemm_out(alpha, s1, c, 1, csn, beta);
 }
 
-/* transB: B's rows are contiguous along k, so each output is a dot product, two at a time. Out
- * of line (MT_OUTLINE): the forward Gemms of a model share one copy. */
+/* The same for 4 rows (MT_GEMM_DOTS 4: cores with the registers for it). */
+static inline void mt_gemm_dot4(int K, float alpha, const float *MT_RESTRICT a, int sak,
+                                const float *MT_RESTRICT b, float *y, const float *c, int csn, float beta)
+{
+    const float *b1 = b + K, *b2 = b1 + K, *b3 = b2 + K;
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int k;
+    for (k = 0; k < K; ++k) {
+        const float v = a[(size_t)k * sak];
+        s0 += v * b[k];
+        s1 += v * b1[k];
+        s2 += v * b2[k];
+        s3 += v * b3[k];
+    }
+    y[0] = mt_gemm_out(alpha, s0, c, 0, csn, beta);
+    y[1] = mt_gemm_out(alpha, s1, c, 1, csn, beta);
+    y[2] = mt_gemm_out(alpha, s2, c, 2, csn, beta);
+    y[3] = mt_gemm_out(alpha, s3, c, 3, csn, beta);
+}
+
+/* transB: B's rows are contiguous along k, so each output is a dot product, MT_GEMM_DOTS at a
+ * time. Out of line (MT_OUTLINE): the forward Gemms of a model share one copy. */
 MT_OUTLINE void mt_gemm_dots(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int sam, int sak,
                              const float *MT_RESTRICT B, float beta, const float *C, int csm, int csn, float *Y)
 {
-    const int n2 = N - N % 2;
+    const int n4 = MT_GEMM_DOTS == 4 ? N - N % 4 : 0, n2 = N - N % 2;
     int m, n, k;
     for (m = 0; m < M; ++m) {
         float *y = Y + (size_t)m * N;
         const float *a = A + (size_t)m * sam, *c = C ? C + (size_t)m * csm : NULL;
-        float cn[2] = {0.0f, 0.0f};
-        for (n = 0; n < n2; n += 2) {
-            if (c) {
-                for (k = 0; k < 2; ++k) cn[k] = beta * c[(size_t)(n + k) * csn];
-            }
-            mt_gemm_dot2(K, alpha, a, sak, B + (size_t)n * K, y + n, cn);
-        }
+        for (n = 0; n < n4; n += 4)
+            mt_gemm_dot4(K, alpha, a, sak, B + (size_t)n * K, y + n, c ? c + (size_t)n * csn : NULL, csn, beta);
+        for (; n < n2; n += 2)
+            mt_gemm_dot2(K, alpha, a, sak, B + (size_t)n * K, y + n, c ? c + (size_t)n * csn : NULL, csn, beta);
         for (; n < N; ++n) {
             const float *b = B + (size_t)n * K;
             float acc = 0.0f;
             for (k = 0; k < K; ++k) acc += a[(size_t)k * sak] * b[k];
-            y[n] = alpha * acc + (c ? beta * c[(size_t)n * csn] : 0.0f);
+            y[n] = mt_gemm_out(alpha, acc, c, n, csn, beta);
         }
     }
 }
