@@ -172,9 +172,6 @@ def test_pad_axes(tmp_path, omit, axes, pads):
 
 # ---- refusals ----
 REFUSED = {
-    "batchnorm_training": (helper.make_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y", "m", "v"],
-                                                training_mode=1),
-                           {"s": np.ones(3, np.float32)}, [2, 3], "training_mode=1"),
     "pad_reflect": (helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect"), {"pads": i64(0, 1, 0, 1)},
                     [2, 5], "mode 'reflect'"),
     "pad_edge": (helper.make_node("Pad", ["x", "pads"], ["y"], mode="edge"), {"pads": i64(0, 1, 0, 1)},
