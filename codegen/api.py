@@ -143,11 +143,12 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.kind, momentum: float = _OPT.momentum,
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
-            train_channels: str | list[str] | None = None, federated: bool = True) -> Report:
+            train_channels: str | list[str] | None = None, federated: bool = True, mode: str = "eval") -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
-    federated: count the round-start copy, as generate (federated by default) would build it."""
+    federated: count the round-start copy, as generate (federated by default) would build it.
+    mode: as generate's ("train" counts BatchNorm's running statistics as RAM state)."""
     raw = loader.upgraded(Path(model))
     note = None
     if batch is None and loader.has_dynamic_batch(raw):
@@ -170,7 +171,8 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
         opt = training.Optimizer(momentum=momentum, kind=optimizer)
         own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels)
         report.optimizer = asdict(opt)
-        report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch), federated)
+        report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch, mode=mode),
+                                                     federated)
     return report
 
 

@@ -233,13 +233,15 @@ def inspect(
                                                        help=CHANNELS_HELP),
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="count the round-start copy of the weights (as generate builds it)"),
+    mode: Mode = _choice_option(Mode, "eval", "as for generate: train counts BatchNorm's running statistics"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ):
     """Ops, shapes, parameters and the memory each trainable set costs, before generating.
     Exits with code 2 when the model has unsupported ops."""
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
                   freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
-                  train_bias_last=train_bias_last, train_channels=train_channels, federated=federated)
+                  train_bias_last=train_bias_last, train_channels=train_channels, federated=federated,
+                  mode=mode.value)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:

@@ -113,6 +113,27 @@ def _biased_run(model):
     return run.detach().numpy()
 
 
+def test_inspect_counts_the_running_statistics_under_train(trained):
+    """inspect --mode train estimates what generate --mode train builds: the running statistics
+    (and their federated round-start copy) are RAM."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import codegen
+    from codegen.cli import app
+
+    _, _, build = trained
+    built = json.loads((build / "mcutrain.json").read_text())
+    source, batch = built["source"], built["inputs"][0]["shape"][0]
+    rows = {m: codegen.inspect(source, batch=batch, mode=m).memory_by_choice[0].memory for m in ("eval", "train")}
+    assert rows["eval"]["running_stats_bytes"] == 0
+    assert rows["train"]["running_stats_bytes"] == built["memory"]["running_stats_bytes"] > 0
+    result = CliRunner().invoke(app, ["inspect", source, "--batch", str(batch), "--mode", "train", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["memory_by_choice"][0]["running_stats_bytes"] > 0
+
+
 def test_blob_round_trip_with_state(trained, tmp_path):
     from codegen import blob
     trainer, _, build = trained
