@@ -245,6 +245,10 @@ class HostTrainer:
         """Start a federated round at the current weights."""
         self._fn("fl_begin_round")()
 
+    def set_prox_mu(self, mu: float) -> None:
+        """FedProx's mu for the updates of this round on (<prefix>_set_prox_mu; 0 = off)."""
+        self._fn("set_prox_mu")(mu)
+
     def delta(self, samples: int, int8: bool = False) -> bytes:
         """The round's delta message (current - round start, with `samples` for FedAvg)."""
         return self._message("fl_delta", sizes(self.manifest)[DELTA_I8 if int8 else DELTA_F32], samples, int(int8))

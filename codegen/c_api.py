@@ -67,6 +67,10 @@ seed on every target). Seed 0 stands for 1 (xorshift32's state is never 0); the 
 Federated learning. A round starts at the compiled-in weights, here, or when a global model is
 applied; a static copy of the weights at that point costs {P}_PARAMS_SIZE floats of RAM
 (generate --no-federated removes it).""", federated=True),
+    Function("void", "set_prox_mu", "float mu", """\
+FedProx: each update adds mu * (w - w_round) to the gradient (the gradient of mu/2 * ||w - w_round||^2,
+w_round the weights at the start of the round), before momentum, weight decay or Adam. 0 (the
+initial value) trains as without it.""", federated=True),
     Function("int32_t", "fl_delta", "uint8_t *dst, uint32_t capacity, uint32_t samples, int quantize", """\
 Write (current - round start) with the samples trained this round, for the server's weighted
 average: float32 ("MTDF", {P}_DELTA_BYTES) or, with quantize != 0, int8 with one float32 scale per

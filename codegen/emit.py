@@ -103,13 +103,14 @@ def incbin(symbol: str, const: bool, blob: dict) -> str:
 class EmitContext:
     """What an op's emit rule sees: C expressions for tensors, their shapes, static int arrays."""
 
-    def __init__(self, tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+    def __init__(self, tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob], federated: bool):
         self.tg, self.plan, self.prefix, self.blobs = tg, plan, prefix, blobs
         self.arrays: list[tuple[str, list[int]]] = []
         self.lr = f"{prefix}_lr"
         self.step = f"{prefix}_steps"  # completed training steps, counting this one
         self.micro = "mt_micro"  # index of the micro-batch within the step (0 without accumulation)
         self.rng = f"&{prefix}_rng"  # the state of the Dropout stream (<prefix>_set_seed)
+        self.prox_mu = f"{prefix}_prox_mu" if federated else None  # FedProx's mu (<prefix>_set_prox_mu)
         self.f = c_float
         self.inputs = input_idents(tg.graph.inputs)
         self.used: set[str] = set()  # the tensors whose data some statement reads or writes
@@ -139,6 +140,11 @@ class EmitContext:
             raise UnsupportedError(f"{self.node.describe()}: tensor '{root}' ({t.dtype}) is read as data; "
                                    f"{self.node.op} takes float32 tensors there")
         return f"({self.prefix}_{blob.c_name} + {blob.offsets[root]})"
+
+    def round_start(self, name: str) -> str:
+        """A parameter's copy at the start of the federated round (<prefix>_fl_begin_round), for
+        code that runs only when <prefix>_prox_mu != 0."""
+        return f"({self.prefix}_prox_round + {self.blobs[PARAM].offsets[self.plan.root(name)]})"
 
     def value(self, name: str) -> np.ndarray:
         """A constant's value, read at compile time (a scale, a zero point)."""
@@ -192,11 +198,11 @@ def _referenced(graph: Graph, role: str, nodes) -> list[str]:
             and t.dtype == "float32"]
 
 
-def _statements(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+def _statements(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob], federated: bool):
     """(context, [forward, loss, backward, updates, predict] statements) of the whole schedule;
     predict is None when it runs the training forward as it is."""
     nodes = tg.graph.nodes
-    ctx = EmitContext(tg, plan, prefix, blobs)
+    ctx = EmitContext(tg, plan, prefix, blobs, federated)
     fused = {n.inputs[1]: n for n in nodes if len(n.inputs) > 1 and n.inputs[1] in tg.fused}
     parts = [[_statement(n, ctx, fused) for n in part] for part in (
         nodes[:tg.n_forward], [nodes[tg.n_forward]], nodes[tg.n_forward + 1:tg.n_updates_from],
@@ -206,16 +212,16 @@ def _statements(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[st
     return ctx, parts + [[_statement(n, ctx, fused, predict=True) for n in forward] if differs else None]
 
 
-def _constants(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob]):
+def _constants(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str, Blob], federated: bool):
     """Emit the schedule; again without the const data no statement read (a Dropout's ratio, a
     view's shape), so the C defines nothing unused (-Wall -Werror: 'defined but not used')."""
-    ctx, parts = _statements(tg, plan, prefix, blobs)
+    ctx, parts = _statements(tg, plan, prefix, blobs, federated)
     kept = {role: Blob.pack(blobs[role].c_name, tg.graph, [n for n in blobs[role].names if n in ctx.used])
             for role in (FROZEN, CONST)}
     if all(kept[role].names == blobs[role].names for role in kept):
         return blobs, ctx, parts
     blobs = {**blobs, **kept}
-    return (blobs, *_statements(tg, plan, prefix, blobs))
+    return (blobs, *_statements(tg, plan, prefix, blobs, federated))
 
 
 def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_hash: int,
@@ -228,7 +234,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
              CONST: Blob.pack("consts", graph, _referenced(graph, CONST, nodes)),
              STATE: Blob.pack("state", graph, [t.name for t in graph.of_role(STATE)]),
              RUNNING: Blob.pack("running", graph, running_names(graph))}
-    blobs, ctx, (forward, loss, backward, updates, predict) = _constants(tg, plan, prefix, blobs)
+    blobs, ctx, (forward, loss, backward, updates, predict) = _constants(tg, plan, prefix, blobs, federated)
     loss = loss[0]
     stored = {role: storage(prefix, b, graph) for role, b in blobs.items()}
     kernels = sorted({op.kernel for op in map(ops.lookup, nodes) if op.kernel})

@@ -85,6 +85,12 @@ def train(msg: Message, context: Context) -> Message:
     start = arrays(msg.content["arrays"])
     _swap_in(trainer, start)
     trainer.set_lr(float(cfg["lr"]))
+    mu = float(cfg["proximal-mu"])
+    if trainer.manifest.federated:  # FedProx pulls towards the global weights: the round start
+        trainer.begin_round()
+        trainer.set_prox_mu(mu)
+    elif mu:
+        raise OptionError("proximal-mu needs a build made with --federated (FedProx uses its round-start copy)")
     # The client's own shuffling and Dropout stream, whichever virtual clients ran before it here.
     seed = (int(cfg["seed"]) + 1_000_003 * int(msg.content["config"]["server-round"])
             + int(context.node_config["partition-id"])) % 2**32

@@ -20,7 +20,8 @@ PACKAGE = "mcutrain_flower"
 FLOWER = "1.42.0"  # the flwr version the app is written for and tested with
 # Run config defaults ([tool.flwr.app.config]); `flwr run --run-config "key=value"` overrides them.
 CONFIG = {"num-server-rounds": 3, "local-epochs": 1, "fraction-train": 1.0, "delta": "float",
-          "strategy": "fedavg", "partitioning": "iid", "dirichlet-alpha": 0.5, "seed": 0}
+          "strategy": "fedavg", "partitioning": "iid", "dirichlet-alpha": 0.5, "seed": 0,
+          "proximal-mu": 0.0}
 
 CLIENT = '"""The ClientApp: codegen.flower trains the mcutrain host trainer on this node\'s partition."""\n' \
          "from codegen import flower\n\napp = flower.client_app  # an assignment: Flower looks for it in the source\n"
@@ -50,6 +51,7 @@ Run config (`[tool.flwr.app.config]` in pyproject.toml):
 | num-server-rounds | {rounds} | federated rounds |
 | local-epochs | {epochs} | epochs each sampled client trains its partition per round |
 | lr | {lr} | learning rate of the clients' optimizer (its state is cleared every round) |
+| proximal-mu | 0.0 | FedProx: mu of the proximal term mu/2 * ‖w - w_global‖² in the clients' updates (needs a build made with --federated, the default; 0: plain FedAvg training) |
 | fraction-train | 1.0 | fraction of the clients sampled per round (training and evaluation) |
 | delta | "float" | "float": clients send their weights; "int8": the int8 delta message (`mcutrain delta --int8` bytes), validated like `mcutrain aggregate` (a bad one is logged and left out) |
 | strategy | "fedavg" | "fedavg", "fedadam", "fedyogi" (Flower's own; int8 deltas: FedAvg only) |

@@ -96,7 +96,16 @@ def test_app_files(app_dir, build):
 
 def flower_app_keys():
     return {"num-server-rounds", "local-epochs", "fraction-train", "delta", "strategy", "partitioning",
-            "dirichlet-alpha", "seed"}
+            "dirichlet-alpha", "seed", "proximal-mu"}
+
+
+def test_proximal_mu_reaches_the_clients(app_dir, build):
+    """proximal-mu (FedProx; its arithmetic: tests/test_fedprox.py): one round with mu > 0 keeps
+    the global model nearer its start than mu = 0 does."""
+    start = codegen.load_host(build).get_params()
+    dist = {mu: sum(float(np.sum((run(app_dir, **{"num-server-rounds": 1, "proximal-mu": mu})[1][n] - v) ** 2))
+                    for n, v in start.items()) for mu in (0.0, 1.0)}
+    assert 0 < dist[1.0] < dist[0.0], dist
 
 
 def test_float_weights_fedavg_equals_aggregate(app_dir, build, tmp_path):

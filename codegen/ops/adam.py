@@ -1,12 +1,14 @@
 """Adam / AdamW update of one parameter, in place: inputs (W, dW, exp_avg, exp_avg_sq).
-The learning rate and the step count (for bias correction) are run-time variables of the C."""
+The learning rate and the step count (for bias correction) are run-time variables of the C; FedProx
+adds mu * (W - W_round) to the gradient first, as in SGD."""
 from . import register_optimizer, register_train_op
+from .sgd import prox
 
 
 def emit(node, c):
     w, dw, m, v = node.inputs
     a = node.attrs
-    return (f"mt_adam({c.ptr(w)}, {c.ptr(dw)}, {c.ptr(m)}, {c.ptr(v)}, {c.size(w)}, {c.lr}, "
+    return prox(node, c, dw) + (f"mt_adam({c.ptr(w)}, {c.ptr(dw)}, {c.ptr(m)}, {c.ptr(v)}, {c.size(w)}, {c.lr}, "
             f"{c.f(a['beta1'])}, {c.f(a['beta2'])}, {c.f(a['eps'])}, {c.f(a['weight_decay'])}, "
             f"{int(a['decoupled'])}, {c.step});")
 

@@ -6,6 +6,7 @@
 #ifndef MT_ADAM_H
 #define MT_ADAM_H
 #include "../mt_common.h"
+#include "prox.h"
 
 static inline void mt_adam(float *w, const float *grad, float *m, float *v, int n, float lr,
                            float beta1, float beta2, float eps, float weight_decay, int decoupled,

@@ -7,6 +7,7 @@
 #ifndef MT_SGD_H
 #define MT_SGD_H
 #include "../mt_common.h"
+#include "prox.h"
 
 static inline void mt_sgd(float *w, const float *grad, float *buf, int n, float lr, float momentum,
                           float weight_decay, int nesterov)
