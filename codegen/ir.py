@@ -25,6 +25,15 @@ ITEMSIZE = {"float32": 4, "int32": 4, "int64": 8, "int8": 1, "uint8": 1, "bool":
             "uint32": 4, "uint64": 8}  # the last four: constants read at compile time (a Pow exponent)
 
 
+def fresh(name: str, taken, sep: str) -> str:
+    """`name`, or `name<sep>k` with the smallest k >= 2 that `taken` does not hold."""
+    unique, k = name, 1
+    while unique in taken:
+        k += 1
+        unique = f"{name}{sep}{k}"
+    return unique
+
+
 @dataclass
 class Quantized:
     """How a float parameter is stored in a quantized model: value = scale * (values - zero_point),
@@ -83,10 +92,7 @@ class Graph:
             in_place_of: str | None = None) -> str:
         """Add a compiler-made tensor under `name`, or `name#k` when the model already has a
         tensor of that name (a model may well call a tensor 'loss'); returns the name used."""
-        unique, k = name, 1
-        while unique in self.tensors:
-            k += 1
-            unique = f"{name}#{k}"
+        unique = fresh(name, self.tensors, "#")
         self.tensors[unique] = Tensor(unique, tuple(shape), dtype, role, value, in_place_of)
         return unique
 

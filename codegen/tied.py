@@ -17,6 +17,7 @@ import onnx
 from onnx import helper
 
 from . import loader, ops
+from .ir import fresh
 from .errors import McutrainWarning
 
 
@@ -70,7 +71,7 @@ def untie(model: onnx.ModelProto, found: dict[str, list[Use]]) -> None:
     for name, seen in found.items():
         for k, use in enumerate(seen[1:], 1):
             own = use.name != name and use.name not in outputs and [u.name for u in seen].count(use.name) == 1
-            copy = use.name if own else _fresh(f"{name}_{k}", taken)
+            copy = use.name if own else fresh(f"{name}_{k}", taken, "_")
             taken.add(copy)
             if copy not in inits:
                 inits[copy] = model.graph.initializer.add()
@@ -78,14 +79,6 @@ def untie(model: onnx.ModelProto, found: dict[str, list[Use]]) -> None:
                 inits[copy].name = copy
             use.node.input[use.slot] = copy
     _drop_unread(model, outputs)
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    k, unique = 1, name
-    while unique in taken:
-        k += 1
-        unique = f"{name}_{k}"
-    return unique
 
 
 def _drop_unread(model: onnx.ModelProto, outputs: set[str]) -> None:
