@@ -21,8 +21,14 @@ def venv(tmp_path_factory):
     """A fresh venv with only the wheel installed; its dependencies come from this environment
     through a .pth path (no download), while mcutrain itself is the wheel's, not this checkout."""
     tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", tmp / "dist", ROOT], check=True, cwd=tmp)
+    # setuptools builds in the source tree (build/, *.egg-info): build from a private copy, since
+    # each xdist worker that runs a test of this module builds its own wheel at the same time.
+    source = tmp / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", tmp / "dist", source], cwd=tmp, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr[-4000:]
     (wheel,) = (tmp / "dist").glob("mcutrain-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", tmp / "venv"], check=True)
     python = tmp / "venv" / "bin" / "python"
