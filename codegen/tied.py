@@ -33,8 +33,9 @@ def _differentiable(node: onnx.NodeProto, slot: int) -> bool:
 
 
 def groups(model: onnx.ModelProto) -> dict[str, list[Use]]:
-    """Float initializers (rank >= 1) that several nodes read, through Identity chains, at least
-    one of them in a slot gradients flow into (a parameter): name -> its uses, in graph order."""
+    """Float initializers (rank >= 1) read in several places (nodes or slots of one node, e.g. a
+    fresh BatchNorm's zero bias and running mean), through Identity chains, at least one of them
+    in a slot gradients flow into (a parameter): name -> its uses, in graph order."""
     root = {i.name: i.name for i in model.graph.initializer
             if i.dims and helper.tensor_dtype_to_np_dtype(i.data_type).kind == "f"}
     uses: dict[str, list[Use]] = {}
@@ -46,7 +47,7 @@ def groups(model: onnx.ModelProto) -> dict[str, list[Use]]:
             if name in root:
                 uses.setdefault(root[name], []).append(Use(node, slot, name))
     return {name: seen for name, seen in uses.items()
-            if len({id(u.node) for u in seen}) > 1 and any(_differentiable(u.node, u.slot) for u in seen)}
+            if len(seen) > 1 and any(_differentiable(u.node, u.slot) for u in seen)}
 
 
 def _describe(name: str, seen: list[Use]) -> str:

@@ -53,3 +53,18 @@ def test_untie_trains_like_torch_and_exports(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "trained.onnx"))
     ours = session.run(None, {session.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(ours, model(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_one_node_reading_a_parameter_twice_unties(tmp_path):
+    """One fresh BatchNorm: the exporter merges its zero bias and zero running mean into one
+    initializer read in two slots of the same node; --mode train needs its own running mean,
+    which untie gives it (before, untie only split uses by several nodes and the refusal's advice
+    did not help)."""
+    from codegen.errors import UnsupportedError
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+    path = export_torch(model, torch.zeros(2, 1, 5, 5), tmp_path / "m.onnx", dynamo=False, keep_bn=True)
+    with pytest.warns(McutrainWarning, match="'1.bias' \\(2 uses"), pytest.raises(UnsupportedError, match="--untie"):
+        codegen.generate(path, tmp_path / "b", mode="train")
+    summary = codegen.generate(path, tmp_path / "b", mode="train", untie=True)
+    assert sorted(s["name"] for s in summary["state"]) == ["1.running_mean", "1.running_var"]
