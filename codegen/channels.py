@@ -1,6 +1,8 @@
 """Channel-sparse weight update (`--train-channels PATTERN:FRACTION`): the first
 ceil(FRACTION x n) output channels of a layer's weight train (rounded up: at least one channel,
-and 0.25 of 8 channels is 2 whatever float rounding says), the rest stays frozen.
+and 0.25 of 8 channels is 2 whatever float rounding says), the rest stays frozen. A grouped Conv
+trains whole groups (the count rounded up to a multiple of the outputs per group; a depthwise Conv
+has one, so any count), each part reading its groups' input channels through a Slice.
 
 At compile time the layer is split in two: one node with the trainable slice (a parameter of its
 own, named `W[:k]`, or `W[:, :k]` when the channels are the weight's dim 1) and one with the
@@ -38,13 +40,13 @@ def parse(spec: str) -> tuple[str, float]:
 
 def weights(graph: Graph) -> dict[str, tuple[Node, int]]:
     """The weights whose output channels can train apart -> (their layer, the channel axis of the
-    weight): Conv's dim 0, Gemm's output dim (per transB), a 2-D MatMul weight's last dim."""
+    weight): Conv's dim 0 (any group), Gemm's output dim (per transB), a 2-D MatMul weight's last dim."""
     found = {}
     for node in graph.nodes:
         w = graph.tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
         if w is None or w.role != PARAM:
             continue
-        if node.op == "Conv" and node.attrs.get("group", 1) == 1:
+        if node.op == "Conv":
             found.setdefault(w.name, (node, 0))
         elif node.op == "Gemm":
             found.setdefault(w.name, (node, 0 if node.attrs.get("transB", 0) else 1))
@@ -62,11 +64,13 @@ def select(graph: Graph, specs: list[str]) -> dict[str, str]:
         pattern, fraction = parse(spec)
         hits = [w for w in eligible if fnmatchcase(w, pattern)]
         if not hits:
-            raise OptionError(f"--train-channels '{spec}': '{pattern}' matches no Conv (group 1), Gemm or 2-D "
+            raise OptionError(f"--train-channels '{spec}': '{pattern}' matches no Conv, Gemm or 2-D "
                               f"MatMul weight; those are: {', '.join(eligible) or 'none'}")
         for w in hits:
             n = graph.shape(w)[eligible[w][1]]
-            chosen[w] = max(chosen.get(w, 0), math.ceil(fraction * n - 1e-9))
+            groups = eligible[w][0].attrs.get("group", 1)
+            per_group = n // groups if groups > 1 else 1
+            chosen[w] = max(chosen.get(w, 0), per_group * math.ceil(math.ceil(fraction * n - 1e-9) / per_group))
             readers = [node for node in graph.nodes if w in node.inputs]
             if len(readers) > 1:
                 raise OptionError(f"--train-channels '{spec}': '{w}' is read by {len(readers)} nodes; give "
@@ -102,13 +106,19 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
     frozen = graph.add(f"{w.name}[{':, ' * axis}{k}:]", rest.shape, w.dtype, FROZEN, np.ascontiguousarray(rest))
     y = node.outputs[0]
     out_axis = len(graph.shape(y)) - 1 if node.op != "Conv" else 1
+    groups, n = node.attrs.get("group", 1), value.shape[axis]
     parts = []
-    for weight, lo, hi, what in ((name, 0, k, "trained"), (frozen, k, value.shape[axis], "frozen")):
+    for weight, lo, hi, what in ((name, 0, k, "trained"), (frozen, k, n, "frozen")):
         shape = list(graph.shape(y))
         shape[out_axis] = hi - lo
-        inputs = [node.inputs[0], weight, *(_bias_part(graph, node, b, lo, hi, trainable) for b in node.inputs[2:3])]
+        attrs = dict(node.attrs)
+        x = node.inputs[0]
+        if groups > 1:  # whole groups: the part reads its groups' input channels
+            attrs["group"] = groups * (hi - lo) // n
+            x = _channels(graph, node, x, lo * value.shape[1] * groups // n, hi * value.shape[1] * groups // n)
+        inputs = [x, weight, *(_bias_part(graph, node, b, lo, hi, trainable) for b in node.inputs[2:3])]
         out = graph.add(f"{y}.{what}", shape)
-        parts.append(Node(node.op, inputs, [out], dict(node.attrs), f"{node.name or y} ({what} channels)", node.domain))
+        parts.append(Node(node.op, inputs, [out], attrs, f"{node.name or y} ({what} channels)", node.domain))
     at = graph.nodes.index(node)
     graph.nodes[at:at + 1] = [*parts, Node("Concat", [p.outputs[0] for p in parts], [y], {"axis": out_axis},
                                            f"{node.name or y} (channels joined)")]
@@ -126,11 +136,22 @@ def _bias_part(graph: Graph, node: Node, bias: str, lo: int, hi: int, trainable:
     if bias not in trainable:
         return graph.add(f"{bias}[..., {lo}:{hi}]", t.shape[:-1] + (hi - lo,), t.dtype, FROZEN,
                          np.ascontiguousarray(t.value[..., lo:hi]))
-    ints = [graph.add(f"{bias}.slice.{what}", (1,), "int64", CONST, np.array([v], np.int64))
-            for what, v in (("start", lo), ("end", hi), ("axis", -1))]
-    out = graph.add(f"{bias}[..., {lo}:{hi}]", t.shape[:-1] + (hi - lo,))
-    at = graph.nodes.index(node)
-    graph.nodes.insert(at, Node("Slice", [bias, *ints], [out], {}, f"{bias} channels {lo}:{hi}"))
+    return _slice(graph, node, bias, -1, lo, hi, f"{bias}[..., {lo}:{hi}]")
+
+
+def _channels(graph: Graph, node: Node, x: str, lo: int, hi: int) -> str:
+    """The input channels lo:hi of a grouped Conv part."""
+    return _slice(graph, node, x, 1, lo, hi, f"{x}[:, {lo}:{hi}]")
+
+
+def _slice(graph: Graph, node: Node, name: str, axis: int, lo: int, hi: int, out: str) -> str:
+    """A Slice of `name` along `axis`, inserted before `node`."""
+    shape = list(graph.shape(name))
+    shape[axis] = hi - lo
+    ints = [graph.add(f"{name}.slice.{what}", (1,), "int64", CONST, np.array([v], np.int64))
+            for what, v in (("start", lo), ("end", hi), ("axis", axis))]
+    out = graph.add(out, tuple(shape))
+    graph.nodes.insert(graph.nodes.index(node), Node("Slice", [name, *ints], [out], {}, f"{name} channels {lo}:{hi}"))
     return out
 
 

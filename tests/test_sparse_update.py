@@ -122,6 +122,41 @@ def test_matmul_and_gemm_columns(tmp_path):
     np.testing.assert_array_equal(exported["W2"][:, :2], got["W2[:, :2]"])
 
 
+def test_depthwise_and_grouped_convs(tmp_path):
+    """An inverted-residual-like stack: depthwise Conv (group 8, any channel count: 3 of 8) and a
+    grouped Conv (group 2, 4 outputs per group: 0.25 of 8 rounds up to one whole group, 4). Ten
+    SGD steps from the same weights: losses and slices as PyTorch's, where only those channels
+    are parameters."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                              torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1, groups=2), torch.nn.Flatten(),
+                              torch.nn.Linear(8 * 5 * 5, 4))
+    path = export_torch(net, torch.zeros(BATCH, 3, 5, 5), tmp_path / "g.onnx", dynamo=False)
+    trainer = compile_model(path, tmp_path / "b", loss="cross_entropy", lr=0.1,
+                            train_channels=["2.weight:0.375", "4.weight:0.25"], train_bias_last=2)
+    slices = {"2.weight": 3, "4.weight": 4}
+    assert {n: v.shape for n, v in trainer.get_params().items()} == {
+        "2.weight[:3]": (3, 1, 3, 3), "4.weight[:4]": (4, 4, 3, 3), "4.bias": (8,), "6.bias": (4,)}
+    full = {n: p.detach().clone() for n, p in net.named_parameters()}
+    leaves = {n: full[n][:k].clone().requires_grad_() for n, k in slices.items()}
+    leaves.update({n: full[n].clone().requires_grad_() for n in ("4.bias", "6.bias")})
+    opt = torch.optim.SGD(leaves.values(), lr=0.1)
+    rng = np.random.default_rng(2)
+    for step in range(10):
+        x = rng.normal(size=(BATCH, 3, 5, 5)).astype(np.float32)
+        y = rng.integers(0, 4, size=BATCH)
+        weights = {n: torch.cat([leaves[n], full[n][slices[n]:]]) if n in slices else leaves.get(n, full[n])
+                   for n in full}
+        ref = torch.nn.functional.cross_entropy(torch.func.functional_call(net, weights, (torch.tensor(x),)),
+                                                torch.tensor(y))
+        opt.zero_grad()
+        ref.backward()
+        opt.step()
+        assert trainer.train_step(x, y) == pytest.approx(ref.item(), rel=1e-5, abs=1e-6), f"step {step}"
+    for name, k in slices.items():
+        np.testing.assert_allclose(trainer.get_params()[f"{name}[:{k}]"], leaves[name].detach().numpy(), atol=2e-5)
+
+
 def test_quantized_model(tmp_path, model_path):
     """In an int8 model (--quantize int8) the layer with trainable channels runs in float (both
     its parts; the frozen rest is its dequantized weight), the other layers in int8; the export
