@@ -2,21 +2,23 @@
 load -> training graph -> memory plan -> C emission -> files."""
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import blob, budget, calibrate, export, loader, manifest, memory, ops, tied, training
+from . import blob, budget, calibrate, export, fit, loader, manifest, memory, ops, sparse_schemes, tied, training
 from . import flower_app as flower_app_writer
 from .ctext import identifiers
 from .emit import emit, input_idents, running_names
 from .errors import OptionError
 from .files import write_all
 from .paths import runtime_dir
-from .inspection import ChoiceRow, NodeRow, Report
+from .inspection import ChoiceRow, NodeRow, Report, SchemeRow
 from .ir import CONST, FROZEN, PARAM, RUNNING, STATE
 from .training_onnx import to_onnx
 
@@ -50,7 +52,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train_channels: str | list[str] | None = None, fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
              quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval",
-             untie: bool = False) -> dict:
+             untie: bool = False, auto_sparse: bool = False, update: str = "float") -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them.
     train_channels: "PATTERN:FRACTION" (or a list): also train the first ceil(FRACTION x n) output
@@ -58,18 +60,33 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     quantize="int8" with calibration (an .npz of sample inputs): the model is first quantized
     (codegen/calibrate.py), then compiled as a QDQ model; quantized_model.onnx is written too.
     mode="train": PyTorch's model.train() (BatchNorm batch statistics, Dropout active).
+    update="int8": trainable weights of quantized layers stay int8 (biases int32) and train on
+    their integers with quantization-aware scaling (codegen/ops/qas.py); needs a quantized model.
     Parameters read by several nodes train as one tensor (a McutrainWarning names them); untie=True
-    gives each use its own copy (codegen/tied.py)."""
+    gives each use its own copy (codegen/tied.py).
+    auto_sparse=True (needs ram_budget, replaces train/train_last/train_bias_*/train_channels; freeze
+    still applies): trains the best sparse update scheme that fits (codegen/sparse_schemes.py),
+    ranked by contribution analysis when `calibration` has labels y, else by heuristics; the
+    returned summary then also has it under "auto_sparse" (an inspect SchemeRow's JSON)."""
     model, out_dir = Path(model), Path(out_dir)
+    if auto_sparse:
+        _check_auto_sparse(ram_budget, train=train, train_last=train_last, train_bias_only=train_bias_only,
+                           train_bias_last=train_bias_last, train_channels=train_channels)
     prefix = name or _default_name(model)
     _check_prefix(prefix)
     spec = Spec(loss, training.Optimizer(lr, momentum, weight_decay, nesterov, optimizer, beta1, beta2, eps),
                 training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels),
                 batch, output,
-                fuse_updates, accumulate, mode)
+                fuse_updates, accumulate, mode, update)
     with tied.resolved(model, untie) as source, \
-            calibrate.model_to_compile(source, quantize, calibration) as (compiled, quantized):
+            calibrate.model_to_compile(source, quantize, None if auto_sparse and not quantize else calibration) \
+            as (compiled, quantized):
+        if auto_sparse:
+            data = calibration and sparse_schemes.calibration_data(Path(calibration), required=not quantize)
+            chosen = _schemes(compiled, spec, federated, ram_budget, data)[0]
+            spec = replace(spec, selection=chosen.selection)
         graph, tg, plan = compile_plan(compiled, spec)
+        _check_federated(tg, federated)
         summary = _summary(tg, plan, prefix, str(model), federated)
         summary["model_hash"] = blob.model_hash(tg)
         if ram_budget is not None:
@@ -85,7 +102,16 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     for kernel in sorted((runtime_dir() / "kernels").glob("*.h")):  # small; some include others
         files[f"runtime/kernels/{kernel.name}"] = kernel.read_text()
     write_all(out_dir, {**files, manifest.NAME: manifest.dumps(summary, files)})  # the manifest last
-    return summary
+    return {**summary, "auto_sparse": chosen.to_json()} if auto_sparse else summary
+
+
+def _check_auto_sparse(ram_budget: int | None, **selectors) -> None:
+    given = [f"--{k.replace('_', '-')}" for k, v in selectors.items() if v]
+    if given:
+        raise OptionError(f"--auto-sparse chooses the trainable set itself: drop {', '.join(given)} "
+                          "(--freeze still applies)")
+    if ram_budget is None:
+        raise OptionError("--auto-sparse needs --ram-budget BYTES: the RAM the scheme must fit")
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,15 @@ class Spec:
     fuse_updates: bool = True
     accumulate: int = 1
     mode: str = "eval"
+    update: str = "float"  # --update: how trainable weights of quantized layers train
+
+
+def _check_federated(tg, federated: bool) -> None:
+    """Federated deltas are float differences: not yet of integer parameters (--update int8)."""
+    integers = [n for n in tg.trainable if tg.graph.tensors[n].dtype != "float32"]
+    if federated and integers:
+        raise OptionError(f"--update int8: '{integers[0]}' trains as integers, and federated deltas of "
+                          "integer parameters are not supported yet; add --no-federated")
 
 
 def compile_plan(model: Path, spec: Spec):
@@ -108,9 +143,14 @@ def compile_plan(model: Path, spec: Spec):
     if spec.accumulate < 1:
         raise OptionError("--accumulate must be >= 1")
     graph = loader.load(model, spec.batch)
+    return (graph, *_plan_graph(graph, spec))
+
+
+def _plan_graph(graph, spec: Spec):
+    """training graph -> memory plan of a loaded `graph` (which it changes): (training graph, plan)."""
     tg = training.build(graph, spec.loss, spec.optimizer, spec.output, spec.selection,
-                        spec.fuse_updates, spec.accumulate, spec.mode)
-    return graph, tg, memory.plan(tg)
+                        spec.fuse_updates, spec.accumulate, spec.mode, spec.update)
+    return tg, memory.plan(tg)
 
 
 def _bytes(graph, role) -> int:
@@ -127,7 +167,7 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
         "inputs": [{"name": n, "c": c, "shape": list(g.shape(n))} for n, c in input_idents(g.inputs).items()],
         "output": {"name": tg.output, "shape": list(g.shape(tg.output))},
         "labels": {"shape": list(label.shape), "dtype": label.dtype},
-        "params": [{"name": n, "shape": list(g.shape(n))} for n in tg.trainable],
+        "params": [{"name": n, "shape": list(g.shape(n)), "dtype": g.tensors[n].dtype} for n in tg.trainable],
         "state": [{"name": n, "shape": list(g.shape(n))} for n in running_names(g)],
         "frozen": tg.frozen,
         "memory": {"arena_bytes": plan.arena_bytes, "lower_bound_bytes": plan.lower_bound,
@@ -143,12 +183,18 @@ def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dic
 def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.kind, momentum: float = _OPT.momentum,
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
-            train_channels: str | list[str] | None = None, federated: bool = True, mode: str = "eval") -> Report:
+            train_channels: str | list[str] | None = None, federated: bool = True, mode: str = "eval",
+            ram_budget: int | None = None, calibration: str | Path | None = None, lr: float = _OPT.lr) -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
     federated: count the round-start copy, as generate (federated by default) would build it.
-    mode: as generate's ("train" counts BatchNorm's running statistics as RAM state)."""
+    mode: as generate's ("train" counts BatchNorm's running statistics as RAM state).
+    ram_budget: also propose sparse update schemes that fit it (codegen/sparse_schemes.py; freeze
+    applies, the other selectors do not), ranked by contribution analysis on `calibration` (an .npz
+    with x and y; fine-tuned with lr) when given, else by heuristics."""
+    if calibration is not None and ram_budget is None:
+        raise OptionError("--calibration ranks the sparse update schemes of --ram-budget BYTES: add --ram-budget")
     raw = loader.upgraded(Path(model))
     note = None
     if batch is None and loader.has_dynamic_batch(raw):
@@ -168,11 +214,17 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
     report.params = [{"name": t.name, "shape": list(t.shape)} for t in graph.of_role(PARAM)]
     if len(graph.outputs) == 1:
         report.loss = "cross_entropy" if len(graph.shape(graph.outputs[0])) == 2 else "mse"
-        opt = training.Optimizer(momentum=momentum, kind=optimizer)
+        opt = training.Optimizer(lr, momentum=momentum, kind=optimizer)
         own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels)
         report.optimizer = asdict(opt)
-        report.memory_by_choice = _memory_by_choice(Path(model), Spec(report.loss, opt, own, batch, mode=mode),
-                                                     federated)
+        spec = Spec(report.loss, opt, own, batch, mode=mode)
+        report.memory_by_choice = _memory_by_choice(Path(model), spec, federated)
+        if ram_budget is not None:
+            data = calibration and sparse_schemes.calibration_data(Path(calibration), required=True)
+            report.ram_budget = ram_budget
+            report.schemes = _schemes(Path(model), spec, federated, ram_budget, data)
+    elif ram_budget is not None:
+        raise OptionError("--ram-budget proposals need a model with one output (the loss is attached to it)")
     return report
 
 
@@ -216,6 +268,42 @@ def _int8_memory(model: Path, spec: Spec, federated: bool) -> dict:
         return _memory(quantized, spec, federated)
 
 
+def _schemes(model: Path, spec: Spec, federated: bool, budget: int, data=None) -> list[SchemeRow]:
+    """The sparse update schemes that fit `budget` bytes (codegen/sparse_schemes.py), best first:
+    `model` loaded once, every scheme planned on a copy; ranked by contribution analysis on `data`
+    ((x, y): each candidate fine-tuned by its host trainer) or, without data, by heuristics."""
+    graph, freeze = loader.load(model, spec.batch), spec.selection.freeze
+    space = sparse_schemes.Space.of(graph, freeze)
+
+    def memory_of(selection: training.Selection) -> dict:
+        tg, plan = _plan_graph(copy.deepcopy(graph), replace(spec, selection=selection))
+        return _summary(tg, plan, "model", str(model), federated)["memory"]
+
+    def rows(gain, proxy: str) -> list[SchemeRow]:
+        return [SchemeRow(p.scheme.options(), p.ram, round(p.score, 6), proxy, p.memory, p.scheme.selection(freeze))
+                for p in sparse_schemes.propose(space, memory_of, budget, gain, freeze)]
+    if data is None:
+        return rows(sparse_schemes.heuristic_gain(space), "heuristics")
+    from .build import load_host  # cffi: only the contribution analysis builds trainers
+
+    with tempfile.TemporaryDirectory(prefix="mcutrain-schemes-") as tmp:
+        def trainer_of(selection: training.Selection):
+            out = Path(tmp) / f"scheme{len(list(Path(tmp).iterdir()))}"
+            generate(model, out, federated=False, **_generate_options(replace(spec, selection=selection)))
+            return load_host(out)
+        return rows(sparse_schemes.Measured(trainer_of, *data, freeze), "contribution analysis")
+
+
+def _generate_options(spec: Spec) -> dict:
+    """generate()'s keyword arguments that make `spec`."""
+    o, s = spec.optimizer, spec.selection
+    return dict(loss=spec.loss, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+                optimizer=o.kind, beta1=o.beta1, beta2=o.beta2, eps=o.eps, train=s.train, freeze=s.freeze,
+                train_last=s.last, train_bias_only=s.bias_only, train_bias_last=s.bias_last,
+                train_channels=s.channels, batch=spec.batch, output=spec.output, fuse_updates=spec.fuse_updates,
+                accumulate=spec.accumulate, mode=spec.mode, update=spec.update)
+
+
 def _flags(sel: training.Selection) -> str:
     """The command-line options that make `sel`."""
     flags = [f"--train {p}" for p in sel.train or []] + [f"--freeze {p}" for p in sel.freeze or []]
@@ -228,6 +316,8 @@ def _flags(sel: training.Selection) -> str:
     return " ".join(flags + [f"--train-channels {c}" for c in sel.channels or []])
 
 
-def flower_app(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients: int = 10) -> Path:
-    """`mcutrain flower-app`: a Flower App training `build_dir` over `clients` simulated clients."""
-    return flower_app_writer.write(build_dir, data, out_dir, clients)
+def flower_app(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients: int = 10,
+               board: str | None = None) -> Path:
+    """`mcutrain flower-app`: a Flower App training `build_dir` over `clients` simulated clients;
+    with `board` (a target), that board's federated firmware plays client 0."""
+    return flower_app_writer.write(build_dir, data, out_dir, clients, board)

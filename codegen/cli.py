@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-from . import __version__, api, blob, console, fit, ops, training
+from . import __version__, api, blob, console, fit, ops, quantized, training
 from .budget import ram_bytes
 from .cli_boards import register as register_boards
 from .cli_lifecycle import register as register_lifecycle
@@ -60,6 +60,7 @@ Loss = _choices("Loss", sorted(ops.LOSSES))
 OptimizerKind = _choices("OptimizerKind", sorted(ops.OPTIMIZERS))
 Quantize = _choices("Quantize", ["int8"])
 Mode = _choices("Mode", training.MODES)
+Update = _choices("Update", quantized.UPDATES)
 _OPT = training.Optimizer  # its field defaults are the options' defaults
 CHANNELS_HELP = ("also train the first FRACTION (rounded up) of the output channels of the matching Conv/Gemm/"
                  "MatMul weights (repeatable)")
@@ -130,6 +131,12 @@ def generate(
                                 "Dropout) or model.train() (batch statistics, Dropout active)"),
     untie: bool = typer.Option(False, "--untie", help="give each node reading a shared parameter its own copy "
                                "(torch's exporters merge equal initializers)"),
+    update: Update = _choice_option(Update, "float", "how trainable weights of quantized layers train: in float "
+                                    "(fake-quantized) or int8 in RAM (int32 biases) with quantization-aware scaling"),
+    auto_sparse: bool = typer.Option(False, "--auto-sparse", help="train the best sparse update scheme that fits "
+                                     "--ram-budget (as inspect --ram-budget ranks them; replaces the other "
+                                     "selectors, --freeze applies; --calibration with labels y: contribution "
+                                     "analysis)"),
 ):
     """Write <name>.h/.c (+ runtime), training_model.onnx, memory.json and mcutrain.json
     (and quantized_model.onnx with --quantize)."""
@@ -140,7 +147,12 @@ def generate(
                    train_bias_last=train_bias_last, train_channels=train_channels, accumulate=accumulate,
                    fuse_updates=fuse_updates,
                    ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
-                   calibration=calibration, mode=mode.value, untie=untie)
+                   calibration=calibration, mode=mode.value, untie=untie, update=update.value,
+                   auto_sparse=auto_sparse)
+    if auto_sparse:
+        chosen = summary["auto_sparse"]
+        say(printable(f"auto-sparse scheme: {chosen['options']} (RAM {chosen['ram_bytes']:,} B, score "
+                      f"{chosen['score']:g} by {chosen['proxy']})"), markup=False)
     note(f"wrote {out_dir}/{summary['name']}.h, {summary['name']}.c, runtime/, "
          f"training_model.onnx, {'quantized_model.onnx, ' if quantize else ''}memory.json, mcutrain.json")
     say(f"trainable: {', '.join(p['name'] for p in summary['params'])}")
@@ -234,6 +246,11 @@ def inspect(
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="count the round-start copy of the weights (as generate builds it)"),
     mode: Mode = _choice_option(Mode, "eval", "as for generate: train counts BatchNorm's running statistics"),
+    ram_budget: Optional[int] = typer.Option(None, "--ram-budget", metavar="BYTES", help="propose sparse update "
+                                             "schemes whose RAM fits this many bytes"),
+    calibration: Optional[Path] = typer.Option(None, metavar="FILE", help=".npz with x and y: rank the schemes by "
+                                               "contribution analysis (a short host fine-tune of each candidate)"),
+    lr: float = typer.Option(_OPT.lr, help="learning rate of the contribution analysis's fine-tunes"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ):
     """Ops, shapes, parameters and the memory each trainable set costs, before generating.
@@ -241,7 +258,7 @@ def inspect(
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
                   freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
                   train_bias_last=train_bias_last, train_channels=train_channels, federated=federated,
-                  mode=mode.value)
+                  mode=mode.value, ram_budget=ram_budget, calibration=calibration, lr=lr)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -268,6 +285,8 @@ def _print_inspect(report: Report) -> None:
         say(report.note)
     if report.memory_by_choice:
         _print_choices(report)
+    if report.ram_budget is not None:
+        _print_schemes(report)
 
 
 def _print_choices(report: Report) -> None:
@@ -297,6 +316,17 @@ def _print_choices(report: Report) -> None:
     for row in report.memory_by_choice:
         if row.options:
             say(printable(f"{row.choice}: {row.options}"), markup=False)
+
+
+def _print_schemes(report: Report) -> None:
+    """The sparse update schemes that fit --ram-budget, best first, as the options to type."""
+    table = Table("#", "RAM", "params", "score", "options", box=box.SIMPLE_HEAD,
+                  title=f"sparse update schemes within {report.ram_budget:,} B of RAM, ranked by "
+                        f"{report.schemes[0].proxy}")
+    for k, row in enumerate(report.schemes, 1):
+        table.add_row(str(k), f"{row.ram_bytes:,}", f"{row.memory['param_bytes']:,}", f"{row.score:.4g}",
+                      Text(printable(row.options)))
+    out.print(table)
 
 
 register_boards(app)

@@ -4,8 +4,9 @@ proposals) add fields here, bumping SCHEMA."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-SCHEMA = 1  # the "schema" field of `inspect --json`
+SCHEMA = 2  # the "schema" field of `inspect --json`; 2: ram_budget, schemes
 
 
 @dataclass
@@ -32,6 +33,22 @@ class ChoiceRow:
 
 
 @dataclass
+class SchemeRow:
+    """A sparse update scheme that fits --ram-budget (codegen/sparse_schemes.py): the options that
+    make it, its RAM (budget.ram_bytes of its memory summary) and its accuracy-proxy score."""
+    options: str
+    ram_bytes: int
+    score: float
+    proxy: str  # "contribution analysis" (measured) or "heuristics"
+    memory: dict[str, int]
+    selection: Any = None  # the training.Selection it makes (not in the JSON)
+
+    def to_json(self) -> dict:
+        return {"options": self.options, "ram_bytes": self.ram_bytes, "score": self.score, "proxy": self.proxy,
+                **self.memory}
+
+
+@dataclass
 class Report:
     opset: int
     nodes: list[NodeRow]
@@ -45,8 +62,10 @@ class Report:
     federated: bool = True
     memory_by_choice: list[ChoiceRow] = field(default_factory=list)
     note: str | None = None
+    ram_budget: int | None = None  # inspect --ram-budget: the budget the schemes fit
+    schemes: list[SchemeRow] = field(default_factory=list)  # best first
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["memory_by_choice"] = [row.to_json() for row in self.memory_by_choice]
+        d = {**asdict(self), "memory_by_choice": [row.to_json() for row in self.memory_by_choice],
+             "schemes": [row.to_json() for row in self.schemes]}
         return {"schema": SCHEMA, **{k: v for k, v in d.items() if v is not None}}
