@@ -229,22 +229,22 @@ def _with_weights(space: Space, fits, kmax: int, score_of, limit: int) -> list[S
     """Per weight set (each candidate alone at each ratio, the best m together), the head and the
     largest K that fits; weight sets by their best possible score, stopping once `limit` schemes
     beat every set left (branch and bound)."""
-    alone = {}
+    alone = set()  # (weight, ratio) that fit with the head and the biases down to the weight
     for c in space.candidates:
         for r in RATIOS:
             if c.reach > kmax or not fits(Scheme(True, c.reach, ((c.weight, r),))):
-                break
-            alone[c.weight, r] = True
+                break  # larger ratios do not fit either
+            alone.add((c.weight, r))
+    graph_order = sorted(space.candidates, key=lambda c: -c.rank)
     sets = [((c.weight, r),) for c in space.candidates for r in RATIOS if (c.weight, r) in alone]
-    sets += [tuple((c.weight, r) for c in space.candidates[:m]) for m in range(2, len(space.candidates) + 1)
-             for r in RATIOS if all((c.weight, r) in alone for c in space.candidates[:m])]
-    reach, rank = {c.weight: c.reach for c in space.candidates}, {c.weight: c.rank for c in space.candidates}
-    bound = sorted(sets, key=lambda ws: -score_of(Scheme(True, kmax, ws)))
+    sets += [tuple((c.weight, r) for c in graph_order if c in space.candidates[:m])
+             for m in range(2, len(space.candidates) + 1) for r in RATIOS
+             if all((c.weight, r) in alone for c in space.candidates[:m])]
+    reach = {c.weight: c.reach for c in space.candidates}
     chosen: list[tuple[float, Scheme]] = []
-    for ws in bound:
+    for ws in sorted(sets, key=lambda ws: -score_of(Scheme(True, kmax, ws))):
         if len(chosen) >= limit and chosen[limit - 1][0] >= score_of(Scheme(True, kmax, ws)):
             break
-        ws = tuple(sorted(ws, key=lambda p: -rank[p[0]]))  # graph order
         lowest = max(reach[w] for w, _ in ws)
         k = _largest(fits, lambda k: Scheme(True, k, ws), [k for k in [0, *space.grid] if lowest <= k <= kmax])
         if k is not None:
