@@ -184,12 +184,14 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
             train: str | list[str] | None = None, freeze: str | list[str] | None = None,
             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
             train_channels: str | list[str] | None = None, federated: bool = True, mode: str = "eval",
-            ram_budget: int | None = None, calibration: str | Path | None = None, lr: float = _OPT.lr) -> Report:
+            ram_budget: int | None = None, calibration: str | Path | None = None, lr: float = _OPT.lr,
+            update: str = "float") -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
     federated: count the round-start copy, as generate (federated by default) would build it.
     mode: as generate's ("train" counts BatchNorm's running statistics as RAM state).
+    update: as generate's ("int8": the trainable weights of quantized layers count one byte each).
     ram_budget: also propose sparse update schemes that fit it (codegen/sparse_schemes.py; freeze
     applies, the other selectors do not), ranked by contribution analysis on `calibration` (an .npz
     with x and y; fine-tuned with lr) when given, else by heuristics."""
@@ -217,7 +219,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
         opt = training.Optimizer(lr, momentum=momentum, kind=optimizer)
         own = training.Selection(train, freeze, train_last, train_bias_only, train_bias_last, train_channels)
         report.optimizer = asdict(opt)
-        spec = Spec(report.loss, opt, own, batch, mode=mode)
+        spec = Spec(report.loss, opt, own, batch, mode=mode, update=update)
         report.memory_by_choice = _memory_by_choice(Path(model), spec, federated)
         if ram_budget is not None:
             data = calibration and sparse_schemes.calibration_data(Path(calibration), required=True)

@@ -34,6 +34,11 @@ class GradContext:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._b.graph.shape(name)
 
+    def integer_param(self, name: str) -> bool:
+        """Whether `name` is a parameter that trains on its integers (--update int8)."""
+        t = self._b.graph.tensors[name]
+        return t.role == PARAM and t.dtype != "float32"
+
     def op(self, op: str, inputs: list[str], like: str | None, attrs: dict | None = None,
            domain: str = TRAIN_DOMAIN, shape: tuple[int, ...] | None = None) -> str:
         """Add `op(inputs)` to the backward graph; its output has the shape of tensor `like` (or

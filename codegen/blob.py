@@ -59,9 +59,21 @@ def layout(manifest: Manifest) -> list[tuple[str, tuple[int, ...]]]:
     return [(p.name, p.shape) for p in (*manifest.params, *manifest.state)]
 
 
+def word_bits(dtype: str, value) -> np.ndarray:
+    """A tensor's values as the float32 words that hold its bytes in a blob (little-endian; int8
+    padded to whole words): the float32 values themselves, or an integer parameter's bytes."""
+    raw = np.asarray(value, np.dtype(dtype).newbyteorder("<")).tobytes()
+    return np.frombuffer(raw + bytes(-len(raw) % 4), "<f4")
+
+
+def _integer(manifest: Manifest) -> str | None:
+    """The first parameter that trains as integers (--update int8), if any."""
+    return next((p.name for p in manifest.params if p.dtype != "float32"), None)
+
+
 def sizes(manifest: Manifest) -> dict[bytes, int]:
     """Total message bytes of each kind for this model (the C's *_BLOB_BYTES / *_DELTA_*_BYTES)."""
-    count = sum(int(np.prod(s)) for _, s in layout(manifest))
+    count = sum(s.words for s in (*manifest.params, *manifest.state))
     tensors = len(layout(manifest))
     return {PARAMS: HEADER.size + 4 * count, DELTA_F32: HEADER.size + 4 + 4 * count,
             DELTA_I8: HEADER.size + 4 + 4 * tensors + count}
@@ -105,14 +117,32 @@ def check(data: bytes, manifest: Manifest, magics: tuple[bytes, ...]) -> tuple[b
 
 
 def split(flat: np.ndarray, manifest: Manifest, specs=None) -> dict[str, np.ndarray]:
-    """The flat trainable blob (get_params order; or of `specs`, e.g. manifest.state) as arrays
-    by tensor name."""
+    """The flat trainable blob of float32 words (get_params order; or of `specs`, e.g.
+    manifest.state) as arrays by tensor name; an integer parameter as its own dtype."""
     out, offset = {}, 0
-    for name, shape in ((s.name, s.shape) for s in (manifest.params if specs is None else specs)):
-        n = int(np.prod(shape))
-        out[name] = flat[offset:offset + n].reshape(shape).copy()
-        offset += n
+    for s in (manifest.params if specs is None else specs):
+        part = np.asarray(flat[offset:offset + s.words], "<f4")
+        value = part if s.dtype == "float32" else np.frombuffer(part.tobytes(), np.dtype(s.dtype).newbyteorder("<"),
+                                                                count=s.size)
+        out[s.name] = value.astype(s.dtype).reshape(s.shape)
+        offset += s.words
     return out
+
+
+def pack(params: dict[str, np.ndarray], specs) -> np.ndarray:
+    """The float32 words of `params` in the order of `specs` (split's inverse). An integer
+    parameter takes integer values in its dtype's range (DataError naming it otherwise)."""
+    parts = []
+    for s in specs:
+        value = np.asarray(params[s.name])
+        if s.dtype != "float32":
+            info = np.iinfo(s.dtype)
+            if not np.all(np.isfinite(value)) or np.any(value != np.round(value)) \
+                    or value.min(initial=0) < info.min or value.max(initial=0) > info.max:
+                raise DataError(f"parameter '{s.name}' trains as {s.dtype} (--update int8): its values must be "
+                                f"integers in [{info.min}, {info.max}]")
+        parts.append(word_bits(s.dtype, value.astype(s.dtype)).ravel())
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def _split_all(flat: np.ndarray, manifest: Manifest) -> dict[str, np.ndarray]:
@@ -125,7 +155,7 @@ def _flat(params: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
     if missing:
         raise DataError(f"no value for {', '.join(missing)}: a parameter blob holds every trainable tensor and "
                         "the state (running statistics)")
-    return np.concatenate([np.asarray(params[n], "<f4").ravel() for n, _ in layout(manifest)])
+    return pack(params, (*manifest.params, *manifest.state))
 
 
 def encode_params(params: dict[str, np.ndarray], manifest: Manifest) -> bytes:
@@ -134,7 +164,7 @@ def encode_params(params: dict[str, np.ndarray], manifest: Manifest) -> bytes:
 
 def decode_params(data: bytes, manifest: Manifest) -> dict[str, np.ndarray]:
     _, payload = check(data, manifest, (PARAMS,))
-    return _split_all(np.frombuffer(payload, "<f4").astype(np.float32), manifest)
+    return _split_all(np.frombuffer(payload, "<f4"), manifest)
 
 
 def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
@@ -147,7 +177,14 @@ def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
     return scale, np.where(q >= -127, np.minimum(q, 127), -127).astype(np.int8)
 
 
+def _no_integer_deltas(manifest: Manifest) -> None:
+    if (name := _integer(manifest)) is not None:
+        raise DataError(f"'{name}' trains as integers (--update int8); deltas of integer parameters are not "
+                        "supported yet")
+
+
 def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: Manifest, int8: bool = False) -> bytes:
+    _no_integer_deltas(manifest)
     head = struct.pack("<I", samples)
     if not int8:
         return _finish(DELTA_F32, manifest, head + _flat(delta, manifest).tobytes())
@@ -158,6 +195,7 @@ def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: Manifest,
 
 def decode_delta(data: bytes, manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
     """(delta as float32 by tensor name, sample count); int8 deltas are dequantized (q * scale)."""
+    _no_integer_deltas(manifest)
     magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
     (samples,) = struct.unpack_from("<I", payload)
     if magic == DELTA_F32:
@@ -178,12 +216,13 @@ def read_params(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     with path.open("rb") as f:
         if f.read(4) == PARAMS:
             return decode_params(path.read_bytes(), manifest)
-    expected = dict(layout(manifest))
+    expected = {s.name: s for s in (*manifest.params, *manifest.state)}
     with npz.Archive(path, f"a parameter blob (magic {PARAMS!r}) or an .npz file") as archive:
         if archive.names != set(expected):
             raise DataError(f"'{path}' has tensors {sorted(archive.names)}; this model trains (or keeps as state) "
                             f"{sorted(expected)}")
-        return {n: archive.array(n, shape).astype(np.float32) for n, shape in expected.items()}
+        params = {n: archive.array(n, s.shape) for n, s in expected.items()}
+    return split(pack(params, expected.values()), manifest, expected.values())
 
 
 def write_params(path: Path, params: dict[str, np.ndarray], manifest: Manifest) -> None:
@@ -191,7 +230,7 @@ def write_params(path: Path, params: dict[str, np.ndarray], manifest: Manifest) 
     path = Path(path)
     if path.suffix == ".npz":
         buf = io.BytesIO()
-        np.savez(buf, **{n: np.asarray(params[n], np.float32) for n, _ in layout(manifest)})
+        np.savez(buf, **split(_flat(params, manifest), manifest, (*manifest.params, *manifest.state)))
         write_atomic(path, buf.getvalue())
     else:
         write_atomic(path, encode_params(params, manifest))

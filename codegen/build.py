@@ -19,7 +19,7 @@ import numpy as np
 
 from . import c_api
 from .manifest import Manifest, read as read_manifest
-from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, sizes, split
+from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, pack, sizes, split
 from .errors import BuildError, DataError
 from .export import export_onnx
 
@@ -110,8 +110,7 @@ class HostTrainer:
         self.label_shape = m.labels.shape
         self.label_dtype = np.dtype(m.labels.dtype)
         self.classes = m.classes
-        self._params = [(p.name, p.shape) for p in m.params]
-        self._param_size = sum(p.size for p in m.params)
+        self._param_size = sum(p.words for p in m.params)  # 4-byte words: int8 parameters take a quarter
 
     def _fn(self, name):
         return getattr(self._lib, f"{self._p}_{name}")
@@ -166,6 +165,7 @@ class HostTrainer:
         return out
 
     def get_params(self) -> dict[str, np.ndarray]:
+        """{name: array}; a parameter that trains as integers (--update int8) in its dtype."""
         flat = np.empty(self._param_size, np.float32)
         self._fn("get_params")(self._ptr(flat, "float"))
         return split(flat, self.manifest)
@@ -177,12 +177,10 @@ class HostTrainer:
         if unknown:
             raise DataError(f"unknown parameter(s) {sorted(unknown)}; trainable: {list(current)}")
         for name, value in params.items():
-            value = np.asarray(value, np.float32)
-            if value.shape != current[name].shape:
-                raise DataError(f"parameter '{name}' must have shape {current[name].shape}, got {value.shape}")
+            if np.shape(value) != current[name].shape:
+                raise DataError(f"parameter '{name}' must have shape {current[name].shape}, got {np.shape(value)}")
             current[name] = value
-        blob = np.ascontiguousarray(np.concatenate([current[n].ravel() for n, _ in self._params]))
-        self._fn("set_params")(self._ptr(blob, "float"))
+        self._fn("set_params")(self._ptr(np.ascontiguousarray(pack(current, self.manifest.params)), "float"))
 
     def get_state(self) -> dict[str, np.ndarray]:
         """The state section by name: BatchNorm running statistics (generate --mode train)."""

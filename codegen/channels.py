@@ -9,7 +9,12 @@ own, named `W[:k]`, or `W[:, :k]` when the channels are the weight's dim 1) and 
 frozen rest (const, flash), their outputs joined by a Concat along the output-channel axis. So the
 weight gradient is computed for the trained channels only (no full dW), only the trainable node
 keeps its input for the backward, and the parameter blob, get/set_params, the optimizer state and
-federated deltas all see the slice; `export` joins it back into the full weight."""
+federated deltas all see the slice; `export` joins it back into the full weight.
+
+Under --update int8 a quantized layer splits into two int8 layers: both parts keep their share of
+the weight's integers (per-channel scales sliced with them), each output is quantized as the
+layer's was, and the join is a QLinearConcat at the same scale (an exact copy): the trained
+channels are int8 parameters in RAM, the rest int8 constants in flash, all in integer arithmetic."""
 from __future__ import annotations
 
 import math
@@ -19,7 +24,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from .errors import OptionError
-from .ir import CONST, FROZEN, PARAM, Graph, Node, Tensor
+from .ir import CONST, FROZEN, PARAM, Graph, Node, Quantized, Tensor
 
 _SLICE = re.compile(r"^(?P<weight>.+)\[(?P<cols>:, )?:(?P<k>[0-9]+)\]$")
 
@@ -89,21 +94,49 @@ def sliced(name: str) -> tuple[str, int, int] | None:
     return (m["weight"], 1 if m["cols"] else 0, int(m["k"])) if m else None
 
 
-def split(graph: Graph, trainable: list[str]) -> None:
-    """Rewrite the layer of every slice in `trainable` into a trainable and a frozen part."""
+def split(graph: Graph, trainable: list[str], update: str = "float") -> None:
+    """Rewrite the layer of every slice in `trainable` into a trainable and a frozen part (under
+    update "int8" two quantized parts, see above)."""
     layers = weights(graph)
     for name in trainable:
         if (s := sliced(name)) is not None and s[0] in layers:
-            _split(graph, *layers[s[0]], s[2], name, trainable)
+            _split(graph, *layers[s[0]], s[2], name, trainable, update == "int8")
 
 
-def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: list[str]) -> None:
+def _quant_part(q: Quantized | None, axis: int, lo: int, hi: int) -> Quantized | None:
+    """The integers of channels lo:hi of a quantized weight (None: that part runs in float)."""
+    if q is None or q.scale.size != 1 and q.axis != axis:
+        return None
+    part = (slice(None),) * axis + (slice(lo, hi),)
+    scale, zp = (q.scale, q.zero_point) if q.scale.size == 1 else (q.scale[lo:hi], q.zero_point[lo:hi])
+    return Quantized(np.ascontiguousarray(q.values[part]), scale, zp, q.axis)
+
+
+def _requantized(graph: Graph, y: str, out: str, join: Node) -> str:
+    """out -> QuantizeLinear -> DequantizeLinear (before `join`) at the scale of the QuantizeLinear
+    that reads y, so the lowering runs the part in int8; out itself when y has no such reader."""
+    readers = [n for n in graph.nodes if y in n.inputs]
+    if len(readers) != 1 or readers[0].op != "QuantizeLinear" or readers[0].domain:
+        return out
+    scale = readers[0].inputs[1:3]
+    q = graph.add(f"{out}.quantized", graph.shape(out), graph.tensors[readers[0].outputs[0]].dtype)
+    f = graph.add(f"{out}.dequantized", graph.shape(out))
+    at = graph.nodes.index(join)
+    graph.nodes[at:at] = [Node("QuantizeLinear", [out, *scale], [q], {}, f"quantize {out}"),
+                          Node("DequantizeLinear", [q, *scale], [f], {}, f"dequantize {out}")]
+    return f
+
+
+def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: list[str], integer: bool) -> None:
     w = graph.tensors[node.inputs[1]]
     value = np.asarray(w.value, np.float32)
     head, rest = np.split(value, [k], axis=axis)
-    head = Tensor(name, head.shape, w.dtype, PARAM, np.ascontiguousarray(head))
+    quant = (_quant_part(w.quant, axis, 0, k), _quant_part(w.quant, axis, k, value.shape[axis])) if integer \
+        else (None, None)
+    head = Tensor(name, head.shape, w.dtype, PARAM, np.ascontiguousarray(head), quant=quant[0])
     graph.tensors = {name if t is w else t.name: head if t is w else t for t in graph.tensors.values()}
     frozen = graph.add(f"{w.name}[{':, ' * axis}{k}:]", rest.shape, w.dtype, FROZEN, np.ascontiguousarray(rest))
+    graph.tensors[frozen].quant = quant[1]
     y = node.outputs[0]
     out_axis = len(graph.shape(y)) - 1 if node.op != "Conv" else 1
     groups, n = node.attrs.get("group", 1), value.shape[axis]
@@ -120,8 +153,10 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
         out = graph.add(f"{y}.{what}", shape)
         parts.append(Node(node.op, inputs, [out], attrs, f"{node.name or y} ({what} channels)", node.domain))
     at = graph.nodes.index(node)
-    graph.nodes[at:at + 1] = [*parts, Node("Concat", [p.outputs[0] for p in parts], [y], {"axis": out_axis},
-                                           f"{node.name or y} (channels joined)")]
+    join = Node("Concat", [p.outputs[0] for p in parts], [y], {"axis": out_axis}, f"{node.name or y} (channels joined)")
+    graph.nodes[at:at + 1] = [*parts, join]
+    if all(quant):
+        join.inputs = [_requantized(graph, y, p.outputs[0], join) for p in parts]
     for bias in node.inputs[2:3]:  # a frozen bias is now two constants, unless another node reads it
         if bias and not any(bias in n.inputs for n in graph.nodes):
             del graph.tensors[bias]
@@ -163,7 +198,7 @@ def join(params: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict[str
             joined[name] = value
             continue
         weight, axis, k = s
-        whole = np.array(joined.get(weight, full[weight]), np.float32)
+        whole = np.array(joined.get(weight, full[weight]), value.dtype)  # float32, or the integers of --update int8
         whole[(slice(None),) * axis + (slice(0, k),)] = value
         joined[weight] = whole
     return joined

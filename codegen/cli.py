@@ -251,6 +251,8 @@ def inspect(
     calibration: Optional[Path] = typer.Option(None, metavar="FILE", help=".npz with x and y: rank the schemes by "
                                                "contribution analysis (a short host fine-tune of each candidate)"),
     lr: float = typer.Option(_OPT.lr, help="learning rate of the contribution analysis's fine-tunes"),
+    update: Update = _choice_option(Update, "float", "as for generate: int8 counts trainable weights of quantized "
+                                    "layers as one byte each"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ):
     """Ops, shapes, parameters and the memory each trainable set costs, before generating.
@@ -258,7 +260,7 @@ def inspect(
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
                   freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
                   train_bias_last=train_bias_last, train_channels=train_channels, federated=federated,
-                  mode=mode.value, ram_budget=ram_budget, calibration=calibration, lr=lr)
+                  mode=mode.value, ram_budget=ram_budget, calibration=calibration, lr=lr, update=update.value)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:

@@ -10,7 +10,9 @@ import numpy as np
 from . import __version__, c_api, ops
 from .ctext import ENV, WEIGHTS, comment, identifiers
 from .errors import UnsupportedError
+from .blob import word_bits
 from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, RUNNING, STATE, Graph
+from .manifest import words
 from .memory import MemoryPlan
 from .training import TrainingGraph
 
@@ -41,25 +43,27 @@ EMBED_BYTES = 1 << 20
 
 @dataclass
 class Blob:
-    """Tensors of one role packed into one C array; offsets in floats."""
+    """Tensors of one role packed into one C array of floats; offsets in 4-byte words."""
     c_name: str
     names: list[str]
     offsets: dict[str, int]
     size: int
+    integer: bool = False  # holds the bytes of integer tensors (written as hex words, not floats)
 
     @classmethod
     def pack(cls, c_name: str, graph: Graph, names: list[str]) -> "Blob":
         offsets, size = {}, 0
         for n in names:
             offsets[n] = size
-            size += graph.tensors[n].size
-        return cls(c_name, names, offsets, size)
+            size += words(graph.tensors[n].dtype, graph.tensors[n].size)
+        return cls(c_name, names, offsets, size, any(graph.tensors[n].dtype != "float32" for n in names))
 
     def initial(self, graph: Graph) -> np.ndarray | None:
         """Initial values, flat; None for all-zero blobs (static storage starts zeroed)."""
         if not self.names or not any(np.any(graph.tensors[n].value) for n in self.names):
             return None
-        return np.concatenate([np.asarray(graph.tensors[n].value, np.float32).ravel() for n in self.names])
+        return np.concatenate([word_bits(graph.tensors[n].dtype, graph.tensors[n].value).ravel()
+                               for n in self.names])
 
 
 def hex_words(values: np.ndarray) -> bytes:
@@ -78,10 +82,12 @@ def storage(prefix: str, blob: Blob, graph: Graph) -> tuple[dict, dict[str, byte
     """How the template declares a blob, and the data files that hold its values if it is large:
     <prefix>_<blob>.bin (little-endian floats) for .incbin, <prefix>_<blob>.inc (hex words)."""
     values = blob.initial(graph)
-    fields = {"c": blob.c_name, "size": blob.size, "values": [], "file": None}
+    fields = {"c": blob.c_name, "size": blob.size, "values": [], "file": None, "words": None}
     if values is None:
         return fields, {}
     if values.nbytes < EMBED_BYTES:
+        if blob.integer:  # bit patterns that are no float literal (NaN payloads): the words themselves
+            return {**fields, "words": hex_words(values).decode()}, {}
         return {**fields, "values": [c_float(v) for v in values]}, {}
     stem, raw = f"{prefix}_{blob.c_name}", values.astype("<f4").tobytes()
     fields.update(file=stem, sha256=hashlib.sha256(raw).hexdigest())
@@ -136,6 +142,8 @@ class EmitContext:
         if t.dtype in CTYPES and t.dtype != "float32" and t.role in (CONST, FROZEN) and ops.lookup(self.node).int8:
             return self.ints(t.value.ravel(), CTYPES[t.dtype], WEIGHTS if t.role == FROZEN else "i")
         blob = self.blobs[t.role]
+        if t.dtype != "float32" and t.role == PARAM:  # trains on its integers: its bytes in the blob
+            return f"(({CTYPES[t.dtype]} *)({self.prefix}_{blob.c_name} + {blob.offsets[root]}))"
         if t.dtype != "float32":
             raise UnsupportedError(f"{self.node.describe()}: tensor '{root}' ({t.dtype}) is read as data; "
                                    f"{self.node.op} takes float32 tensors there")
@@ -248,7 +256,9 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         "output": {"name": comment(out.name), "shape": out.shape, "size": out.size, "ptr": ctx.ptr(out.name)},
         "label": {"ctype": "int32_t" if label.dtype == "int32" else "float", "shape": label.shape,
                   "size": label.size, "classes": out.shape[1] if label.dtype == "int32" else 0},
-        "params": [{"name": comment(n), "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n), "size": graph.tensors[n].size}
+        "params": [{"name": comment(n), "offset": blobs[PARAM].offsets[n], "shape": graph.shape(n),
+                    "size": words(graph.tensors[n].dtype, graph.tensors[n].size),
+                    "dtype": "" if graph.tensors[n].dtype == "float32" else f" {graph.tensors[n].dtype}"}
                    for n in tg.trainable],
         "model_hash": f"0x{model_hash:08X}u", "federated": federated,
         "blobs": {role: fields for role, (fields, _) in stored.items()}, "incbin": incbin,

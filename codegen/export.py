@@ -36,7 +36,9 @@ def initial_params(build_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]
     model), as the loader reads them (a quantized model's parameters are dequantized constants)."""
     tensors = loader.load(_source_path(build_dir), manifest.batch).tensors
     full = {name: np.asarray(t.value, np.float32) for name, t in tensors.items() if t.value is not None}
-    return {p.name: channels.initial(p.name, full) for p in (*manifest.params, *manifest.state)}
+    ints = {name: t.quant.values.reshape(t.shape) for name, t in tensors.items() if t.quant is not None}
+    return {p.name: channels.initial(p.name, full if p.dtype == "float32" else ints).astype(p.dtype)
+            for p in (*manifest.params, *manifest.state)}
 
 
 def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> None:
@@ -46,7 +48,9 @@ def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> N
     trainable slice of a weight (--train-channels) is written into that weight."""
     path_in = _source_path(build_dir)
     if any(channels.sliced(name) for name in params):
-        params = channels.join(params, {name: t.value for name, t in loader.load(path_in).tensors.items()})
+        integer = {s[0] for name, v in params.items() if (s := channels.sliced(name)) and np.asarray(v).dtype.kind == "i"}
+        params = channels.join(params, {name: t.quant.values.reshape(t.shape) if name in integer else t.value
+                                        for name, t in loader.load(path_in).tensors.items()})
     model = onnx.load(str(path_in))
     params = write_back(model.graph, params)
     found = {i.name: i for i in model.graph.initializer}

@@ -9,6 +9,9 @@ compute what the C computes. There a parameter is the output of a DequantizeLine
 - Anything else (a trained weight, the bias of a layer whose weight trains, a bias stored at another
   scale): a float initializer in place of its DequantizeLinear; the layer then runs in float between
   its activations' Q/DQ, as it does in the C.
+- An integer parameter (generate --update int8: an int8 weight, an int32 bias at scale S): its
+  integers replace the constant its DequantizeLinear reads (uint8 shifted back by +128), so
+  onnxruntime runs the personalized layer in int8 on the trained integers, as the C does.
 Scales and zero points never change; those only a replaced DequantizeLinear read are dropped."""
 from __future__ import annotations
 
@@ -31,9 +34,11 @@ def write_back(graph: onnx.GraphProto, params: dict[str, np.ndarray]) -> dict[st
              if (name := float_name(dq.input[0], dq.output[0], taken)) in params}
     trained = {id(dq) for dq in found.values()}
     for name, dq in found.items():
-        value = np.asarray(params[name], np.float32)
-        if not _int32_bias(graph, inits, dq, value, trained):
-            _to_float(graph, dq, name, value)
+        value = np.asarray(params[name])
+        if value.dtype.kind == "i":
+            _integers(inits[dq.input[0]], value)
+        elif not _int32_bias(graph, inits, dq, value.astype(np.float32), trained):
+            _to_float(graph, dq, name, value.astype(np.float32))
     return {p: v for p, v in params.items() if p not in found}
 
 
@@ -56,6 +61,14 @@ def _int32_bias(graph, inits, dq, value: np.ndarray, trained: set[int]) -> bool:
     ints = np.clip(rounded, -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
     inits[dq.input[0]].CopyFrom(numpy_helper.from_array(ints.reshape(q.shape), dq.input[0]))
     return True
+
+
+def _integers(init, value: np.ndarray) -> None:
+    """The trained integers in place of the stored ones (same type; uint8 as the int8 + 128 the
+    compiler made of it)."""
+    stored = numpy_helper.to_array(init)
+    ints = value.astype(np.int16) + 128 if stored.dtype == np.uint8 else value
+    init.CopyFrom(numpy_helper.from_array(ints.astype(stored.dtype).reshape(stored.shape), init.name))
 
 
 def _to_float(graph, dq, name: str, value: np.ndarray) -> None:

@@ -444,7 +444,8 @@ def _mark_parameters(graph: Graph) -> None:
         op = ops.lookup(node)
         for slot in op.diff_inputs:
             t = graph.tensors.get(node.inputs[slot]) if slot < len(node.inputs) else None
-            if t is not None and t.role == FROZEN and t.value is not None and t.value.ndim > 0:
+            if t is not None and t.role == FROZEN and t.value is not None and t.value.ndim > 0 \
+                    and t.value.dtype == np.float32:
                 t.role = PARAM
     for t in graph.tensors.values():
         if t.role == FROZEN:

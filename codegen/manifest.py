@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,13 @@ import numpy as np
 from .errors import OptionError
 
 NAME = "mcutrain.json"
-FORMAT = 2  # 2: state. Bump on any change of the fields; readers refuse versions they do not know
+FORMAT = 3  # 2: state; 3: params' dtype. Bump on any change of the fields; readers refuse versions they do not know
+
+
+def words(dtype: str, size: int) -> int:
+    """The 4-byte words a tensor takes in the parameter blob: one per float32 or int32 value, four
+    int8 values to a word (the integer parameters of generate --update int8)."""
+    return size if dtype != "int8" else (size + 3) // 4
 
 
 @dataclass(frozen=True)
@@ -21,10 +27,15 @@ class Spec:
     """A named tensor of the trainer's interface."""
     name: str
     shape: tuple[int, ...]
+    dtype: str = field(default="float32", kw_only=True)  # int8/int32: a parameter that trains as integers
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def words(self) -> int:
+        return words(self.dtype, self.size)
 
 
 @dataclass(frozen=True)

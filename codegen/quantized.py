@@ -15,6 +15,11 @@ of different tap counts round ties differently). A trainable bias stays float (Q
 gradient passes through int8 layers whose ops have a gradient rule (dX from the int8 weights,
 1-bit masks). Whatever is not lowered (layers with trainable weights, ops without an int8
 kernel or gradient) runs in float between its Q/DQ nodes: the model's arithmetic, fake-quantized.
+
+lower(graph, update="int8") (`--update int8`) lowers the layers with trainable weights too: the
+weight becomes an int8 parameter (its integers, in RAM) and a trainable bias of an int8 layer an
+int32 one, both updated on their integer grid (quantization-aware scaling, codegen/ops/qas.py).
+A trainable quantized weight that cannot run in int8 then is refused, naming its layer.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import numpy as np
 
 from . import ops
 from .autodiff import requires_grad
-from .errors import McutrainError, ModelError, UnsupportedError
+from .errors import McutrainError, ModelError, OptionError, UnsupportedError
+from .ops._qlinear import BIAS_LIMIT
 from .ir import ACT, CONST, FROZEN, PARAM, TRAIN_DOMAIN, Graph, Node, Quantized, Tensor
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
@@ -125,12 +131,33 @@ def _drop_unused(graph: Graph) -> None:
 
 # ---- lower ----
 
+def _int32(b: Tensor, scale: np.ndarray) -> np.ndarray:
+    """The int32 form of bias b at `scale` (x scale * w scale): the model's own integers when it
+    stored them at that scale (zero point 0), else rint(b / scale); saturated at BIAS_LIMIT."""
+    q = b.quant
+    if q is not None and q.values.dtype == np.int32 and not np.any(q.zero_point) \
+            and np.array_equal(np.broadcast_to(q.scale, b.shape), scale):
+        return q.values.reshape(b.shape)
+    return np.clip(np.rint(b.value / scale), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
+
+
+def _check_integer(graph: Graph) -> None:
+    """Under --update int8 every trainable quantized weight and its layer's bias run on integers."""
+    left = [t.name for t in graph.of_role(PARAM) if t.quant is not None and t.dtype == "float32"
+            and t.quant.values.dtype == np.int8]
+    if left:
+        readers = [n.describe() for n in graph.nodes if left[0] in n.inputs]
+        raise OptionError(f"--update int8: trainable weight '{left[0]}' ({', '.join(readers)}) cannot run in "
+                          "int8 (its layer needs an int8 input and a QuantizeLinear after it, as Conv, Gemm or "
+                          "MatMul of a QDQ model; e.g. transA or alpha != 1 are not): freeze it or use --update "
+                          "float")
+
 class _Lowering:
     """The graph's producers and readers, and the rewrites: each replaces a float node and the
     QuantizeLinear after it by one int8 node writing that QuantizeLinear's output."""
 
-    def __init__(self, graph: Graph):
-        self.graph = graph
+    def __init__(self, graph: Graph, update: str = "float"):
+        self.graph, self.update = graph, update
         self.producer = {o: n for n in graph.nodes for o in n.outputs if o}
         self.readers: dict[str, list[Node]] = {}
         for n in graph.nodes:
@@ -139,6 +166,7 @@ class _Lowering:
         self.replaced: dict[int, Node | None] = {}  # id(node) -> its replacement (None: removed)
         self.before: dict[int, list[Node]] = {}  # id(node) -> nodes its replacement needs first
         self.carries_gradient = requires_grad(graph, graph.nodes)
+        self.integer: list[tuple[Tensor, str, np.ndarray]] = []  # parameters the node being lowered makes integer
 
     def int8_input(self, name: str) -> list[str] | None:
         """[q, scale, zero point] if `name` is DequantizeLinear of an int8 activation."""
@@ -156,9 +184,11 @@ class _Lowering:
         return readers[0]
 
     def frozen_weight(self, name: str) -> Tensor | None:
+        """A quantized int8 weight the layer can run on in int8: frozen, or trainable under
+        --update int8."""
         t = self.graph.tensors.get(name)
-        return t if t is not None and t.role == FROZEN and t.quant is not None and t.quant.values.dtype == np.int8 \
-            else None
+        runs = t is not None and (t.role == FROZEN or t.role == PARAM and self.update == "int8")
+        return t if runs and t.quant is not None and t.quant.values.dtype == np.int8 else None
 
     def const(self, name: str, value, role: str = CONST) -> str:
         value = np.asarray(value)
@@ -167,6 +197,10 @@ class _Lowering:
     def weight(self, w: Tensor) -> list[str]:
         """[int8 values, scale, zero point] of a frozen quantized weight."""
         qw = w.quant
+        if w.role == PARAM:  # --update int8: the parameter itself becomes its integers
+            self.integer.append((w, "int8", qw.values))
+            return [w.name, self.const(f"{w.name}_scale", qw.scale),
+                    self.const(f"{w.name}_zero_point", qw.zero_point.astype(np.int8))]
         return [self.const(f"{w.name}_quantized", qw.values, FROZEN), self.const(f"{w.name}_scale", qw.scale),
                 self.const(f"{w.name}_zero_point", qw.zero_point.astype(np.int8))]
 
@@ -181,6 +215,9 @@ class _Lowering:
         if b.value is None:
             return None
         scale = np.broadcast_to(self.graph.tensors[x_scale].value.astype(np.float64) * w.quant.scale, b.shape)
+        if b.role == PARAM and self.update == "int8":  # an int32 parameter, on the kernels' grid
+            self.integer.append((b, "int32", _int32(b, scale.astype(np.float32))))
+            return name
         if b.role == PARAM:
             out = self.graph.add(f"{name}_int32", b.shape, "int32")
             scales = self.const(f"{name}_int32_scale", scale.astype(np.float32))
@@ -210,7 +247,13 @@ class _Lowering:
         output, or `output` (then the caller makes q's output from it)."""
         new = Node(op, inputs, [output or q.outputs[0]], dict(node.attrs if attrs is None else attrs), node.name,
                    domain)
+        pending, self.integer = self.integer, []
+        floats = [(t, t.dtype, t.value) for t, _, _ in pending]
+        for t, dtype, value in pending:
+            t.dtype, t.value = dtype, value
         if not self._runs(new, gradient=bool(self.carries_gradient.intersection(node.inputs))):
+            for t, dtype, value in floats:
+                t.dtype, t.value = dtype, value
             self.before.pop(id(node), None)
             return False
         self.replaced[id(node)] = new
@@ -295,16 +338,29 @@ LOWERINGS = {"Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "Add": _add, "Glob
              "Flatten": _same_scale, "Squeeze": _same_scale, "Unsqueeze": _same_scale}
 
 
-def lower(graph: Graph) -> None:
-    """Run the frozen quantized layers in int8 (graph.nodes rewritten); a no-op for float models."""
+UPDATES = ("float", "int8")  # how trainable weights of quantized layers are stored and updated (--update)
+
+
+def lower(graph: Graph, update: str = "float") -> None:
+    """Run the frozen quantized layers in int8 (graph.nodes rewritten), and under update="int8"
+    the trainable ones too; a no-op for float models."""
+    if update not in UPDATES:
+        raise OptionError(f"--update {update}: choose one of {', '.join(UPDATES)}")
     if not any(n.op in QDQ for n in graph.nodes):
+        if update == "int8":
+            raise OptionError("--update int8 trains the int8 weights of a quantized model, and this model has "
+                              "no QuantizeLinear/DequantizeLinear: quantize it (--quantize int8 --calibration "
+                              "FILE, or onnxruntime's quantize_static) or use --update float")
         return
-    lw = _Lowering(graph)
+    lw = _Lowering(graph, update)
     for node in graph.nodes:
         rule = LOWERINGS.get(node.op) if not node.domain else None
         q = lw.quantized_output(node) if rule else None
         if q is not None and id(q) not in lw.replaced:
+            lw.integer = []
             rule(lw, node, q)
+    if update == "int8":
+        _check_integer(graph)
     lowered = [m for n in graph.nodes for m in (*lw.before.get(id(n), []), lw.replaced.get(id(n), n))]
     graph.nodes = [n for n in lowered if n is not None]
     _drop_unused(graph)

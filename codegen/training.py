@@ -169,10 +169,11 @@ MODES = ("eval", "train")  # PyTorch's model.eval() / model.train() (../shared/D
 
 def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = None,
           selection: Selection | None = None, fuse: bool = True, accumulate: int = 1,
-          mode: str = "eval") -> TrainingGraph:
+          mode: str = "eval", update: str = "float") -> TrainingGraph:
     """accumulate = K > 1: one step trains on K micro-batches (the model's batch each), summing
     gradients into persistent accumulators and updating once, like one batch K times larger.
-    mode "train": BatchNorm with batch statistics, Dropout active (OpDef.training)."""
+    mode "train": BatchNorm with batch statistics, Dropout active (OpDef.training).
+    update "int8": trainable weights of quantized layers train on their integers (quantized.lower)."""
     if mode not in MODES:
         raise OptionError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     output = _choose_output(graph, output)
@@ -180,11 +181,16 @@ def build(graph: Graph, loss: str, optimizer: Optimizer, output: str | None = No
     if lossdef is None:
         raise OptionError(f"unknown loss '{loss}'; choose one of: {', '.join(sorted(ops.LOSSES))}")
     trainable = select_trainable(graph, selection or Selection())
-    channels.split(graph, trainable)
+    channels.split(graph, trainable, update)
     for t in graph.of_role(PARAM):
         if t.name not in trainable:
             t.role = FROZEN
-    quantized.lower(graph)  # frozen quantized layers run in int8
+    quantized.lower(graph, update)  # frozen quantized layers run in int8 (with update="int8" trained ones too)
+    integers = [t.name for t in graph.of_role(PARAM) if t.dtype != "float32"]
+    if integers and optimizer.kind != "sgd":
+        raise OptionError(f"--update int8 trains '{integers[0]}' on its integers with SGD (quantization-aware "
+                          f"scaling); --optimizer {optimizer.kind} is not supported there: use --optimizer sgd "
+                          "or --update float")
     forward = _prune(graph, output)
     for node in forward:
         if ops.lookup(node).training:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import requant
-from ..ir import ACT
+from ..ir import ACT, PARAM
 from . import refuse
 
 INT8_RANGE = (-128, 127)
@@ -47,13 +47,13 @@ def check_per_axis(node, graph, slots, count: int, what: str) -> None:
 def check_sums(node, graph, terms: int, bias_slot: int | None = None) -> None:
     """The kernels accumulate in int32: `terms` products (x - zx)(w - zw), each at most 255^2 in
     magnitude, plus the int32 bias (optional input `bias_slot`) must fit. A bias computed at run
-    time (a trainable bias: QuantizeBias) is saturated at BIAS_LIMIT."""
+    time (a trainable bias: QuantizeBias) or trained as int32 (--update int8) is saturated at BIAS_LIMIT."""
     bias = graph.tensors[node.inputs[bias_slot]] if bias_slot is not None and present(node, bias_slot) else None
     if bias is not None and bias.dtype != "int32":
         raise refuse(node, f"bias '{bias.name}' of type {bias.dtype} (int32 only)")
     if bias is not None and bias.value is None and bias.role != ACT:
         raise refuse(node, f"a computed (non-constant) bias '{bias.name}'")
-    largest = 0 if bias is None else BIAS_LIMIT if bias.value is None else \
+    largest = 0 if bias is None else BIAS_LIMIT if bias.value is None or bias.role == PARAM else \
         int(np.abs(bias.value.astype(np.int64)).max(initial=0))
     if terms * 255**2 + largest >= 2**31:
         raise refuse(node, f"sums of {terms} int8 products (the int32 accumulator could overflow)")

@@ -34,10 +34,17 @@ def emit(node, c):
 
 def grad(node, g):
     """Of the masked dY (a gradient passes where the int8 output is not at a bound): dX through
-    the real weights, the bias gradient as the float Conv's (first: dX may then overwrite dY)."""
+    the real weights, the bias gradient as the float Conv's, or for integers that train (--update
+    int8) the QAS gradients of the weight and bias (ops/qas.py); those first: dX may then
+    overwrite dY."""
     dz = masked(g, node.outputs[0], "QuantizedMask")
     if g.needs(BIAS):
-        g.give(BIAS, g.op("ConvGradB", [dz], like=node.inputs[BIAS]))
+        qas = g.integer_param(node.inputs[BIAS])
+        g.give(BIAS, g.op("QasGradB", [dz, node.inputs[X_SCALE], node.inputs[W_SCALE]], like=node.inputs[BIAS])
+               if qas else g.op("ConvGradB", [dz], like=node.inputs[BIAS]))
+    if g.needs(W):
+        g.give(W, g.op("QLinearConvGradW", [dz, *node.inputs[X:X_ZP + 1], node.inputs[W_SCALE]], like=node.inputs[W],
+                       attrs=node.attrs))
     if g.needs(X):
         g.give(X, g.op("QLinearConvGradX", [dz, *node.inputs[W:W_ZP + 1]], like=node.inputs[X], attrs=node.attrs))
 
@@ -80,5 +87,5 @@ def emit_grad_x(node, c):
     return f"mt_conv_grad_x_s8w({c.ptr(dz)}, {weights}, {c.ptr(dx)}, {n}, {ch}, {m}, {attr(node, 'group', 1)}, {win.c()});"
 
 
-register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, grad=grad, diff_inputs=(X, BIAS), check=check)
+register("QLinearConv", int8=True, kernel="conv_s8.h", emit=emit, grad=grad, diff_inputs=(X, W, BIAS), check=check)
 register_train_op("QLinearConvGradX", int8=True, kernel="backward_s8.h", emit=emit_grad_x, inplace=grad_x_in_place)

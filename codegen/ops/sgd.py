@@ -7,9 +7,15 @@ only applies buf += wd * W; W -= lr * buf. Nesterov needs g itself, so it is not
 
 FedProx (federated builds, mu from <prefix>_set_prox_mu, 0 = off) adds mu * (W - W_round) to g
 before all that; fused without momentum, the producer scales W by (1 - lr * wd - lr * mu) and
-lr * mu * W_round is added after."""
+lr * mu * W_round is added after.
+
+A parameter that trains on its integers (--update int8: int8 weights, int32 biases; its gradient
+in integer steps, ops/qas.py) takes the same step rounded stochastically and saturated
+(mt_sgd_s8 / mt_sgd_s32, the Dropout stream's xorshift32); its gradient producers have no fused
+form, so it is never fused."""
 from . import register_optimizer, register_train_op
 from ._layout import optional_ptr
+from ._qlinear import BIAS_LIMIT
 
 
 def prox(node, c, target: str) -> str:
@@ -25,6 +31,11 @@ def emit(node, c):
     w, dw = node.inputs[:2]
     buf = optional_ptr(c, node, 2)
     a = node.attrs
+    dtype = c.tg.graph.tensors[w].dtype
+    if dtype != "float32":
+        fn, limit = ("mt_sgd_s8", "") if dtype == "int8" else ("mt_sgd_s32", f"{BIAS_LIMIT}, ")
+        return (f"{fn}({c.ptr(w)}, {c.ptr(dw)}, {buf}, {c.size(w)}, {c.lr}, {c.f(a['momentum'])}, "
+                f"{c.f(a['weight_decay'])}, {int(a['nesterov'])}, {limit}{c.rng});")
     return prox(node, c, dw) + (f"mt_sgd({c.ptr(w)}, {c.ptr(dw)}, {buf}, {c.size(w)}, {c.lr}, {c.f(a['momentum'])}, "
             f"{c.f(a['weight_decay'])}, {int(a['nesterov'])});")
 
