@@ -13,9 +13,12 @@
 #define MT_RESTRICT __restrict__
 /* A kernel shared by many call sites, kept out of line: one copy in flash. */
 #define MT_OUTLINE static __attribute__((noinline, unused))
+/* A kernel whose loops unroll by its call site's constant sizes (a window's taps): always inlined. */
+#define MT_INLINE static inline __attribute__((always_inline))
 #else
 #define MT_RESTRICT
 #define MT_OUTLINE static
+#define MT_INLINE static inline
 #endif
 
 /* MT_SIMD: kernels for cores with a vector unit (hosts, Cortex-A): register tiles of GNU C

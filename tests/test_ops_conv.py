@@ -98,9 +98,10 @@ CONV_TILES = {
 }
 
 
+@pytest.mark.parametrize("kernels", ["simd", "scalar"])
 @pytest.mark.parametrize("case", CONV)
-def test_conv(tmp_path, case):
-    conv_case(tmp_path, *CONV[case], "simd")
+def test_conv(tmp_path, case, kernels):
+    conv_case(tmp_path, *CONV[case], kernels)
 
 
 @pytest.mark.parametrize("kernels", sorted(KERNELS))

@@ -54,7 +54,7 @@ MT_SPECIALIZE int mt_tap_offset(const mt_window *g, const mt_taps *t, int i)
 }
 
 /* dx plane += w * the dY plane dm, read through tap (i, j): one weight's share of the transposed
- * convolution (conv_rows.h and the int8 layers' backward_s8.h). */
+ * convolution (the int8 layers' backward_s8.h). */
 MT_SPECIALIZE void mt_conv_scatter_tap(const float *MT_RESTRICT dm, float *MT_RESTRICT dx, float w, int i, int j,
                                        const mt_window *g)
 {
