@@ -19,14 +19,14 @@ def _complete_target(incomplete: str) -> list[str]:
     return [name for name in targets.names() if name.startswith(incomplete)]
 
 
-def _target_option():
-    """--target: a known board (the shell completes the names) or a path to a board .toml."""
-    return typer.Option(..., metavar="NAME|FILE.toml", autocompletion=_complete_target,
-                        help="board: " + ", ".join(targets.names()) + " (targets/*.toml), or a path to a .toml")
+def target_option(default=..., help: str = "board"):
+    """--target (or --board): a known board (the shell completes the names) or a path to a board .toml."""
+    return typer.Option(default, metavar="NAME|FILE.toml", autocompletion=_complete_target,
+                        help=f"{help}: " + ", ".join(targets.names()) + " (targets/*.toml), or a path to a .toml")
 
 
 def _build(build_dir: Path, target: str, data: Optional[Path], epochs: int, samples: Optional[int],
-           as_library: bool, dest: Optional[Path]) -> None:
+           as_library: bool, dest: Optional[Path], harness: str) -> None:
     if as_library:
         path = library.build_library(build_dir, target, dest)
         note(f"wrote the library {path} (CMakeLists.txt, library.json, src/)")
@@ -35,10 +35,11 @@ def _build(build_dir: Path, target: str, data: Optional[Path], epochs: int, samp
         raise OptionError("--data is required to build firmware (or use --library)")
     x, y = load_data(data)
     with status(f"building the firmware for {target}"):
-        info = firmware.build(build_dir, target, x, y, epochs, samples)
+        info = firmware.build(build_dir, target, x, y, epochs, samples, harness)
     s = info["size"]
+    rounds = " per federated round (serial line: UART)" if harness == "federated" else ""
     say(f"wrote {build_dir}/{info['target']}/{info['elf']}: {info['samples']} samples, "
-        f"{info['epochs']} epoch(s), {info['steps']} steps; flash {kib(s['flash'])}, RAM {kib(s['ram'])}")
+        f"{info['epochs']} epoch(s), {info['steps']} steps{rounds}; flash {kib(s['flash'])}, RAM {kib(s['ram'])}")
 
 
 def _echo(verbose: bool):
@@ -97,21 +98,24 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def build(
         build_dir: Path = typer.Argument(..., help="folder written by `mcutrain generate`"),
-        target: str = _target_option(),
+        target: str = target_option(),
         data: Optional[Path] = typer.Option(None, metavar="FILE", help=".npz with x and y, embedded in the firmware"),
         epochs: int = typer.Option(1, min=1, metavar="N", help="training epochs the firmware runs"),
         samples: Optional[int] = typer.Option(None, min=1, metavar="N", help="embed only the first N samples"),
+        harness: str = typer.Option("train", metavar="train|federated",
+                                    help="train: train and report over stdout; federated: a client of federated "
+                                    "rounds over the board's UART (docs/flower.md)"),
         as_library: bool = typer.Option(False, "--library", help="emit a drop-in library instead of firmware"),
         dest: Optional[Path] = typer.Option(None, "-o", "--out", metavar="DIR",
                                             help="library folder (with --library)"),
     ):
         """Cross-compile a firmware ELF that trains on an embedded data set, or a drop-in library."""
-        call(_build, build_dir, target, data, epochs, samples, as_library, dest)
+        call(_build, build_dir, target, data, epochs, samples, as_library, dest, harness)
 
     @app.command()
     def run(
         build_dir: Path = typer.Argument(..., help="folder written by `mcutrain generate`"),
-        target: str = _target_option(),
+        target: str = target_option(),
         timeout: float = typer.Option(120.0, metavar="SECONDS", help="the run is killed after this (exit code 124)"),
         verbose: bool = typer.Option(False, "-v", "--verbose", help="also print the trained parameters' bits"),
         save: Optional[Path] = typer.Option(None, metavar="FILE", help="write the device-trained parameters: .npz of "
@@ -125,7 +129,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def size(
         build_dir: Path = typer.Argument(..., help="folder written by `mcutrain generate`"),
-        target: str = _target_option(),
+        target: str = target_option(),
     ):
         """text/data/bss of the firmware, and which part of RAM and flash each buffer takes."""
         call(_size, build_dir, target)

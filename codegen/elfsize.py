@@ -46,7 +46,7 @@ def _parts_wanted(prefix: str) -> dict[str, str]:
     return {f"{prefix}_arena": "arena (activations + gradients)", f"{prefix}_params": "trainable parameters",
             f"{prefix}_state": "optimizer state", f"{prefix}_frozen": "frozen parameters",
             f"{prefix}_consts": "other constants", "mt_data_x": "data set: samples",
-            "mt_data_y": "data set: labels"}
+            "mt_data_y": "data set: labels", "mt_msg": "serial message buffer (federated harness)"}
 
 
 def measure(elf_path: Path, prefix: str) -> ElfSize:

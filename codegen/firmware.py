@@ -1,7 +1,9 @@
 """`mcutrain build`: the generated trainer + a harness with an embedded data set, cross-compiled
-for one target into a firmware ELF (BUILD_DIR/<target>/firmware.elf). It refuses, before
+for one target into a firmware ELF (BUILD_DIR/<target>/firmware.elf). Two harnesses: `train`
+(harness.c.j2) trains and reports over stdout; `federated` (harness_federated.c.j2) is a client
+of federated rounds over the board's UART (board_link.py is the other end). It refuses, before
 compiling, a model or data set that cannot fit the target's RAM/flash, and checks the linked
-image again. Also parses the harness's output, whose format harness.c.j2 defines."""
+image again. Also parses the train harness's output, whose format harness.c.j2 defines."""
 from __future__ import annotations
 
 import json
@@ -14,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import elfsize, targets
-from .blob import split
+from . import blob, elfsize, targets
 from .manifest import Manifest, read as read_manifest
 from .build import C_FLAGS
 from .ctext import ENV
@@ -23,6 +24,7 @@ from .errors import BuildError, DataError, FitError, OptionError
 from .files import write_atomic
 
 FIRMWARE = "firmware.elf"
+HARNESSES = {"train": "harness.c.j2", "federated": "harness_federated.c.j2"}
 INFO = "firmware.json"
 WARNINGS = ["-Wall", "-Wextra"]
 
@@ -64,23 +66,42 @@ def _rows(a: np.ndarray, fmt) -> list[list[str]]:
     return [[fmt(v) for v in row] for row in a.reshape(len(a), -1)]
 
 
-def render_harness(m: Manifest, target: str, x: np.ndarray, y: np.ndarray, epochs: int) -> str:
-    return ENV.get_template("harness.c.j2").render(
+def render_harness(m: Manifest, target: str, x: np.ndarray, y: np.ndarray, epochs: int,
+                   harness: str = "train") -> str:
+    return ENV.get_template(HARNESSES[harness]).render(
         prefix=m.name, PREFIX=m.name.upper(), target=target, samples=len(x), epochs=epochs,
         loss=m.loss, classes=m.classes or 0,
         x_size=int(np.prod(m.inputs[0].shape)), x=_rows(x, _c_float),
         y=_rows(y, str if y.dtype == np.int32 else _c_float))
 
 
-def check_fit(m: Manifest, target: targets.Target, x: np.ndarray, y: np.ndarray) -> None:
+def check_harness(m: Manifest, target: targets.Target, harness: str) -> None:
+    """The federated harness needs the round-start copy (a --federated build) and a UART."""
+    if harness not in HARNESSES:
+        raise OptionError(f"--harness must be one of {', '.join(HARNESSES)}, got '{harness}'")
+    if harness != "federated":
+        return
+    if not m.federated:
+        raise OptionError(f"--harness federated needs a build made with --federated: '{m.name}' was generated "
+                          "with --no-federated (no round-start copy, no delta); run `mcutrain generate` again "
+                          "without --no-federated")
+    if target.uart is None:
+        known = ", ".join(n for n in targets.names() if targets.load(n).uart)
+        raise OptionError(f"target '{target.name}' has no [uart] section (a serial driver and its address) for "
+                          f"--harness federated; targets with one: {known}")
+
+
+def check_fit(m: Manifest, target: targets.Target, x: np.ndarray, y: np.ndarray, harness: str = "train") -> None:
     """Refuse before compiling what the target's memory cannot hold (the linker checks the rest)."""
     mem = target.memory
     if mem is None:
         return
     b = m.memory
+    message = blob.sizes(m)[blob.DELTA_F32] if harness == "federated" else 0
     ram = {"arena": b["arena_bytes"], "parameters": b["param_bytes"],
            "optimizer state": b["optimizer_state_bytes"],
-           "federated round-start copy": b.get("round_start_bytes", 0), "stack reserve": mem.stack}
+           "federated round-start copy": b.get("round_start_bytes", 0), "serial message buffer": message,
+           "stack reserve": mem.stack}
     flash = {"data set": x.nbytes + y.nbytes, "initial parameters": b["param_bytes"],
              "round-start initial values": b.get("round_start_bytes", 0),
              "frozen parameters": b["frozen_bytes"], "constants": b["const_bytes"]}
@@ -93,9 +114,13 @@ def check_fit(m: Manifest, target: targets.Target, x: np.ndarray, y: np.ndarray)
                            "model/batch or fewer samples (--samples), or a bigger target")
 
 
-def _compile_cmd(m: Manifest, target: targets.Target, folder: Path, harness: Path, elf: Path) -> list[str]:
+def _compile_cmd(m: Manifest, target: targets.Target, folder: Path, harness: Path, elf: Path,
+                 uart: bool) -> list[str]:
     cmd = [target.cc, *C_FLAGS, *WARNINGS, *target.cflags, f"-I{folder}", "-o", str(elf),
            str(harness), str(folder / f"{m.name}.c")]
+    if uart:
+        cmd[-2:-2] = target.uart.cflags()
+        cmd.append(str(target.uart.driver))
     if target.startup:
         cmd.append(str(target.startup))
     if target.linker_script:
@@ -115,31 +140,32 @@ def _link_error(target: targets.Target, stderr: str) -> None:
 
 
 def build(build_dir: str | Path, target_name: str, x: np.ndarray, y: np.ndarray, epochs: int = 1,
-          samples: int | None = None) -> dict:
+          samples: int | None = None, harness: str = "train") -> dict:
     """Write BUILD_DIR/<target>/{harness.c, firmware.elf, firmware.json}; returns firmware.json."""
     if epochs < 1:
         raise OptionError("--epochs must be >= 1")
     folder = Path(build_dir).resolve()
     m = read_manifest(folder)
     target = targets.load(target_name)
+    check_harness(m, target, harness)
     x, y = prepare_data(m, x, y, samples)
-    check_fit(m, target, x, y)
+    check_fit(m, target, x, y, harness)
     target.require_compiler()
     dest = out_dir(folder, target)
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest) as tmp:  # harness and ELF replace the old ones together
-        harness, elf = Path(tmp) / "harness.c", Path(tmp) / FIRMWARE
-        harness.write_text(render_harness(m, target.name, x, y, epochs))
-        cmd = _compile_cmd(m, target, folder, harness, elf)
+        harness_c, elf = Path(tmp) / "harness.c", Path(tmp) / FIRMWARE
+        harness_c.write_text(render_harness(m, target.name, x, y, epochs, harness))
+        cmd = _compile_cmd(m, target, folder, harness_c, elf, harness == "federated")
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
             _link_error(target, done.stderr)
             raise BuildError(f"building the firmware for '{target.name}' failed:\n{' '.join(cmd)}\n"
                              f"{done.stderr.strip()}")
-        os.replace(harness, dest / "harness.c")
+        os.replace(harness_c, dest / "harness.c")
         os.replace(elf, dest / FIRMWARE)
     size = elfsize.measure(dest / FIRMWARE, m.name)
-    info = {"target": target.name, "model": m.name, "model_hash": m.model_hash, "epochs": epochs,
+    info = {"target": target.name, "model": m.name, "model_hash": m.model_hash, "harness": harness, "epochs": epochs,
             "samples": len(x), "steps": epochs * (len(x) // m.batch), "elf": FIRMWARE, "size": size.to_json()}
     write_atomic(dest / INFO, json.dumps(info, indent=1))
     return info
@@ -199,4 +225,4 @@ def trained_params(build_dir: str | Path, target_name: str, report: Report) -> d
     expected = sum(p.size for p in m.params)
     if not report.done or report.params.size != expected:
         raise DataError(f"the firmware printed {report.params.size:,} of {expected:,} parameter values")
-    return split(report.params, m)
+    return blob.split(report.params, m)

@@ -4,7 +4,8 @@ own files only import it, so this is what the tests check.
 Client: one loaded C trainer per process serves every virtual client: each message swaps the
 global weights in (optimizer state cleared), trains the client's partition and replies with the
 weights (Flower's strategies average those) or an int8 delta (the bytes `mcutrain delta --int8`
-writes). Server: Flower's FedAvg/FedAdam/FedYogi on weights, or `Int8FedAvg`, which validates
+writes); when the run config names a board, partition 0 is that board behind its serial line
+(flower_gateway). Server: Flower's FedAvg/FedAdam/FedYogi on weights, or `Int8FedAvg`, which validates
 each delta like `mcutrain aggregate` and drops a bad client instead of the round."""
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedYogi
 from flwr.supercore import log
 from flwr.supercore.task_identity import TaskIdentity
 
-from . import blob, export, federated, fit, partition
+from . import blob, export, federated, fit, flower_gateway, partition
 from .build import HostTrainer, load_host
 from .errors import DataError, OptionError
 from .manifest import Manifest, read as read_manifest
@@ -51,8 +52,7 @@ def _trainer(build_dir: str) -> HostTrainer:
 def _partitions(files: str, clients: int, method: str, alpha: float, seed: int) -> tuple:
     trainer = _trainer(str(Path(files) / BUILD))
     x, y = fit.load_data(Path(files) / DATA)
-    groups = y if trainer.classes is not None else None
-    parts = partition.split(len(x), clients, trainer.train_batch, method, alpha, seed, groups)
+    parts = partition.of_data(y, trainer.classes, clients, trainer.train_batch, method, alpha, seed)
     return tuple((x[idx], y[idx]) for idx in parts)
 
 
@@ -80,6 +80,8 @@ client_app = ClientApp()
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
     """`local-epochs` epochs on this client's partition from the global weights in `msg`."""
+    if flower_gateway.is_board(context):
+        return flower_gateway.train(msg, context)
     cfg = context.run_config
     trainer, x, y = _client(context)
     start = arrays(msg.content["arrays"])

@@ -1,16 +1,19 @@
 """`mcutrain flower-app`: write a Flower App (flwr 1.42) around a build folder and an .npz. The
 app's Python files are thin wrappers of codegen.flower; the build and the data are copied into
 its `files/` folder, which the run config names by absolute path (Flower ships only .py/.toml/.md
-files in the app bundle it runs). Everything is checked before anything is written."""
+files in the app bundle it runs). With --board, the federated firmware of that target (partition
+0 embedded) is built into files/build/<target>/ and the board plays that client (flower_gateway).
+Everything is checked and built before anything is written."""
 from __future__ import annotations
 
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, fit, partition
+from . import __version__, firmware, fit, partition
 from .build import load_host
 from .errors import OptionError
 from .files import write_all
@@ -21,7 +24,7 @@ FLOWER = "1.42.0"  # the flwr version the app is written for and tested with
 # Run config defaults ([tool.flwr.app.config]); `flwr run --run-config "key=value"` overrides them.
 CONFIG = {"num-server-rounds": 3, "local-epochs": 1, "fraction-train": 1.0, "delta": "float",
           "strategy": "fedavg", "partitioning": "iid", "dirichlet-alpha": 0.5, "seed": 0,
-          "proximal-mu": 0.0}
+          "proximal-mu": 0.0, "board": "", "board-serial": "qemu", "board-timeout": 120.0}
 
 CLIENT = '"""The ClientApp: codegen.flower trains the mcutrain host trainer on this node\'s partition."""\n' \
          "from codegen import flower\n\napp = flower.client_app  # an assignment: Flower looks for it in the source\n"
@@ -58,6 +61,9 @@ Run config (`[tool.flwr.app.config]` in pyproject.toml):
 | partitioning | "iid" | "iid" or "dirichlet" (label skew with `dirichlet-alpha`) |
 | dirichlet-alpha | 0.5 | concentration: smaller is more skewed |
 | seed | 0 | partitioning and shuffling |
+| board | "{board}" | a target whose federated firmware is in `files/build/<target>/` (`mcutrain flower-app --board`): that board plays client 0; "" for none |
+| board-serial | "qemu" | "qemu": run that firmware under QEMU, its UART on a unix socket; else the board's serial device (e.g. "/dev/ttyACM0", set up with `stty -F DEVICE 115200`) |
+| board-timeout | 120.0 | seconds the board may take for a round before its reply counts as failed |
 | files | this folder's `files/` | the build and data (absolute path: pass it again if you move the app) |
 
 Partitions: every client first gets one full training batch ({batch} samples) drawn at random,
@@ -70,6 +76,15 @@ federation in pyproject.toml; Flower {flower} moves that section into its own co
 connection and comments it out here (Flower warns that `options.` entries are deprecated: it still
 reads them). Another count for one run: `flwr run {app} --federation-config "num-supernodes=N"`
 (at most the number of training batches in the data: every client needs one).
+
+A board in the round (`mcutrain flower-app --board TARGET`): the firmware in
+`files/build/TARGET/firmware.elf` embeds partition 0 of the default partitioning ({batch}-sample
+batches, in order, `local-epochs` epochs per round, the build's lr) and talks over its UART
+(wire format: mcutrain's docs/flower.md). The node of partition 0 relays each round to it: the
+global model goes down as a parameter blob, its delta comes back and is checked like `mcutrain
+aggregate` checks one; a refused or late one is an error reply the strategy leaves out. Flash the
+ELF to a real board and pass `--run-config "board-serial='/dev/ttyACM0'"`, or let QEMU run it.
+Its evaluation runs on the host trainer (the same arithmetic on the same samples).
 """
 
 
@@ -117,9 +132,24 @@ def _npz(x: np.ndarray, y: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients: int = 10) -> Path:
+def _board_files(build: dict[str, bytes], target: str, x: np.ndarray, y: np.ndarray) -> dict[str, bytes]:
+    """The federated firmware of `target` trained on (x, y), built in a scratch copy of the build:
+    its files in the build folder (<target>/...)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, data in build.items():
+            (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / rel).write_bytes(data)
+        info = firmware.build(tmp, target, x, y, CONFIG["local-epochs"], harness="federated")
+        out = firmware.out_dir(Path(tmp), firmware.targets.load(target))
+        return {f"{info['target']}/{name}": (out / name).read_bytes()
+                for name in ("harness.c", info["elf"], firmware.INFO)}
+
+
+def write(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients: int = 10,
+          board: str | None = None) -> Path:
     """Check the build (its manifest and files), the data against the trainer and the client
-    count (one full training batch each), then write the app folder as a set."""
+    count (one full training batch each), build the board's firmware if asked, then write the
+    app folder as a set."""
     build_dir, out_dir = Path(build_dir), Path(out_dir).resolve()
     manifest = read_manifest(build_dir)
     if clients < 1:
@@ -128,14 +158,20 @@ def write(build_dir: str | Path, data: str | Path, out_dir: str | Path, clients:
     x, y = fit.load_data(Path(data))
     fit.check(trainer, x, y)
     partition.check(len(x), clients, trainer.train_batch)
-    config = {**CONFIG, "lr": float(f"{trainer.get_lr():.7g}"), "files": str(out_dir / "files")}
+    config = {**CONFIG, "lr": float(f"{trainer.get_lr():.7g}"), "files": str(out_dir / "files"), "board": board or ""}
     readme = README.format(name=manifest.name, clients=clients, flower=FLOWER, app=out_dir, batch=trainer.train_batch,
-                           rounds=CONFIG["num-server-rounds"], epochs=CONFIG["local-epochs"], lr=config["lr"])
+                           rounds=CONFIG["num-server-rounds"], epochs=CONFIG["local-epochs"], lr=config["lr"],
+                           board=config["board"])
+    build = {rel: (build_dir / rel).read_bytes() for rel in (*manifest.files, NAME)}
+    if board:
+        first = partition.of_data(y, trainer.classes, clients, trainer.train_batch, CONFIG["partitioning"],
+                                  CONFIG["dirichlet-alpha"], CONFIG["seed"])[0]
+        build = {**_board_files(build, board, x[first], y[first]), **build}  # the manifest stays last
     files: dict[str, bytes | str] = {
         "pyproject.toml": _pyproject(manifest.name, clients, config), "README.md": readme,
         f"{PACKAGE}/__init__.py": '"""Flower App written by `mcutrain flower-app`."""\n',
         f"{PACKAGE}/client_app.py": CLIENT, f"{PACKAGE}/server_app.py": SERVER,
         "files/data.npz": _npz(x, y)}
-    files.update({f"files/build/{rel}": (build_dir / rel).read_bytes() for rel in (*manifest.files, NAME)})
+    files.update({f"files/build/{rel}": data for rel, data in build.items()})
     write_all(out_dir, files)
     return out_dir

@@ -44,3 +44,9 @@ def split(samples: int, clients: int, batch: int, method: str = "iid", alpha: fl
                 shares[k].append(part)
         extra = [np.concatenate(s) for s in shares]
     return [np.sort(np.concatenate([f, e])) for f, e in zip(first, extra)]
+
+
+def of_data(y: np.ndarray, classes: int | None, clients: int, batch: int, method: str, alpha: float,
+            seed: int) -> list[np.ndarray]:
+    """`split` of a data set's labels y: class labels (classes not None) drive the Dirichlet skew."""
+    return split(len(y), clients, batch, method, alpha, seed, y if classes is not None else None)

@@ -16,6 +16,7 @@ from typing import Callable
 
 from . import elfsize, firmware, targets
 from .build import cache_dir
+from .errors import OptionError
 from .paths import runtime_dir
 
 TIMEOUT_EXIT = 124  # like coreutils `timeout`
@@ -69,13 +70,28 @@ def _plugin(qemu_binary: str) -> tuple[Path | None, str]:
     return lib, ""
 
 
-def command(target: targets.Target, elf: Path, plugin_args: str = "") -> list[str]:
+def command(target: targets.Target, elf: Path, plugin_args: str = "", serial: Path | None = None) -> list[str]:
+    """The emulator's command line; `serial`: a listening unix socket the board's first UART
+    connects to (the federated harness's line)."""
     if target.qemu is None:
         return [str(elf)]
     q = target.qemu
     cmd = [q.binary, "-M", q.machine, *q.options, "-display", "none", "-chardev", "stdio,id=sh",
            "-semihosting-config", "enable=on,target=native,chardev=sh", "-kernel", str(elf)]
+    if serial is not None:
+        cmd += ["-serial", f"unix:{serial}"]
     return cmd + (["-plugin", plugin_args] if plugin_args else [])
+
+
+def start(build_dir: str | Path, target: targets.Target, serial: Path, output) -> subprocess.Popen:
+    """The federated firmware under QEMU in the background, its UART on the unix socket `serial`
+    (listening already: QEMU connects as it starts) and its stdout/stderr to the file `output`."""
+    elf = firmware.out_dir(Path(build_dir), target) / firmware.read_info(build_dir, target)["elf"]
+    target.require_emulator()
+    if target.qemu is None:
+        raise OptionError(f"target '{target.name}' runs natively: no emulated UART for the federated harness")
+    return subprocess.Popen(command(target, elf, serial=serial), stdin=subprocess.DEVNULL, stdout=output,
+                            stderr=subprocess.STDOUT)
 
 
 def _stream(cmd: list[str], timeout: float, echo: Callable[[str], None]) -> tuple[int, str, bool]:
@@ -107,6 +123,9 @@ def run(build_dir: str | Path, target_name: str, timeout: float = 60.0,
         echo: Callable[[str], None] = lambda line: None) -> RunResult:
     target = targets.load(target_name)
     info = firmware.read_info(build_dir, target)
+    if info.get("harness") == "federated":
+        raise OptionError(f"the firmware for '{target.name}' is a federated client (build --harness federated): it "
+                          "waits on its UART for a global model; a Flower App runs it (mcutrain flower-app --board)")
     elf = firmware.out_dir(Path(build_dir), target) / info["elf"]
     target.require_emulator()
     plugin, note = (None, "no work figure on the host target (no emulator)")

@@ -39,6 +39,18 @@ class Qemu:
 
 
 @dataclass(frozen=True)
+class Uart:
+    """The serial line of `build --harness federated`: a polled driver of the board family
+    (runtime_c/boards/uart_*.c, implementing mt_uart.h) and where the peripheral is."""
+    driver: Path
+    base: int
+    divider: int  # the driver's clock divider (peripheral clock / baud rate)
+
+    def cflags(self) -> list[str]:
+        return [f"-I{self.driver.parent}", f"-DMT_UART_BASE={self.base:#x}u", f"-DMT_UART_DIVIDER={self.divider}u"]
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -51,6 +63,7 @@ class Target:
     linker_script: Path | None = None
     memory: Memory | None = None  # None: not checked (host)
     qemu: Qemu | None = None  # None: the firmware runs natively
+    uart: Uart | None = None  # None: no federated harness for this target
 
     def require_compiler(self) -> None:
         _require(self.cc, self.packages)
@@ -125,10 +138,13 @@ def _parse(path: Path, data: dict) -> Target:
     files = {k: _file(path, tc[k]) for k in ("startup", "linker_script") if k in tc}
     mem = Memory(**data["memory"]) if "memory" in data else None
     qemu = Qemu(**data["qemu"]) if "qemu" in data else None
+    uart = data.get("uart")
+    if uart is not None:
+        uart = Uart(_file(path, uart["driver"]), int(uart["base"]), int(uart["divider"]))
     return Target(name=path.stem, description=data.get("description", ""), cc=tc["cc"],
                   packages=list(tc["packages"]), cflags=list(tc.get("cflags", [])),
                   ldflags=list(tc.get("ldflags", [])), probe=tc.get("probe"), memory=mem, qemu=qemu,
-                  **files)
+                  uart=uart, **files)
 
 
 def _file(target_file: Path, rel: str) -> Path:

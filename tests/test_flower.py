@@ -96,7 +96,7 @@ def test_app_files(app_dir, build):
 
 def flower_app_keys():
     return {"num-server-rounds", "local-epochs", "fraction-train", "delta", "strategy", "partitioning",
-            "dirichlet-alpha", "seed", "proximal-mu"}
+            "dirichlet-alpha", "seed", "proximal-mu", "board", "board-serial", "board-timeout"}
 
 
 def test_proximal_mu_reaches_the_clients(app_dir, build):
