@@ -86,7 +86,6 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
             chosen = _schemes(compiled, spec, federated, ram_budget, data)[0]
             spec = replace(spec, selection=chosen.selection)
         graph, tg, plan = compile_plan(compiled, spec)
-        _check_federated(tg, federated)
         summary = _summary(tg, plan, prefix, str(model), federated)
         summary["model_hash"] = blob.model_hash(tg)
         if ram_budget is not None:
@@ -126,14 +125,6 @@ class Spec:
     accumulate: int = 1
     mode: str = "eval"
     update: str = "float"  # --update: how trainable weights of quantized layers train
-
-
-def _check_federated(tg, federated: bool) -> None:
-    """Federated deltas are float differences: not yet of integer parameters (--update int8)."""
-    integers = [n for n in tg.trainable if tg.graph.tensors[n].dtype != "float32"]
-    if federated and integers:
-        raise OptionError(f"--update int8: '{integers[0]}' trains as integers, and federated deltas of "
-                          "integer parameters are not supported yet; add --no-federated")
 
 
 def compile_plan(model: Path, spec: Spec):

@@ -5,7 +5,11 @@ between device, server and CLI unchanged; every field is checked before anything
 Format version 2 added the state section: after the trainable tensors, the non-trainable state
 training changes (BatchNorm running statistics of generate --mode train, manifest.state), in
 blobs and deltas alike, so FedAvg averages it like the weights. The dicts of tensors these
-functions take and return hold both parts by name (layout)."""
+functions take and return hold both parts by name (layout).
+
+Format version 3 added integer parameters (generate --update int8): in a blob, an int8 or int32
+tensor holds its bytes in as many 4-byte words (word_bits); such a model's delta is one kind,
+MTDI, every tensor's exact difference in its own type (int8 ones as int16)."""
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +27,12 @@ from .manifest import Manifest
 from .files import write_atomic
 
 HEADER = struct.Struct("<4sHHIII")  # magic, version, tensors, model hash, payload bytes, CRC-32
-VERSION = 2  # 2: the state section after the trainable tensors
-PARAMS, DELTA_F32, DELTA_I8 = b"MTPB", b"MTDF", b"MTDQ"
+VERSION = 3  # 2: the state section after the trainable tensors; 3: integer parameters (MTDI deltas)
+PARAMS, DELTA_F32, DELTA_I8, DELTA_INT = b"MTPB", b"MTDF", b"MTDQ", b"MTDI"
 MAX_SAMPLES = 0xFFFFFFFF  # a delta's sample count is a uint32
-KIND = {PARAMS: "parameter blob", DELTA_F32: "float32 delta", DELTA_I8: "int8 delta"}
+KIND = {PARAMS: "parameter blob", DELTA_F32: "float32 delta", DELTA_I8: "int8 delta",
+        DELTA_INT: "delta of integer parameters"}
+DELTA_TYPES = {"float32": "<f4", "int8": "<i2", "int32": "<i4"}  # an MTDI delta's element per tensor dtype
 # The C functions' return codes (MT_BLOB_ERR_* in blob.h).
 CODES = {-1: "size", -2: "magic", -3: "version", -4: "hash", -5: "count", -6: "length", -7: "crc"}
 
@@ -49,7 +55,8 @@ def model_hash(tg) -> int:
     g = tg.graph
     nodes = [[n.op, n.domain, n.inputs, n.outputs, sorted((k, _canon(v)) for k, v in n.attrs.items())]
              for n in g.nodes[:tg.n_forward]]
-    params = [[n, list(g.shape(n))] for n in tg.trainable]
+    params = [[n, list(g.shape(n))] + ([g.tensors[n].dtype] if g.tensors[n].dtype != "float32" else [])
+              for n in tg.trainable]
     text = json.dumps({"nodes": nodes, "params": params}, sort_keys=True)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
@@ -66,17 +73,30 @@ def word_bits(dtype: str, value) -> np.ndarray:
     return np.frombuffer(raw + bytes(-len(raw) % 4), "<f4")
 
 
-def _integer(manifest: Manifest) -> str | None:
-    """The first parameter that trains as integers (--update int8), if any."""
-    return next((p.name for p in manifest.params if p.dtype != "float32"), None)
+def delta_bytes(dtype: str, size: int) -> int:
+    """Bytes of one tensor in an MTDI delta: 4-byte words of its DELTA_TYPES elements."""
+    item = np.dtype(DELTA_TYPES[dtype]).itemsize
+    return 4 * ((size * item + 3) // 4)
+
+
+def integer(manifest: Manifest) -> bool:
+    """Whether the model has parameters that train as integers (--update int8)."""
+    return any(p.dtype != "float32" for p in manifest.params)
+
+
+def delta_kind(manifest: Manifest, int8: bool = False) -> bytes:
+    """The delta a model sends: MTDI with integer parameters, else float32 or (int8) MTDQ."""
+    return DELTA_INT if integer(manifest) else DELTA_I8 if int8 else DELTA_F32
 
 
 def sizes(manifest: Manifest) -> dict[bytes, int]:
     """Total message bytes of each kind for this model (the C's *_BLOB_BYTES / *_DELTA_*_BYTES)."""
-    count = sum(s.words for s in (*manifest.params, *manifest.state))
+    specs = (*manifest.params, *manifest.state)
+    count = sum(s.words for s in specs)
     tensors = len(layout(manifest))
     return {PARAMS: HEADER.size + 4 * count, DELTA_F32: HEADER.size + 4 + 4 * count,
-            DELTA_I8: HEADER.size + 4 + 4 * tensors + count}
+            DELTA_I8: HEADER.size + 4 + 4 * tensors + count,
+            DELTA_INT: HEADER.size + 4 + sum(delta_bytes(s.dtype, s.size) for s in specs)}
 
 
 def _finish(magic: bytes, manifest: Manifest, payload: bytes) -> bytes:
@@ -177,15 +197,21 @@ def quantize(d: np.ndarray) -> tuple[np.float32, np.ndarray]:
     return scale, np.where(q >= -127, np.minimum(q, 127), -127).astype(np.int8)
 
 
-def _no_integer_deltas(manifest: Manifest) -> None:
-    if (name := _integer(manifest)) is not None:
-        raise DataError(f"'{name}' trains as integers (--update int8); deltas of integer parameters are not "
-                        "supported yet")
-
-
 def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: Manifest, int8: bool = False) -> bytes:
-    _no_integer_deltas(manifest)
+    """The delta message of delta_kind(manifest, int8) (MTDI: each tensor's difference in its own
+    type, integer ones saturated as the C does)."""
     head = struct.pack("<I", samples)
+    if integer(manifest):
+        parts = []
+        for s in (*manifest.params, *manifest.state):
+            kind = np.dtype(DELTA_TYPES[s.dtype])
+            value = np.asarray(delta[s.name])
+            if kind.kind == "i":
+                limit = np.iinfo(kind).max
+                value = np.clip(np.rint(value.astype(np.float64)), -limit, limit)
+            raw = value.astype(kind).tobytes()
+            parts.append(raw + bytes(delta_bytes(s.dtype, s.size) - len(raw)))
+        return _finish(DELTA_INT, manifest, head + b"".join(parts))
     if not int8:
         return _finish(DELTA_F32, manifest, head + _flat(delta, manifest).tobytes())
     pairs = [quantize(delta[n]) for n, _ in layout(manifest)]
@@ -194,10 +220,17 @@ def encode_delta(delta: dict[str, np.ndarray], samples: int, manifest: Manifest,
 
 
 def decode_delta(data: bytes, manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
-    """(delta as float32 by tensor name, sample count); int8 deltas are dequantized (q * scale)."""
-    _no_integer_deltas(manifest)
-    magic, payload = check(data, manifest, (DELTA_F32, DELTA_I8))
+    """(delta by tensor name, sample count): float32, int8 deltas dequantized (q * scale); an
+    MTDI delta's integer tensors as int64 (steps of their integers)."""
+    magic, payload = check(data, manifest, (DELTA_INT,) if integer(manifest) else (DELTA_F32, DELTA_I8))
     (samples,) = struct.unpack_from("<I", payload)
+    if magic == DELTA_INT:
+        out, offset = {}, 4
+        for s in (*manifest.params, *manifest.state):
+            value = np.frombuffer(payload, DELTA_TYPES[s.dtype], count=s.size, offset=offset)
+            out[s.name] = value.astype(np.float32 if s.dtype == "float32" else np.int64).reshape(s.shape)
+            offset += delta_bytes(s.dtype, s.size)
+        return out, samples
     if magic == DELTA_F32:
         return _split_all(np.frombuffer(payload, "<f4", offset=4).astype(np.float32), manifest), samples
     tensors = len(layout(manifest))

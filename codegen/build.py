@@ -19,7 +19,7 @@ import numpy as np
 
 from . import c_api
 from .manifest import Manifest, read as read_manifest
-from .blob import CODES, DELTA_F32, DELTA_I8, PARAMS, check, pack, sizes, split
+from .blob import CODES, PARAMS, check, delta_kind, pack, sizes, split
 from .errors import BuildError, DataError
 from .export import export_onnx
 
@@ -249,7 +249,7 @@ class HostTrainer:
 
     def delta(self, samples: int, int8: bool = False) -> bytes:
         """The round's delta message (current - round start, with `samples` for FedAvg)."""
-        return self._message("fl_delta", sizes(self.manifest)[DELTA_I8 if int8 else DELTA_F32], samples, int(int8))
+        return self._message("fl_delta", sizes(self.manifest)[delta_kind(self.manifest, int8)], samples, int(int8))
 
     def apply_global(self, data: bytes) -> None:
         """Load a global-model blob and start a new round from it (optimizer state cleared)."""

@@ -74,7 +74,8 @@ initial value) trains as without it.""", federated=True),
     Function("int32_t", "fl_delta", "uint8_t *dst, uint32_t capacity, uint32_t samples, int quantize", """\
 Write (current - round start) with the samples trained this round, for the server's weighted
 average: float32 ("MTDF", {P}_DELTA_BYTES) or, with quantize != 0, int8 with one float32 scale per
-tensor ("MTDQ", {P}_DELTA_INT8_BYTES, ~4x smaller). Returns bytes written or MT_BLOB_ERR_SIZE.""",
+tensor ("MTDQ", {P}_DELTA_INT8_BYTES, ~4x smaller); a model with integer parameters (generate --update int8)
+writes its exact deltas ("MTDI", {P}_DELTA_INT_BYTES) either way. Returns bytes written or MT_BLOB_ERR_SIZE.""",
              federated=True),
     Function("int32_t", "fl_apply_global", "const uint8_t *src, uint32_t len", """\
 Load a global parameter blob, start a new round from it and clear the optimizer state; refused

@@ -10,7 +10,7 @@ import numpy as np
 from . import __version__, c_api, ops
 from .ctext import ENV, WEIGHTS, comment, identifiers
 from .errors import UnsupportedError
-from .blob import word_bits
+from .blob import delta_bytes, word_bits
 from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, RUNNING, STATE, Graph
 from .manifest import words
 from .memory import MemoryPlan
@@ -232,6 +232,26 @@ def _constants(tg: TrainingGraph, plan: MemoryPlan, prefix: str, blobs: dict[str
     return (blobs, *_statements(tg, plan, prefix, blobs, federated))
 
 
+def _integer_delta(tg: TrainingGraph, blobs: dict[str, Blob], prefix: str, federated: bool) -> dict:
+    """The MTDI delta of a federated model with integer parameters (--update int8): one call per
+    tensor of the blob (runtime/kernels/blob.h), and its size in bytes."""
+    graph = tg.graph
+    if not federated or all(graph.tensors[n].dtype == "float32" for n in tg.trainable):
+        return {"delta_parts": [], "delta_int_bytes": 0}
+    parts, size = [], 4 + 20
+    for role, now, start in ((PARAM, "params", "round_start"), (RUNNING, "running", "round_state")):
+        for name in blobs[role].names:
+            t, at = graph.tensors[name], blobs[role].offsets[name]
+            ctype = CTYPES[t.dtype]
+            cur, old = (f"{prefix}_{b} + {at}" for b in (now, start))
+            if t.dtype != "float32":
+                cur, old = f"(const {ctype} *)({cur})", f"(const {ctype} *)({old})"
+            kind = {"float32": "f32", "int8": "s8", "int32": "s32"}[t.dtype]
+            parts.append(f"mt_delta_{kind}({cur}, {old}, {t.size}u, p)")
+            size += delta_bytes(t.dtype, t.size)
+    return {"delta_parts": parts, "delta_int_bytes": size}
+
+
 def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_hash: int,
          federated: bool) -> dict[str, str | bytes]:
     """Return {filename: text or bytes}: the generated header and source, and data files."""
@@ -270,6 +290,7 @@ def emit(tg: TrainingGraph, plan: MemoryPlan, prefix: str, banner: str, model_ha
         "functions": c_api.declarations(prefix, list(ctx.inputs.values()), federated),
         "status": [(code, c_api.STATUS_NAMES[code], what) for code, what in c_api.STATUS.items()],
         "accumulate": tg.accumulate, "micro": ctx.micro, "arrays": ctx.arrays,
+        **_integer_delta(tg, blobs, prefix, federated),
     }
     return {f"{prefix}.h": ENV.get_template("model.h.j2").render(**info),
             f"{prefix}.c": ENV.get_template("model.c.j2").render(**info),

@@ -14,6 +14,7 @@ import numpy as np
 from . import blob
 from .errors import DataError
 from .manifest import Manifest
+from .ops._qlinear import BIAS_LIMIT
 
 
 class Reason(str, Enum):
@@ -33,8 +34,19 @@ class Refused(DataError):
 
 
 def delta(current: dict[str, np.ndarray], start: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """current - start in float32, like the device subtracts."""
-    return {n: np.asarray(current[n], np.float32) - np.asarray(start[n], np.float32) for n in current}
+    """current - start in float32, like the device subtracts; exact (int64) for the integer
+    parameters of --update int8."""
+    return {n: np.asarray(current[n], np.int64) - np.asarray(start[n], np.int64) if np.asarray(current[n]).dtype.kind
+            == "i" else np.asarray(current[n], np.float32) - np.asarray(start[n], np.float32) for n in current}
+
+
+def _as(value: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A FedAvg result in the type of the global tensor: float32, or an integer parameter's
+    nearest integers saturated as the C saturates them (int8; int32 biases at +-BIAS_LIMIT)."""
+    if like.dtype.kind != "i":
+        return value.astype(np.float32)
+    limit = (-128, 127) if like.dtype == np.int8 else (-BIAS_LIMIT, BIAS_LIMIT)
+    return np.clip(np.rint(value), *limit).astype(like.dtype)
 
 
 def _non_finite(params: dict[str, np.ndarray]) -> tuple[str, int] | None:
@@ -83,13 +95,14 @@ def validate(data: bytes, manifest: Manifest, source: str, max_norm: float | Non
 
 def fedavg(global_params: dict[str, np.ndarray], deltas: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
     """FedAvg: global + sum_k n_k * delta_k / sum_k n_k over (delta, sample count n_k) pairs that
-    passed `validate`. Summed in float64; refused when the float32 result overflows to Inf."""
+    passed `validate`. Summed in float64; refused when the float32 result overflows to Inf. Integer
+    parameters (--update int8) get the nearest integers of the average, saturated."""
     total = sum(n for _, n in deltas)
     if not deltas or total == 0:
         raise DataError("aggregation needs at least one delta with a sample count > 0")
     with np.errstate(over="ignore"):
-        new = {name: (value + sum(n * d[name].astype(np.float64) for d, n in deltas) / total)
-               .astype(np.float32) for name, value in global_params.items()}
+        new = {name: _as(value + sum(n * d[name].astype(np.float64) for d, n in deltas) / total, np.asarray(value))
+               for name, value in global_params.items()}
     bad = _non_finite(new)
     if bad:
         raise DataError(f"the FedAvg result overflows float32 in tensor '{bad[0]}' ({bad[1]:,} value(s)): "

@@ -7,6 +7,9 @@ equals the host. The model: x -> Q -> Conv 3x3 (int8, trained) -> Q -> Flatten -
 trained) -> Q -> DQ -> y, MSE, per-channel weight scales, int32 biases."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import onnx
 import pytest
@@ -14,11 +17,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import codegen
 import int8_reference as ref
-from codegen import blob, firmware, manifest, qemu
+from codegen import blob, export, federated, firmware, manifest, qemu
+from codegen.errors import DataError
 from codegen.errors import McutrainError
 from codegen.ops._qlinear import BIAS_LIMIT
 from codegen.ops.qas import factors
-from helpers import KERNELS
+from helpers import KERNELS, STRICT
 from test_cli_errors import run
 
 N, C, H, M, K = 4, 3, 5, 6, 4  # batch, input channels, plane, conv channels, outputs
@@ -176,7 +180,7 @@ def test_board_equals_host(build):
 
 
 def test_refusals(tmp_path):
-    """--update int8 on a float model, with Adam, or with federated deltas: exit 2, nothing written."""
+    """--update int8 on a float model (exit 2) or with Adam: refused, nothing written."""
     qdq_model(tmp_path / "qas.onnx")
     float_model = tmp_path / "float.onnx"
     graph = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"])], "f",
@@ -186,11 +190,8 @@ def test_refusals(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), str(float_model))
     code, output = run("generate", float_model, "-o", tmp_path / "out", "--update", "int8")
     assert code == 2 and "no QuantizeLinear/DequantizeLinear" in output and "--quantize int8" in output
-    for options, message in (({"optimizer": "adam"}, "--optimizer adam is not supported"),
-                             ({"federated": True}, "--no-federated")):
-        with pytest.raises(McutrainError, match=message):
-            codegen.generate(tmp_path / "qas.onnx", tmp_path / "out", loss="mse", update="int8",
-                             **{"federated": False, **options})
+    with pytest.raises(McutrainError, match="--optimizer adam is not supported"):
+        codegen.generate(tmp_path / "qas.onnx", tmp_path / "out", loss="mse", update="int8", optimizer="adam")
     assert not (tmp_path / "out").exists()
 
 
@@ -232,3 +233,41 @@ def test_train_channels_stay_int8(tmp_path):
     assert np.array_equal(stored["w1"], np.concatenate([value, q["w1"][3:]]))
     got = ort.InferenceSession(str(tmp_path / "trained.onnx")).run(None, {"x": xs[0]})[0]
     assert np.abs(got - trainer.predict(xs[0])).max() <= YS * 1.001
+
+
+def test_federated_deltas(tmp_path):
+    """A federated build's delta is MTDI (blob format 3): the exact integer differences, the same
+    bytes from the C and from Python; FedAvg of two clients gives the nearest integers of the
+    weighted average, which the device loads bit for bit; a version-2 message is refused."""
+    qdq_model(tmp_path / "qas.onnx")
+    out = tmp_path / "b"
+    codegen.generate(tmp_path / "qas.onnx", out, loss="mse", lr=LR, update="int8", train="*2")
+    for cc in ("gcc", "clang"):  # the MTDI delta code, strict
+        if shutil.which(cc):
+            subprocess.run([cc, *STRICT, "-c", "qas.c", "-o", f"qas_{cc}.o"], cwd=out, check=True)
+    m = manifest.read(out)
+    start = export.initial_params(out, m)
+    xs, ts = data(4)
+    clients = []
+    for k, samples in ((0, 12), (2, 4)):
+        trainer = codegen.load_host(out)
+        trainer.begin_round()
+        trainer.train_step(xs[k], ts[k])
+        trainer.train_step(xs[k + 1], ts[k + 1])
+        message = trainer.delta(samples, int8=True)
+        assert message[:4] == blob.DELTA_INT and len(message) == blob.sizes(m)[blob.DELTA_INT]
+        assert message == blob.encode_delta(federated.delta(trainer.weights(), start), samples, m)
+        change, n = federated.validate(message, m, f"client {k}")
+        for name, value in trainer.get_params().items():
+            assert np.array_equal(change[name], value.astype(np.int64) - start[name])
+        clients.append((change, n))
+    new = federated.fedavg(start, clients)
+    for name, value in new.items():
+        mean = start[name] + (12 * clients[0][0][name] + 4 * clients[1][0][name]) / 16
+        assert value.dtype == start[name].dtype and np.array_equal(value, np.rint(mean))
+    trainer.apply_global(blob.encode_params(new, m))
+    assert all(np.array_equal(trainer.get_params()[n], v) for n, v in new.items())
+    old = bytearray(message)
+    old[4:6] = (2).to_bytes(2, "little")
+    with pytest.raises(DataError, match="format version 2"):
+        blob.decode_delta(bytes(old), m)

@@ -4,7 +4,8 @@
  * byte by byte, so the format is the same on any CPU):
  *
  *   offset size field
- *        0    4 magic: "MTPB" parameter blob, "MTDF" float32 delta, "MTDQ" int8 delta
+ *        0    4 magic: "MTPB" parameter blob, "MTDF" float32 delta, "MTDQ" int8 delta, "MTDI" delta of a
+ *               model with integer parameters
  *        4    2 format version (MT_BLOB_VERSION)
  *        6    2 number of tensors (trainable + state)
  *        8    4 model hash (<PREFIX>_MODEL_HASH: trainable names/shapes + model structure)
@@ -14,12 +15,18 @@
  *       20      payload
  *
  * Payloads (tensors in the order listed in <prefix>.h, each flattened row-major: the trainable
- * ones, then the state section, the running statistics of generate --mode train; version 2):
- *   MTPB  the trainable parameters and the state as float32
+ * ones, then the state section, the running statistics of generate --mode train; version 2;
+ * version 3: integer parameters):
+ *   MTPB  the trainable parameters and the state as float32; a parameter that trains as integers
+ *         (generate --update int8) as its bytes in as many 4-byte words (int8: four to a word,
+ *         the last word zero-padded; int32 little-endian)
  *   MTDF  uint32 sample count, then (current - round start) as float32
  *   MTDQ  uint32 sample count, one float32 scale per tensor, then (current - round start) as int8:
  *         q = clamp(floor(d / scale + 0.5), -127, 127), scale = max|d| / 127 of the tensor
  *         (0 if the tensor did not change); d ~= q * scale, error <= scale / 2.
+ *   MTDI  a model with integer parameters (its only delta kind): uint32 sample count, then each
+ *         tensor's (current - round start), exact: float32 tensors as float32, int8 ones as int16
+ *         (padded to a multiple of 4 bytes), int32 ones as int32 (saturated).
  *
  * A message is only used after every field and the CRC have been checked, so a refused load
  * leaves the model untouched. Header-only, C99, no allocation. */
@@ -27,11 +34,12 @@
 #define MT_BLOB_H
 #include "../mt_common.h"
 
-#define MT_BLOB_VERSION 2
+#define MT_BLOB_VERSION 3
 #define MT_BLOB_HEADER_BYTES 20
 #define MT_MAGIC_PARAMS "MTPB"
 #define MT_MAGIC_DELTA_F32 "MTDF"
 #define MT_MAGIC_DELTA_I8 "MTDQ"
+#define MT_MAGIC_DELTA_INT "MTDI"
 
 /* Return codes of the load/save functions: bytes written (save) or 0 (load) on success. */
 #define MT_BLOB_OK 0
@@ -129,6 +137,36 @@ static inline void mt_delta_i8(const float *cur, const float *start, uint32_t n,
         v = v > 127.0f ? 127.0f : (v >= -127.0f ? v : -127.0f); /* NaN -> -127: no UB */
         q[i] = (uint8_t)(int8_t)v;
     }
+}
+
+/* The tensors of an MTDI delta: (cur - start) of n values written at p; each returns the end. */
+static inline uint8_t *mt_delta_f32(const float *cur, const float *start, uint32_t n, uint8_t *p)
+{
+    uint32_t i;
+    for (i = 0; i < n; ++i) mt_put_f32(p + 4 * i, cur[i] - start[i]);
+    return p + 4 * n;
+}
+
+static inline uint8_t *mt_delta_s8(const int8_t *cur, const int8_t *start, uint32_t n, uint8_t *p)
+{
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        const uint16_t d = (uint16_t)(int16_t)((int16_t)cur[i] - (int16_t)start[i]);
+        p[2 * i] = (uint8_t)d;
+        p[2 * i + 1] = (uint8_t)(d >> 8);
+    }
+    if (n % 2) p[2 * n] = p[2 * n + 1] = 0u;
+    return p + 4 * ((n + 1) / 2);
+}
+
+static inline uint8_t *mt_delta_s32(const int32_t *cur, const int32_t *start, uint32_t n, uint8_t *p)
+{
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        const int64_t d = (int64_t)cur[i] - (int64_t)start[i];
+        mt_put_u32(p + 4 * i, (uint32_t)(int32_t)(d > 2147483647 ? 2147483647 : d < -2147483647 ? -2147483647 : d));
+    }
+    return p + 4 * n;
 }
 
 #endif
