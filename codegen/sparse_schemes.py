@@ -201,14 +201,14 @@ def propose(space: Space, memory_of: Callable[[training.Selection], dict], budge
     def fits(s: Scheme) -> bool:
         return memory(s) is not None and ram_bytes(planned[s]) <= budget
 
-    smallest = Scheme(False, 1) if space.biases else Scheme(True, 0)
-    if not fits(smallest):
-        _refuse(smallest, memory(smallest), budget)
     kmax = _largest(fits, lambda k: Scheme(True, k), [0, *space.grid])
-    if kmax is None:  # the classifier does not fit: biases only
-        found = [Scheme(False, _largest(fits, lambda k: Scheme(False, k), space.grid))]
-    else:
+    if kmax is not None:
         found = [Scheme(True, kmax), *_with_weights(space, fits, kmax, lambda s: score(space, gain, s), limit)]
+    else:  # the classifier does not fit: biases only
+        found = [Scheme(False, k) for k in [_largest(fits, lambda k: Scheme(False, k), space.grid)] if k]
+    if not found:
+        smallest = [s for s in (Scheme(False, 1), Scheme(True, 0)) if memory(s) is not None]
+        _refuse(min(smallest, key=lambda s: ram_bytes(planned[s]), default=None), planned, budget)
     ranked = sorted({s: score(space, gain, s) for s in found}.items(), key=lambda p: (-p[1], ram_bytes(planned[p[0]])))
     return [Proposal(s, planned[s], value) for s, value in ranked[:limit]]
 
@@ -253,13 +253,12 @@ def _with_weights(space: Space, fits, kmax: int, score_of, limit: int) -> list[S
     return [s for _, s in chosen]
 
 
-def _refuse(smallest: Scheme, memory: dict | None, budget: int) -> None:
-    size = f"needs {ram_bytes(memory):,} B (arena {memory['arena_bytes']:,} B, trainable parameters " \
-           f"{memory['param_bytes']:,} B)" if memory else "cannot be planned"
-    raise FitError(f"no sparse update scheme fits --ram-budget {budget:,} B: the smallest, "
-                   f"'{smallest.options()}', {size}. Raise the budget, use a smaller --batch, plain SGD, "
-                   "--no-federated, or int8 frozen layers (--quantize int8)")
-
+def _refuse(smallest: Scheme | None, planned: dict, budget: int) -> None:
+    what = "no scheme can be planned" if smallest is None else \
+        f"the smallest, '{smallest.options()}', needs {ram_bytes(planned[smallest]):,} B (arena " \
+        f"{planned[smallest]['arena_bytes']:,} B, trainable parameters {planned[smallest]['param_bytes']:,} B)"
+    raise FitError(f"no sparse update scheme fits --ram-budget {budget:,} B: {what}. Raise the budget, use "
+                   "a smaller --batch, plain SGD, --no-federated, or int8 frozen layers (--quantize int8)")
 
 
 def calibration_data(path: Path, required: bool) -> tuple[np.ndarray, np.ndarray] | None:

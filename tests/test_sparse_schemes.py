@@ -175,6 +175,8 @@ def test_refusals(tmp_path, model):
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 100, "--auto-sparse"],
                  "no sparse update scheme fits --ram-budget 100 B", "the smallest, '--train-bias-last 1', needs")
     expect_error(tmp_path, ["inspect", model, "--ram-budget", 100], "the smallest, '--train-bias-last 1', needs")
+    expect_error(tmp_path, ["inspect", model, "--ram-budget", 100, "--freeze", "head.bias"],
+                 "the smallest, '--train-last 1', needs")  # the last bias frozen: the classifier's weight
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 10**6, "--auto-sparse", "--train-last", 1],
                  "--auto-sparse chooses the trainable set itself: drop --train-last")
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 10**6, "--auto-sparse", "--train-channels",
