@@ -1,6 +1,8 @@
-"""`python -m benchmarks.flower_run [--clients 10] [--rounds 3]`: the Flower App of the digits MLP
-through `flwr run APP_DIR` (Flower's local SuperLink and its Ray simulation runtime), with
-FLWR_HOME in a temporary folder; prints the wall time and checks the global model was written.
+"""`python -m benchmarks.flower_run [--clients 10] [--rounds 3] [--board cortex-m4f]`: the Flower App
+of the digits MLP through `flwr run APP_DIR` (Flower's local SuperLink and its Ray simulation
+runtime), with FLWR_HOME in a temporary folder; prints the wall time and checks the global model
+was written. With --board, client 0 is that board's federated firmware under QEMU (flower-app
+--board); the script checks that every round used its delta and that no emulator outlives the run.
 `flwr run` leaves its local SuperLink running in the background; this script stops the one it
 started (found by its FLWR_HOME). A SuperLink already running on Flower's fixed local port would
 take the run instead: the script refuses to start then."""
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,28 +37,47 @@ def _port_busy(port: int) -> bool:
 def _stop_superlinks(home: Path) -> int:
     """Stop the flower-superlink processes started with this FLWR_HOME (their children end with them)."""
     stopped = 0
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if proc.name.isdigit() and any(b"flower-superlink" in c for c in cmd) and any(str(home).encode() in c for c in cmd):
-            os.kill(int(proc.name), signal.SIGTERM)
+    for pid, cmd in _processes():
+        if any(b"flower-superlink" in c for c in cmd) and any(str(home).encode() in c for c in cmd):
+            os.kill(pid, signal.SIGTERM)
             stopped += 1
     return stopped
+
+
+def _check_board(log: str, app: Path, rounds: int) -> None:
+    """Every round averaged all clients (the board's delta among them), and no emulator of this
+    app's firmware is left running."""
+    failures = re.findall(r"aggregate_train: Received \d+ results and (\d+) failures", log)
+    if len(failures) != rounds or any(int(f) for f in failures) or "no delta from board" in log:
+        raise SystemExit(f"a round went without the board's delta:\n{log[-3000:]}")
+    time.sleep(2)
+    left = [p for p in _processes() if b"qemu-system" in p[1][0] and any(str(app).encode() in c for c in p[1])]
+    if left:
+        raise SystemExit(f"emulators left running after the run: {[pid for pid, _ in left]}")
+
+
+def _processes():
+    """(pid, argv) of this machine's processes."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                yield int(proc.name), (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--board", help="a target: client 0 is its federated firmware under QEMU")
     args = parser.parse_args()
     if _port_busy(CONTROL_PORT):
         raise SystemExit(f"a Flower SuperLink already listens on 127.0.0.1:{CONTROL_PORT}; stop it first")
     with tempfile.TemporaryDirectory() as tmp:
         build, app, home = Path(tmp) / "digits", Path(tmp) / "app", Path(tmp) / "flwr_home"
         codegen.generate(DIGITS / "mlp.onnx", build, loss="cross_entropy", lr=0.05, momentum=0.9, batch=16)
-        write(build, DIGITS / "digits.npz", app, args.clients)
+        write(build, DIGITS / "digits.npz", app, args.clients, args.board)
         codegen.load_host(build)  # compiled before the clock starts (the cache serves the clients)
         # This checkout's codegen for the app's processes, whether or not mcutrain is installed.
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
@@ -70,11 +92,14 @@ def main() -> None:
         result = app / "files" / flower.RESULT
         if run.returncode or not result.is_file():
             raise SystemExit(f"flwr run failed (exit {run.returncode}, no {result.name}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        if args.board:
+            _check_board(run.stdout + run.stderr, app, args.rounds)
         final = dict(np.load(result))
         trainer = codegen.load_host(build)
         trainer.set_params(final)
         accuracy = codegen.fit.evaluate(trainer, *codegen.fit.load_data(DIGITS / "digits.npz")).value
-    print(f"flwr run: {args.clients} clients x {args.rounds} rounds in {wall:.1f} s wall (SuperLink start, "
+    board = f" (client 0: the {args.board} firmware under QEMU)" if args.board else ""
+    print(f"flwr run: {args.clients} clients{board} x {args.rounds} rounds in {wall:.1f} s wall (SuperLink start, "
           f"app environment, Ray); final global model: accuracy {accuracy:.2%} on the digits")
 
 

@@ -4,10 +4,13 @@ codes) and a hang is killed at the timeout, so a caller never waits forever. Und
 plugin counts guest instructions per training step: a deterministic work figure."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -83,6 +86,13 @@ def command(target: targets.Target, elf: Path, plugin_args: str = "", serial: Pa
     return cmd + (["-plugin", plugin_args] if plugin_args else [])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGKILL when the thread that started it ends. A Flower
+    worker that is killed (Ray ends its actors so) cannot stop its board, whose firmware would
+    otherwise wait on its UART forever."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def start(build_dir: str | Path, target: targets.Target, serial: Path, output) -> subprocess.Popen:
     """The federated firmware under QEMU in the background, its UART on the unix socket `serial`
     (listening already: QEMU connects as it starts) and its stdout/stderr to the file `output`."""
@@ -91,7 +101,8 @@ def start(build_dir: str | Path, target: targets.Target, serial: Path, output) -
     if target.qemu is None:
         raise OptionError(f"target '{target.name}' runs natively: no emulated UART for the federated harness")
     return subprocess.Popen(command(target, elf, serial=serial), stdin=subprocess.DEVNULL, stdout=output,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 def _stream(cmd: list[str], timeout: float, echo: Callable[[str], None]) -> tuple[int, str, bool]:
