@@ -300,7 +300,10 @@ def _update_node(graph: Graph, param: str, grad: str, opt: Optimizer) -> Node:
     shape = graph.shape(param)
     state = [graph.add(f"{param}.{kind}", shape, role=STATE, value=np.zeros(shape, np.float32))
              for kind in opt.state()]
-    return opt.node(param, grad, state, [_new_value(graph, name) for name in [param, *state]])
+    node = opt.node(param, grad, state, [_new_value(graph, name) for name in [param, *state]])
+    if graph.tensors[param].dtype != "float32":  # trains on its integers (--update int8)
+        node.attrs["integer"] = 1
+    return node
 
 
 def _place_updates(schedule: list[Node], updates: list[Node]) -> list[Node]:

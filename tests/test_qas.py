@@ -7,6 +7,7 @@ equals the host. The model: x -> Q -> Conv 3x3 (int8, trained) -> Q -> Flatten -
 trained) -> Q -> DQ -> y, MSE, per-channel weight scales, int32 biases."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -141,8 +142,12 @@ def test_int8_update_equals_numpy_reference(build):
     assert {p.name: p.dtype for p in m.params} == {"B1": "int32", "W1": "int8", "B2": "int32", "W2": "int8"}
     assert m.memory["param_bytes"] == M * C * 9 + K * M * H * H + 4 * (M + K)  # one byte per weight
     graph = onnx.load(str(folder / "b" / "training_model.onnx")).graph
-    order = [n.input[0] for n in graph.node if n.op_type == "SGD"]
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    # plain SGD is fused: each update happens in its gradient's kernel, which draws its numbers
+    order = [n.input[0] for n in sorted((n for n in graph.node if n.op_type == "SGD"), key=lambda n: producer[n.input[1]])]
     assert sorted(order) == sorted(NAMES) and not {"Conv", "Gemm"} & {n.op_type for n in graph.node}
+    buffers = json.loads((folder / "b" / "memory.json").read_text())["buffers"]
+    assert not [b for b in buffers if "GradW" in b["name"] or "QasGradB" in b["name"]]  # no gradient of the integers
     trainer = codegen.load_host(folder / "b", KERNELS["scalar"])
     reference = Reference(q, order)
     xs, ts = data(STEPS)
@@ -214,12 +219,13 @@ def test_export_runs_in_onnxruntime(build, tmp_path):
 
 
 def test_train_channels_stay_int8(tmp_path):
-    """--train-channels on an int8 layer: the trained channels are int8 parameters, the rest int8
-    constants, both parts and their join run in integer arithmetic; export runs in onnxruntime."""
+    """--train-channels on an int8 layer (SGD with momentum): the trained channels are int8
+    parameters, the rest int8 constants, both parts and their join run in integer arithmetic;
+    export runs in onnxruntime."""
     ort = pytest.importorskip("onnxruntime")
     q = qdq_model(tmp_path / "qas.onnx")
     codegen.generate(tmp_path / "qas.onnx", tmp_path / "b", loss="mse", lr=LR, update="int8", federated=False,
-                     train_channels="W1:0.5")
+                     train_channels="W1:0.5", momentum=0.9)  # momentum: not fused, a float buffer
     ops = [n.op_type for n in onnx.load(str(tmp_path / "b" / "training_model.onnx")).graph.node]
     assert ops.count("QLinearConv") == 2 and "QLinearConcat" in ops and not {"Conv", "Gemm", "Concat"} & set(ops)
     trainer = codegen.load_host(tmp_path / "b")

@@ -48,21 +48,21 @@ def emit(node, c):
 def grad(node, g):
     """Of the masked dY: dA through the real weights (alpha folded into their scales), dC the sum
     over rows (C broadcast as in the forward); for integers that train (--update int8) the QAS
-    gradients of B and C (ops/qas.py), before dA."""
+    gradients of C and, after dA, B (ops/qas.py)."""
     if attr(node, "transA", 0):
         raise refuse(node, "a gradient through QGemm with transA=1")
     dz = masked(g, node.outputs[0], "QuantizedMask")
     if g.needs(C):  # an int32 parameter (--update int8): its QAS gradient (ops/qas.py)
         g.give(C, g.op("QasGradB", [dz, node.inputs[A_SCALE], node.inputs[B_SCALE]], like=node.inputs[C])
                if g.integer_param(node.inputs[C]) else reduce_to(g, dz, node.inputs[C]))
-    if g.needs(B):
+    if g.needs(A):
+        g.give(A, g.op("QGemmGradX", [dz, *node.inputs[B:B_ZP + 1]], like=node.inputs[A],
+                       attrs={"transB": attr(node, "transB", 0), "alpha": attr(node, "alpha", 1.0)}))
+    if g.needs(B):  # after dA, which reads B: plain SGD then updates B in this kernel
         if attr(node, "alpha", 1.0) != 1.0:
             raise refuse(node, "training the int8 weights of a QGemm with alpha != 1")
         g.give(B, g.op("QGemmGradW", [dz, *node.inputs[A:A_ZP + 1], node.inputs[B_SCALE]], like=node.inputs[B],
                        attrs={"transB": attr(node, "transB", 0)}))
-    if g.needs(A):
-        g.give(A, g.op("QGemmGradX", [dz, *node.inputs[B:B_ZP + 1]], like=node.inputs[A],
-                       attrs={"transB": attr(node, "transB", 0), "alpha": attr(node, "alpha", 1.0)}))
 
 
 def emit_grad_x(node, c):

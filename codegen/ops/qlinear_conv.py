@@ -34,19 +34,19 @@ def emit(node, c):
 
 def grad(node, g):
     """Of the masked dY (a gradient passes where the int8 output is not at a bound): dX through
-    the real weights, the bias gradient as the float Conv's, or for integers that train (--update
-    int8) the QAS gradients of the weight and bias (ops/qas.py); those first: dX may then
-    overwrite dY."""
+    the real weights, the bias gradient as the float Conv's (first: dX may then overwrite dY), or
+    for integers that train (--update int8) the QAS gradients of the bias and, after dX, the weight
+    (ops/qas.py)."""
     dz = masked(g, node.outputs[0], "QuantizedMask")
     if g.needs(BIAS):
         qas = g.integer_param(node.inputs[BIAS])
         g.give(BIAS, g.op("QasGradB", [dz, node.inputs[X_SCALE], node.inputs[W_SCALE]], like=node.inputs[BIAS])
                if qas else g.op("ConvGradB", [dz], like=node.inputs[BIAS]))
-    if g.needs(W):
-        g.give(W, g.op("QLinearConvGradW", [dz, *node.inputs[X:X_ZP + 1], node.inputs[W_SCALE]], like=node.inputs[W],
-                       attrs=node.attrs))
     if g.needs(X):
         g.give(X, g.op("QLinearConvGradX", [dz, *node.inputs[W:W_ZP + 1]], like=node.inputs[X], attrs=node.attrs))
+    if g.needs(W):  # after dX, which reads the weights: plain SGD then updates them in this kernel
+        g.give(W, g.op("QLinearConvGradW", [dz, *node.inputs[X:X_ZP + 1], node.inputs[W_SCALE]], like=node.inputs[W],
+                       attrs=node.attrs))
 
 
 # What the in-place dX kernels buffer on the stack (backward_s8.h): a pixel's output channels

@@ -38,11 +38,11 @@ def grad(node, g):
     if len(g.shape(node.inputs[B])) > 2:
         raise refuse(node, "a gradient through QLinearMatMul with a batched b")
     dz = masked(g, node.outputs[0], "QuantizedMask")
-    if g.needs(B):  # --update int8: the QAS gradient of the int8 weight (ops/qas.py)
-        g.give(B, g.op("QGemmGradW", [dz, *node.inputs[A:A_ZP + 1], node.inputs[B_SCALE]], like=node.inputs[B],
-                       attrs={"transB": 0}))
     if g.needs(A):
         g.give(A, g.op("QGemmGradX", [dz, *node.inputs[B:B_ZP + 1]], like=node.inputs[A], attrs={"transB": 0}))
+    if g.needs(B):  # --update int8: the QAS gradient of the int8 weight (ops/qas.py), after dA
+        g.give(B, g.op("QGemmGradW", [dz, *node.inputs[A:A_ZP + 1], node.inputs[B_SCALE]], like=node.inputs[B],
+                       attrs={"transB": 0}))
 
 
 register("QLinearMatMul", int8=True, kernel="gemm_s8.h", emit=emit, grad=grad, diff_inputs=(A, B), check=check)

@@ -9,10 +9,11 @@ FedProx (federated builds, mu from <prefix>_set_prox_mu, 0 = off) adds mu * (W -
 before all that; fused without momentum, the producer scales W by (1 - lr * wd - lr * mu) and
 lr * mu * W_round is added after.
 
-A parameter that trains on its integers (--update int8: int8 weights, int32 biases; its gradient
-in integer steps, ops/qas.py) takes the same step rounded stochastically and saturated
-(mt_sgd_s8 / mt_sgd_s32, the Dropout stream's xorshift32); its gradient producers have no fused
-form, so it is never fused."""
+A parameter that trains on its integers (--update int8: int8 weights, int32 biases; attribute
+integer=1; its gradient in integer steps, ops/qas.py) takes the same step rounded stochastically
+and saturated (mt_sgd_s8 / mt_sgd_s32, the Dropout stream's xorshift32). Fused (plain SGD) the
+QAS kernel takes it on the integers; with momentum it is not fused. FedProx's term reaches float
+parameters only."""
 from . import register_optimizer, register_train_op
 from ._layout import optional_ptr
 from ._qlinear import BIAS_LIMIT
@@ -41,7 +42,7 @@ def emit(node, c):
 
 
 def fuse_into(node) -> str | None:
-    if node.attrs["nesterov"]:
+    if node.attrs["nesterov"] or node.attrs.get("integer") and len(node.inputs) > 2:
         return None
     return node.inputs[2] if len(node.inputs) > 2 else node.inputs[0]
 
@@ -50,7 +51,7 @@ def emit_fused(node, c):
     decay = node.attrs["weight_decay"]
     w = node.inputs[0]
     if len(node.inputs) == 2:
-        if c.prox_mu is None:
+        if c.prox_mu is None or node.attrs.get("integer"):
             return f"(-{c.lr})", (f"(1.0f - {c.lr} * {c.f(decay)})" if decay else "1.0f"), None
         keep = f"(1.0f - {c.lr} * {c.f(decay)} - {c.lr} * {c.prox_mu})" if decay else f"(1.0f - {c.lr} * {c.prox_mu})"
         shift = (f"if ({c.prox_mu} != 0.0f) mt_prox_shift({c.ptr(w)}, {c.round_start(w)}, {c.size(w)}, "

@@ -37,26 +37,30 @@ static inline void mt_sgd_apply(float *w, float *buf, int n, float lr, float wei
 
 /* SGD on the integers of a weight or bias that trains on its grid (generate --update int8; its
  * gradient g is in units of one integer step: qas.h). The step -lr * g (with weight decay,
- * momentum, Nesterov as mt_sgd) is rounded stochastically: floor(u - lr * g) with u uniform in
+ * momentum, Nesterov as mt_sgd) is rounded stochastically: floor(u + step) with u uniform in
  * [0, 1) from the xorshift32 stream (set_seed), so its expected value is the float step and
  * steps smaller than one integer still add up; the sum is saturated to [lo, hi]. Rounding to
  * nearest would drop every step below one half, which at a fine-tuning learning rate is most. */
+static inline int32_t mt_int_step(int32_t w, float step, int32_t lo, int32_t hi, uint32_t *rng)
+{
+    const float u = (float)(mt_xorshift32(rng) >> 8) * (1.0f / 16777216.0f);
+    float s = floorf(u + step);
+    int64_t v;
+    if (!(s == s)) s = 0.0f; /* NaN: no step */
+    s = s < -2147483648.0f ? -2147483648.0f : s > 2147483520.0f ? 2147483520.0f : s;
+    v = (int64_t)w + (int64_t)s;
+    return (int32_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
 static inline int32_t mt_sgd_int_step(int32_t w, float g, float *buf, float lr, float momentum, float weight_decay,
                                       int nesterov, int32_t lo, int32_t hi, uint32_t *rng)
 {
-    const float u = (float)(mt_xorshift32(rng) >> 8) * (1.0f / 16777216.0f);
-    float s;
-    int64_t v;
     g += weight_decay * (float)w;
     if (buf) {
         *buf = momentum * *buf + g;
         g = nesterov ? g + momentum * *buf : *buf;
     }
-    s = floorf(u - lr * g);
-    if (!(s == s)) s = 0.0f; /* NaN: no step */
-    s = s < -2147483648.0f ? -2147483648.0f : s > 2147483520.0f ? 2147483520.0f : s;
-    v = (int64_t)w + (int64_t)s;
-    return (int32_t)(v < lo ? lo : v > hi ? hi : v);
+    return mt_int_step(w, -(lr * g), lo, hi, rng);
 }
 
 /* An int8 weight: saturated to [-128, 127]. buf may be NULL when momentum == 0. */
