@@ -4,7 +4,8 @@ MIT's Tiny Training Engine (Lin et al. 2022, "On-Device Training Under 256KB Mem
 A scheme trains the classifier (the last layer: `--train-last 1`), the biases of the last K
 layers that have one (`--train-bias-last K`) and the first FRACTION of the output channels of a
 few weights (`--train-channels W:FRACTION`): a set of selector options, so it plans and builds
-like any selection the user types. The classifier trains whenever it fits (as in TTE); when it
+like any selection the user types, with the rest of the user's options (optimizer, batch,
+`--update int8`: a scheme that cannot be built with them is skipped). The classifier trains whenever it fits (as in TTE); when it
 does not, the schemes are biases only. A scheme's score is TTE's additive accuracy proxy:
 
     score = gain(head + last K biases) + sum over trained weights W at ratio r of

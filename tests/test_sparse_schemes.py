@@ -70,9 +70,12 @@ def test_proposals_fit_the_budget(tmp_path, model):
         summary = codegen.generate(model, tmp_path / str(k), loss="cross_entropy", momentum=0.9,
                                    **_api_options(row.options))
         assert ram_bytes(summary["memory"]) == row.ram_bytes <= budget, row.options
-    as_json = report.to_json()
+    code, text = run("inspect", model, "--momentum", "0.9", "--ram-budget", budget, "--json")
+    as_json = json.loads(text)
+    assert code == 0 and as_json == report.to_json()
     assert as_json["schema"] == 2 and as_json["ram_budget"] == budget
     assert as_json["schemes"][0]["options"] == report.schemes[0].options
+    assert as_json["schemes"][0]["ram_bytes"] == report.schemes[0].ram_bytes
 
 
 def _api_options(options: str) -> dict:
@@ -149,6 +152,7 @@ def test_contribution_analysis_beats_heuristics(tmp_path, monkeypatch):
         trainer = codegen.load_host(tmp_path / name)
         list(fit.fit(trainer, *train, epochs=5))
         accuracy[name] = fit.evaluate(trainer, *held_out).value
+    print(accuracy)
     assert accuracy["c"] >= accuracy["h"], accuracy
 
 
