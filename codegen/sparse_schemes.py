@@ -4,9 +4,10 @@ MIT's Tiny Training Engine (Lin et al. 2022, "On-Device Training Under 256KB Mem
 A scheme trains the classifier (the last layer: `--train-last 1`), the biases of the last K
 layers that have one (`--train-bias-last K`) and the first FRACTION of the output channels of a
 few weights (`--train-channels W:FRACTION`): a set of selector options, so it plans and builds
-like any selection the user types, with the rest of the user's options (optimizer, batch,
-`--update int8`: a scheme that cannot be built with them is skipped). The classifier trains whenever it fits (as in TTE); when it
-does not, the schemes are biases only. A scheme's score is TTE's additive accuracy proxy:
+like any selection the user types, with the user's other options (optimizer, batch, `--update
+int8`: a scheme that cannot be built with them is skipped). The classifier trains whenever it
+fits (as in TTE); when it does not, the schemes are biases only. A scheme's score is TTE's
+additive accuracy proxy:
 
     score = gain(head + last K biases) + sum over trained weights W at ratio r of
             [gain(head + biases down to W's layer + W at r) - gain(head + biases down to W's layer)]
@@ -28,7 +29,7 @@ from __future__ import annotations
 import glob
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,8 +50,7 @@ HEAD, BIAS, WEIGHT, PW1 = 4.0, 1.0, 2.0, 2.0
 # Contribution analysis: the fine-tune of each measured candidate.
 EPOCHS, MAX_SAMPLES, HELD_OUT = 3, 512, 0.25
 # Ops an inverted-residual block has between its first pointwise conv and the depthwise conv.
-_BETWEEN = {"Relu", "Clip", "BatchNormalization", "HardSwish", "Sigmoid", "Mul", "QuantizeLinear",
-            "DequantizeLinear", "Identity"}
+_BETWEEN = {"Relu", "Clip", "BatchNormalization", "HardSwish", "QuantizeLinear", "DequantizeLinear", "Identity"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Space:
     the grid of K values searched."""
     biases: list[str]
     candidates: list[Candidate]
-    grid: list[int] = field(default_factory=list)
+    grid: list[int]
 
     @classmethod
     def of(cls, graph: Graph, freeze: list[str] | None = None) -> Space:

@@ -17,23 +17,22 @@ from codegen.sparse_schemes import Scheme, Space, heuristic_gain, score
 from helpers import onnx_model
 from test_cli_errors import expect_error, run
 
-RNG = np.random.default_rng(0)
 
-
-def _conv(name, cin, cout, k, group=1, stride=1):
-    w = (RNG.normal(size=(cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
-    return {f"{name}.weight": w, f"{name}.bias": RNG.normal(0, 0.1, cout).astype(np.float32)}
+def _conv(rng, name, cin, cout, k, group=1):
+    w = (rng.normal(size=(cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
+    return {f"{name}.weight": w, f"{name}.bias": rng.normal(0, 0.1, cout).astype(np.float32)}
 
 
 def mobilenet(path, batch=2):
     """stem conv, two inverted-residual blocks (1x1 expand, ReLU, 3x3 depthwise, ReLU, 1x1 project,
     skip), global average, Linear: the structure the heuristics know."""
-    inits = {**_conv("stem", 3, 8, 3)}
+    rng = np.random.default_rng(0)  # the same model whichever tests ran before (xdist)
+    inits = {**_conv(rng, "stem", 3, 8, 3)}
     nodes = [helper.make_node("Conv", ["x", "stem.weight", "stem.bias"], ["s"], pads=[1] * 4, strides=[2, 2]),
              helper.make_node("Relu", ["s"], ["a0"])]
     for b in (1, 2):
-        inits.update({**_conv(f"b{b}.expand", 8, 24, 1), **_conv(f"b{b}.dw", 24, 24, 3, group=24),
-                      **_conv(f"b{b}.project", 24, 8, 1)})
+        inits.update({**_conv(rng, f"b{b}.expand", 8, 24, 1), **_conv(rng, f"b{b}.dw", 24, 24, 3, group=24),
+                      **_conv(rng, f"b{b}.project", 24, 8, 1)})
         x, p = f"a{b - 1}", f"b{b}"
         nodes += [helper.make_node("Conv", [x, f"{p}.expand.weight", f"{p}.expand.bias"], [f"{p}e"]),
                   helper.make_node("Relu", [f"{p}e"], [f"{p}er"]),
@@ -42,7 +41,7 @@ def mobilenet(path, batch=2):
                   helper.make_node("Relu", [f"{p}d"], [f"{p}dr"]),
                   helper.make_node("Conv", [f"{p}dr", f"{p}.project.weight", f"{p}.project.bias"], [f"{p}p"]),
                   helper.make_node("Add", [x, f"{p}p"], [f"a{b}"])]
-    inits.update({"head.weight": RNG.normal(0, 0.3, (4, 8)).astype(np.float32), "head.bias": np.zeros(4, np.float32)})
+    inits.update({"head.weight": rng.normal(0, 0.3, (4, 8)).astype(np.float32), "head.bias": np.zeros(4, np.float32)})
     nodes += [helper.make_node("GlobalAveragePool", ["a2"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
               helper.make_node("Gemm", ["f", "head.weight", "head.bias"], ["y"], transB=1)]
     onnx_model(nodes, {"x": [batch, 3, 8, 8]}, {"y": [batch, 4]}, inits, path=path)
@@ -116,18 +115,19 @@ def test_heuristic_order(model):
 def _toy(tmp_path, n=256):
     """An MLP whose first layer ignores the two features the new labels depend on: only training
     that layer's weights can help, which the heuristics (later layers first) cannot know."""
-    w1 = (RNG.normal(size=(16, 32)) / 4).astype(np.float32)
+    rng = np.random.default_rng(1)
+    w1 = (rng.normal(size=(16, 32)) / 4).astype(np.float32)
     w1[:, :2] = 0
     inits = {"fc1.weight": w1, "fc1.bias": np.full(16, 0.5, np.float32),
-             "fc2.weight": (RNG.normal(size=(16, 16)) / 4).astype(np.float32), "fc2.bias": np.full(16, 0.1, np.float32),
-             "head.weight": (RNG.normal(size=(3, 16)) / 4).astype(np.float32), "head.bias": np.zeros(3, np.float32)}
+             "fc2.weight": (rng.normal(size=(16, 16)) / 4).astype(np.float32), "fc2.bias": np.full(16, 0.1, np.float32),
+             "head.weight": (rng.normal(size=(3, 16)) / 4).astype(np.float32), "head.bias": np.zeros(3, np.float32)}
     nodes = [helper.make_node("Gemm", ["x", "fc1.weight", "fc1.bias"], ["h1"], transB=1),
              helper.make_node("Relu", ["h1"], ["r1"]),
              helper.make_node("Gemm", ["r1", "fc2.weight", "fc2.bias"], ["h2"], transB=1),
              helper.make_node("Relu", ["h2"], ["r2"]),
              helper.make_node("Gemm", ["r2", "head.weight", "head.bias"], ["y"], transB=1)]
     onnx_model(nodes, {"x": [8, 32]}, {"y": [8, 3]}, inits, path=tmp_path / "toy.onnx")
-    x = RNG.normal(size=(2 * n, 32)).astype(np.float32)
+    x = rng.normal(size=(2 * n, 32)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
     np.savez(tmp_path / "calib.npz", x=x[:n], y=y[:n])
     return tmp_path / "toy.onnx", (x[:n], y[:n]), (x[n:], y[n:])
@@ -168,7 +168,7 @@ def test_generate_auto_sparse_builds_and_trains(tmp_path, model):
     assert ram_bytes(manifest["memory"]) == best.ram_bytes <= budget
     assert not any(p["name"].startswith("b2.dw") for p in manifest["params"])
     trainer = codegen.load_host(out)
-    x = RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(2).normal(size=(2, 3, 8, 8)).astype(np.float32)
     y = np.array([1, 3])
     losses = [trainer.train_step(x, y) for _ in range(20)]
     assert losses[-1] < 0.5 * losses[0]
