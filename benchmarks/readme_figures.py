@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import codegen  # noqa: E402
 from benchmarks import int8_fit, int8_kernels, mcu_speed  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
-from codegen import api, blob, firmware, qemu, training  # noqa: E402
+from codegen import api, blob, channels, firmware, loader, qemu, training  # noqa: E402
 from codegen.errors import FitError  # noqa: E402
 
 README = ROOT / "README.md"
@@ -169,6 +169,24 @@ def int8_fit_board():
     return size["ram"], size["flash"], round(run.work.per_step)
 
 
+def int8_update():
+    """TTE's kind of sparse update of the int8 MobileNetV2 (head, last 4 biases, 25% of the last
+    pointwise conv; batch 1, plain SGD), --update float then int8: arena, parameters, RAM."""
+    model = int8_fit.MODELS[0]
+    folder = _workdir() / "int8_update"
+    folder.mkdir(exist_ok=True)
+    path = model.quantize(model.export(folder))
+    weight = list(channels.weights(loader.load(path, 1)))[-2]
+    rows = []
+    for update in ("float", "int8"):
+        selection = training.Selection(last=1, bias_last=4, channels=f"{weight}:0.25")
+        _, tg, plan = api.compile_plan(path, api.Spec("cross_entropy", training.Optimizer(), selection, 1,
+                                                      update=update))
+        memory = api._summary(tg, plan, "m", str(path))["memory"]
+        rows += [memory["arena_bytes"], memory["param_bytes"], int8_fit.ram(memory)]
+    return tuple(rows)
+
+
 INT8_ROWS = " ".join(rf"\| {model} \| {kind} \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|"
                      for model in (r"MobileNetV2-0\.35, 96x96x3", r"DS-CNN, 49x10") for kind in ("float32", "int8"))
 
@@ -212,6 +230,9 @@ FIGURES = [
            digits_on_boards, boards=True),
     Figure("int8 fit (arena, params + state, RAM, frozen weights: MobileNetV2 float/int8, DS-CNN float/int8)",
            INT8_ROWS, int8_fit_table),
+    Figure("int8 weight training (MobileNetV2 sparse scheme: arena, params, RAM; --update float, int8)",
+           r"takes arena ([\d,]+) B \+ parameters ([\d,]+) B = ([\d,]+) B with `--update float` and ([\d,]+) B \+ "
+           r"([\d,]+) B = ([\d,]+) B with `--update int8`", int8_update),
     Figure("int8 convolutions on cortex-m4f (instructions per MAC: pointwise, depthwise)",
            r"take ([\d.]+) instructions per multiply-accumulate for a pointwise 1x1 layer \(64 to 64 channels at "
            r"24x24\) and ([\d.]+) for a depthwise 3x3 one", int8_per_mac, boards=True),

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import OptionError
 from .ir import CONST, FROZEN, PARAM, Graph, Node, Quantized, Tensor
 
-_SLICE = re.compile(r"^(?P<weight>.+)\[(?P<cols>:, )?:(?P<k>[0-9]+)\]$")
+_SLICE = re.compile(r"^(?P<weight>.+)\[(?P<cols>:, )?(?::(?P<k>[0-9]+)|(?P<lo>[0-9]+):)\]$")
 
 
 def parse(spec: str) -> tuple[str, float]:
@@ -89,16 +89,26 @@ def slice_name(weight: str, k: int, axis: int) -> str:
 
 
 def sliced(name: str) -> tuple[str, int, int] | None:
-    """(weight, channel axis, k) if `name` is a trainable slice, else None."""
+    """(weight, channel axis, k) if `name` is a trainable slice W[:k], else None."""
     m = _SLICE.match(name)
-    return (m["weight"], 1 if m["cols"] else 0, int(m["k"])) if m else None
+    return (m["weight"], 1 if m["cols"] else 0, int(m["k"])) if m and m["k"] else None
+
+
+def part(name: str) -> tuple[str, tuple] | None:
+    """(tensor, index) if `name` is a trainable part of a tensor: a slice W[:k] (W[:, :k]), or
+    under --update int8 the rest b[k:] of a trainable bias split with its layer."""
+    m = _SLICE.match(name)
+    if m is None:
+        return None
+    axis = (slice(None),) if m["cols"] else ()
+    return m["weight"], axis + ((slice(0, int(m["k"])),) if m["k"] else (slice(int(m["lo"]), None),))
 
 
 def split(graph: Graph, trainable: list[str], update: str = "float") -> None:
     """Rewrite the layer of every slice in `trainable` into a trainable and a frozen part (under
     update "int8" two quantized parts, see above)."""
     layers = weights(graph)
-    for name in trainable:
+    for name in list(trainable):  # _split may replace a bias in `trainable` by its two parts
         if (s := sliced(name)) is not None and s[0] in layers:
             _split(graph, *layers[s[0]], s[2], name, trainable, update == "int8")
 
@@ -140,6 +150,7 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
     y = node.outputs[0]
     out_axis = len(graph.shape(y)) - 1 if node.op != "Conv" else 1
     groups, n = node.attrs.get("group", 1), value.shape[axis]
+    biases = _split_bias(graph, node, k, n, trainable) if integer else None
     parts = []
     for weight, lo, hi, what in ((name, 0, k, "trained"), (frozen, k, n, "frozen")):
         shape = list(graph.shape(y))
@@ -149,7 +160,8 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
         if groups > 1:  # whole groups: the part reads its groups' input channels
             attrs["group"] = groups * (hi - lo) // n
             x = _channels(graph, node, x, lo * value.shape[1] * groups // n, hi * value.shape[1] * groups // n)
-        inputs = [x, weight, *(_bias_part(graph, node, b, lo, hi, trainable) for b in node.inputs[2:3])]
+        inputs = [x, weight, *(biases[lo > 0] if biases else _bias_part(graph, node, b, lo, hi, trainable)
+                               for b in node.inputs[2:3])]
         out = graph.add(f"{y}.{what}", shape)
         parts.append(Node(node.op, inputs, [out], attrs, f"{node.name or y} ({what} channels)", node.domain))
     at = graph.nodes.index(node)
@@ -160,6 +172,23 @@ def _split(graph: Graph, node: Node, axis: int, k: int, name: str, trainable: li
     for bias in node.inputs[2:3]:  # a frozen bias is now two constants, unless another node reads it
         if bias and not any(bias in n.inputs for n in graph.nodes):
             del graph.tensors[bias]
+
+
+def _split_bias(graph: Graph, node: Node, k: int, n: int, trainable: list[str]) -> tuple[str, str] | None:
+    """Under --update int8 a trainable bias with a value per channel becomes two parameters, b[:k]
+    and b[k:] (in `trainable` in its place), each part's int32 bias read directly by its int8
+    layer; `export` joins them back."""
+    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    t = graph.tensors.get(bias)
+    if t is None or bias not in trainable or t.shape != (n,):
+        return None
+    names = []
+    for name, lo, hi in ((f"{bias}[:{k}]", 0, k), (f"{bias}[{k}:]", k, n)):
+        names.append(graph.add(name, (hi - lo,), t.dtype, PARAM, np.ascontiguousarray(t.value[lo:hi])))
+        graph.tensors[names[-1]].quant = _quant_part(t.quant, 0, lo, hi)
+    at = trainable.index(bias)
+    trainable[at:at + 1] = names
+    return names[0], names[1]
 
 
 def _bias_part(graph: Graph, node: Node, bias: str, lo: int, hi: int, trainable: list[str]) -> str:
@@ -194,19 +223,19 @@ def join(params: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> dict[str
     """`params` with every trainable slice written into a copy of its full weight (`full`)."""
     joined = {}
     for name, value in params.items():
-        if (s := sliced(name)) is None or name in full:  # a model's own tensor may be called 'x[:2]'
+        if (s := part(name)) is None or name in full:  # a model's own tensor may be called 'x[:2]'
             joined[name] = value
             continue
-        weight, axis, k = s
+        weight, index = s
         whole = np.array(joined.get(weight, full[weight]), value.dtype)  # float32, or the integers of --update int8
-        whole[(slice(None),) * axis + (slice(0, k),)] = value
+        whole[index] = value
         joined[weight] = whole
     return joined
 
 
 def initial(name: str, full: dict[str, np.ndarray]) -> np.ndarray:
     """The compiled-in value of parameter `name` (a slice of its weight, or the tensor itself)."""
-    if (s := sliced(name)) is None or name in full:
+    if (s := part(name)) is None or name in full:
         return full[name]
-    weight, axis, k = s
-    return full[weight][(slice(None),) * axis + (slice(0, k),)]
+    weight, index = s
+    return full[weight][index]

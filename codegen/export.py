@@ -47,8 +47,8 @@ def export_onnx(build_dir: Path, params: dict[str, np.ndarray], path: Path) -> N
     the state (running statistics: the inference model normalises with the trained ones). A
     trainable slice of a weight (--train-channels) is written into that weight."""
     path_in = _source_path(build_dir)
-    if any(channels.sliced(name) for name in params):
-        integer = {s[0] for name, v in params.items() if (s := channels.sliced(name)) and np.asarray(v).dtype.kind == "i"}
+    if any(channels.part(name) for name in params):
+        integer = {s[0] for name, v in params.items() if (s := channels.part(name)) and np.asarray(v).dtype.kind == "i"}
         params = channels.join(params, {name: t.quant.values.reshape(t.shape) if name in integer else t.value
                                         for name, t in loader.load(path_in).tensors.items()})
     model = onnx.load(str(path_in))

@@ -219,24 +219,27 @@ def test_export_runs_in_onnxruntime(build, tmp_path):
 
 
 def test_train_channels_stay_int8(tmp_path):
-    """--train-channels on an int8 layer (SGD with momentum): the trained channels are int8
-    parameters, the rest int8 constants, both parts and their join run in integer arithmetic;
-    export runs in onnxruntime."""
+    """--train-channels on an int8 layer (with its bias, SGD with momentum): the trained channels
+    are int8 parameters, the rest int8 constants, both parts and their join run in integer
+    arithmetic; export runs in onnxruntime."""
     ort = pytest.importorskip("onnxruntime")
     q = qdq_model(tmp_path / "qas.onnx")
     codegen.generate(tmp_path / "qas.onnx", tmp_path / "b", loss="mse", lr=LR, update="int8", federated=False,
-                     train_channels="W1:0.5", momentum=0.9)  # momentum: not fused, a float buffer
+                     train_channels="W1:0.5", train_bias_last=2, momentum=0.9)  # momentum: not fused
     ops = [n.op_type for n in onnx.load(str(tmp_path / "b" / "training_model.onnx")).graph.node]
     assert ops.count("QLinearConv") == 2 and "QLinearConcat" in ops and not {"Conv", "Gemm", "Concat"} & set(ops)
     trainer = codegen.load_host(tmp_path / "b")
     xs, ts = data(3)
     for k in range(3):
         trainer.train_step(xs[k], ts[k])
-    (name, value), = trainer.get_params().items()
-    assert name == "W1[:3]" and value.dtype == np.int8 and not np.array_equal(value, q["w1"][:3])
+    params = trainer.get_params()  # the layer's trainable bias is split with it: each part's int32 bias
+    assert {n: v.dtype for n, v in params.items()} == {"W1[:3]": np.int8, "B1[:3]": np.int32, "B1[3:]": np.int32,
+                                                       "B2": np.int32}
+    assert not np.array_equal(params["W1[:3]"], q["w1"][:3])
     trainer.export_onnx(tmp_path / "trained.onnx")
     stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "trained.onnx")).graph.initializer}
-    assert np.array_equal(stored["w1"], np.concatenate([value, q["w1"][3:]]))
+    assert np.array_equal(stored["w1"], np.concatenate([params["W1[:3]"], q["w1"][3:]]))
+    assert np.array_equal(stored["b1"], np.concatenate([params["B1[:3]"], params["B1[3:]"]]))
     got = ort.InferenceSession(str(tmp_path / "trained.onnx")).run(None, {"x": xs[0]})[0]
     assert np.abs(got - trainer.predict(xs[0])).max() <= YS * 1.001
 
