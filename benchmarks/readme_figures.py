@@ -172,10 +172,8 @@ def int8_fit_board():
 def int8_update():
     """TTE's kind of sparse update of the int8 MobileNetV2 (head, last 4 biases, 25% of the last
     pointwise conv; batch 1, plain SGD), --update float then int8: arena, parameters, RAM."""
-    model = int8_fit.MODELS[0]
-    folder = _workdir() / "int8_update"
-    folder.mkdir(exist_ok=True)
-    path = model.quantize(model.export(folder))
+    _int8_fit()  # quantizes the model (int8_fit.Model.quantize)
+    path = _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
     weight = list(channels.weights(loader.load(path, 1)))[-2]
     rows = []
     for update in ("float", "int8"):
