@@ -48,7 +48,7 @@ def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, in
     change = federated.delta(_weights(build_dir, params, manifest), _weights(build_dir, base, manifest))
     data = blob.encode_delta(change, samples, manifest, int8)
     write_atomic(dest, data)
-    note(f"wrote {dest}: {'int8' if int8 else 'float32'} delta, {samples} samples, {len(data):,} bytes")
+    note(f"wrote {dest}: {blob.KIND[blob.delta_kind(manifest, int8)]}, {samples} samples, {len(data):,} bytes")
 
 
 def _aggregate(build_dir: Path, deltas: list[Path], base: Optional[Path], max_norm: Optional[float],
