@@ -8,11 +8,13 @@ import re
 import shlex
 import sys
 import tempfile
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import blob, budget, calibrate, export, fit, loader, manifest, memory, ops, sparse_schemes, tied, training
 from . import flower_app as flower_app_writer
+from .build import Progress, load_host
 from .ctext import identifiers
 from .emit import emit, input_idents, running_names
 from .errors import OptionError
@@ -52,7 +54,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
              train_channels: str | list[str] | None = None, fuse_updates: bool = True,
              accumulate: int = 1, ram_budget: int | None = None, federated: bool = True,
              quantize: str | None = None, calibration: str | Path | None = None, mode: str = "eval",
-             untie: bool = False, auto_sparse: bool = False, update: str = "float") -> dict:
+             untie: bool = False, auto_sparse: bool = False, update: str = "float",
+             progress: Progress = nullcontext) -> dict:
     """Compile `model` into a trainer in `out_dir`; returns the summary (also in mcutrain.json).
     train/freeze: glob patterns on parameter names, one string or a list of them.
     train_channels: "PATTERN:FRACTION" (or a list): also train the first ceil(FRACTION x n) output
@@ -67,7 +70,9 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
     auto_sparse=True (needs ram_budget, replaces train/train_last/train_bias_*/train_channels; freeze
     still applies): trains the best sparse update scheme that fits (codegen/sparse_schemes.py),
     ranked by contribution analysis when `calibration` has labels y, else by heuristics; the
-    returned summary then also has it under "auto_sparse" (an inspect SchemeRow's JSON)."""
+    returned summary then also has it under "auto_sparse" (an inspect SchemeRow's JSON).
+    progress(text): a context manager around each fine-tune of the contribution analysis (the CLI's
+    spinner)."""
     model, out_dir = Path(model), Path(out_dir)
     if auto_sparse:
         _check_auto_sparse(ram_budget, train=train, train_last=train_last, train_bias_only=train_bias_only,
@@ -83,7 +88,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
             as (compiled, quantized):
         if auto_sparse:
             data = calibration and sparse_schemes.calibration_data(Path(calibration), required=not quantize)
-            chosen = _schemes(compiled, spec, federated, ram_budget, data)[0]
+            chosen = _schemes(compiled, spec, federated, ram_budget, data, progress)[0]
             spec = replace(spec, selection=chosen.selection)
         graph, tg, plan = compile_plan(compiled, spec)
         summary = _summary(tg, plan, prefix, str(model), federated)
@@ -176,7 +181,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
             train_last: int | None = None, train_bias_only: bool = False, train_bias_last: int | None = None,
             train_channels: str | list[str] | None = None, federated: bool = True, mode: str = "eval",
             ram_budget: int | None = None, calibration: str | Path | None = None, lr: float = _OPT.lr,
-            update: str = "float") -> Report:
+            update: str = "float", progress: Progress = nullcontext) -> Report:
     """Ops (and which are supported), shapes, parameters and the memory each trainable set costs
     (full, last layer, biases, and the given train/freeze/train_last/train_bias_only/train_bias_last choice) with
     the given optimizer, before generating. A dynamic batch dim is pinned to 1 if not given.
@@ -185,7 +190,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
     update: as generate's ("int8": the trainable weights of quantized layers count one byte each).
     ram_budget: also propose sparse update schemes that fit it (codegen/sparse_schemes.py; freeze
     applies, the other selectors do not), ranked by contribution analysis on `calibration` (an .npz
-    with x and y; fine-tuned with lr) when given, else by heuristics."""
+    with x and y; fine-tuned with lr, each fine-tune inside progress(text)) when given, else by heuristics."""
     if calibration is not None and ram_budget is None:
         raise OptionError("--calibration ranks the sparse update schemes of --ram-budget BYTES: add --ram-budget")
     raw = loader.upgraded(Path(model))
@@ -215,7 +220,7 @@ def inspect(model: str | Path, batch: int | None = None, optimizer: str = _OPT.k
         if ram_budget is not None:
             data = calibration and sparse_schemes.calibration_data(Path(calibration), required=True)
             report.ram_budget = ram_budget
-            report.schemes = _schemes(Path(model), spec, federated, ram_budget, data)
+            report.schemes = _schemes(Path(model), spec, federated, ram_budget, data, progress)
     elif ram_budget is not None:
         raise OptionError("--ram-budget proposals need a model with one output (the loss is attached to it)")
     return report
@@ -261,7 +266,8 @@ def _int8_memory(model: Path, spec: Spec, federated: bool) -> dict:
         return _memory(quantized, spec, federated)
 
 
-def _schemes(model: Path, spec: Spec, federated: bool, budget: int, data=None) -> list[SchemeRow]:
+def _schemes(model: Path, spec: Spec, federated: bool, budget: int, data=None,
+             progress: Progress = nullcontext) -> list[SchemeRow]:
     """The sparse update schemes that fit `budget` bytes (codegen/sparse_schemes.py), best first:
     `model` loaded once, every scheme planned on a copy; ranked by contribution analysis on `data`
     ((x, y): each candidate fine-tuned by its host trainer) or, without data, by heuristics."""
@@ -277,14 +283,12 @@ def _schemes(model: Path, spec: Spec, federated: bool, budget: int, data=None) -
                 for p in sparse_schemes.propose(space, memory_of, budget, gain, freeze)]
     if data is None:
         return rows(sparse_schemes.heuristic_gain(space), "heuristics")
-    from .build import load_host  # cffi: only the contribution analysis builds trainers
-
     with tempfile.TemporaryDirectory(prefix="mcutrain-schemes-") as tmp:
         def trainer_of(selection: training.Selection):
             out = Path(tmp) / f"scheme{len(list(Path(tmp).iterdir()))}"
             generate(model, out, federated=False, **_generate_options(replace(spec, selection=selection)))
             return load_host(out)
-        return rows(sparse_schemes.Measured(trainer_of, *data, freeze), "contribution analysis")
+        return rows(sparse_schemes.Measured(trainer_of, *data, freeze, progress), "contribution analysis")
 
 
 def _generate_options(spec: Spec) -> dict:

@@ -148,7 +148,7 @@ def generate(
                    fuse_updates=fuse_updates,
                    ram_budget=ram_budget, federated=federated, quantize=quantize and quantize.value,
                    calibration=calibration, mode=mode.value, untie=untie, update=update.value,
-                   auto_sparse=auto_sparse)
+                   auto_sparse=auto_sparse, progress=console.status)
     if auto_sparse:
         chosen = summary["auto_sparse"]
         say(printable(f"auto-sparse scheme: {chosen['options']} (RAM {chosen['ram_bytes']:,} B, score "
@@ -260,7 +260,8 @@ def inspect(
     report = call(api.inspect, model, batch, optimizer=optimizer.value, momentum=momentum, train=train,
                   freeze=freeze, train_last=train_last, train_bias_only=train_bias_only,
                   train_bias_last=train_bias_last, train_channels=train_channels, federated=federated,
-                  mode=mode.value, ram_budget=ram_budget, calibration=calibration, lr=lr, update=update.value)
+                  mode=mode.value, ram_budget=ram_budget, calibration=calibration, lr=lr, update=update.value,
+                  progress=console.status)
     if as_json:
         out.print_json(json.dumps(report.to_json()))
     else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import glob
 import math
 import shlex
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -152,10 +153,12 @@ def heuristic_gain(space: Space) -> Callable[[Scheme], float]:
 class Measured:
     """TTE's contribution analysis: gain(scheme) = held-out loss before - after a short fine-tune
     (EPOCHS epochs on 1 - HELD_OUT of at most MAX_SAMPLES calibration samples, seeded split) of
-    the scheme's host trainer. `trainer_of(selection)` builds one (the cffi build, cached)."""
+    the scheme's host trainer. `trainer_of(selection)` builds one (the cffi build, cached);
+    `progress(text)`: a context manager around each candidate's build and fine-tune (the CLI's spinner)."""
 
-    def __init__(self, trainer_of: Callable, x: np.ndarray, y: np.ndarray, freeze: list[str] | None = None):
-        self.trainer_of, self.freeze, self.cache = trainer_of, freeze, {}
+    def __init__(self, trainer_of: Callable, x: np.ndarray, y: np.ndarray, freeze: list[str] | None = None,
+                 progress: Callable = nullcontext):
+        self.trainer_of, self.freeze, self.progress, self.cache = trainer_of, freeze, progress, {}
         n = min(len(x), MAX_SAMPLES)
         order = np.random.default_rng(0).permutation(len(x))[:n]
         held = max(1, int(n * HELD_OUT))
@@ -164,17 +167,21 @@ class Measured:
 
     def __call__(self, s: Scheme) -> float:
         if s not in self.cache:
-            trainer = self.trainer_of(s.selection(self.freeze))
-            if len(self.held[0]) < trainer.batch or len(self.train[0]) < trainer.train_batch:
-                raise DataError(f"contribution analysis needs at least {math.ceil(trainer.batch / HELD_OUT)} "
-                                f"calibration samples (a held-out batch and a training batch); the file has "
-                                f"{len(self.held[0]) + len(self.train[0])}")
-            if self.base is None:
-                self.base = fit.evaluate(trainer, *self.held).loss
-            for _ in fit.fit(trainer, *self.train, EPOCHS):
-                pass
-            self.cache[s] = self.base - fit.evaluate(trainer, *self.held).loss
+            with self.progress(f"contribution analysis: building and fine-tuning {s.options()}"):
+                self.cache[s] = self._gain(s)
         return self.cache[s]
+
+    def _gain(self, s: Scheme) -> float:
+        trainer = self.trainer_of(s.selection(self.freeze))
+        if len(self.held[0]) < trainer.batch or len(self.train[0]) < trainer.train_batch:
+            raise DataError(f"contribution analysis needs at least {math.ceil(trainer.batch / HELD_OUT)} "
+                            f"calibration samples (a held-out batch and a training batch); the file has "
+                            f"{len(self.held[0]) + len(self.train[0])}")
+        if self.base is None:
+            self.base = fit.evaluate(trainer, *self.held).loss
+        for _ in fit.fit(trainer, *self.train, EPOCHS):
+            pass
+        return self.base - fit.evaluate(trainer, *self.held).loss
 
 
 def score(space: Space, gain: Callable[[Scheme], float], s: Scheme) -> float:
