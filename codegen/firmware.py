@@ -97,7 +97,7 @@ def check_fit(m: Manifest, target: targets.Target, x: np.ndarray, y: np.ndarray,
     if mem is None:
         return
     b = m.memory
-    message = blob.sizes(m)[blob.DELTA_F32] if harness == "federated" else 0
+    message = max(blob.sizes(m).values()) if harness == "federated" else 0
     ram = {"arena": b["arena_bytes"], "parameters": b["param_bytes"],
            "optimizer state": b["optimizer_state_bytes"],
            "federated round-start copy": b.get("round_start_bytes", 0), "serial message buffer": message,

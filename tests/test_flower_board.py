@@ -160,3 +160,27 @@ def test_federated_harness_refusals(build, tmp_path):
 def test_run_refuses_federated_firmware(app_dir):
     result = CliRunner().invoke(app, ["run", str(app_dir / "files" / flower.BUILD), "--target", BOARD])
     assert result.exit_code == 2 and "is a federated client" in " ".join(result.output.split()), result.output
+
+
+def test_int8_trained_board_delta_is_exact(build, tmp_path):
+    """A model whose weights train as integers (generate --update int8) sends MTDI deltas, larger
+    than its float32 delta would be: the firmware's buffer holds them, and they equal the host
+    trainer's bit for bit (integer arithmetic, DECISIONS.md §4)."""
+    need(BOARD)
+    x, y = fit.load_data(build.parent / "data.npz")
+    np.savez(tmp_path / "calibration.npz", x=x[:64])
+    codegen.generate(DIGITS / "mlp.onnx", tmp_path / "q", loss="cross_entropy", lr=0.01, batch=BATCH,
+                     quantize="int8", calibration=tmp_path / "calibration.npz", update="int8")
+    codegen.firmware.build(tmp_path / "q", BOARD, x[:64], y[:64], harness="federated")
+    manifest, host = read_manifest(tmp_path / "q"), codegen.load_host(tmp_path / "q")
+    start = host.save_params()
+    board = board_link.Board.emulate(tmp_path / "q", BOARD, manifest, timeout=60)
+    try:
+        _, data = board.round(start)
+    finally:
+        board.close()
+    host.apply_global(start)
+    for i in range(0, 64, BATCH):
+        host.train_step(x[i:i + BATCH], y[i:i + BATCH])
+    assert data[:4] == blob.DELTA_INT and len(data) > blob.sizes(manifest)[blob.DELTA_F32]
+    assert data == host.delta(64)
