@@ -22,6 +22,7 @@ from .files import write_all
 from .paths import runtime_dir
 from .inspection import ChoiceRow, NodeRow, Report, SchemeRow
 from .ir import CONST, FROZEN, PARAM, RUNNING, STATE
+from .manifest import words
 from .training_onnx import to_onnx
 
 # Generated code names its own symbols mt_* and the input pointers in_*: a prefix must differ.
@@ -150,7 +151,9 @@ def _plan_graph(graph, spec: Spec):
 
 
 def _bytes(graph, role) -> int:
-    return sum(t.nbytes for t in graph.of_role(role))
+    """Bytes of a role's tensors; parameters as the parameter blob holds them (whole 4-byte words:
+    an int8 tensor of --update int8 is padded to a multiple of 4)."""
+    return sum(4 * words(t.dtype, t.size) if role == PARAM else t.nbytes for t in graph.of_role(role))
 
 
 def _summary(tg, plan, prefix: str, source: str, federated: bool = False) -> dict:
