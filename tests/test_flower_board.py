@@ -6,7 +6,8 @@ the same global model on the same samples in the same order within rtol/atol 1e-
 §4: the board's scalar kernels sum in another order than the host's vector kernels; measured
 max 1.5e-8 on deltas up to 0.05); each round's global model is FedAvg of the board's and the
 host clients' replies. A corrupted delta from the board is refused (log line naming it) and the round goes
-on with the others; builds made with --no-federated get no federated harness."""
+on with the others; builds made with --no-federated get no federated harness. A model whose
+weights train as integers sends its MTDI delta over the line, equal to the host's bit for bit."""
 from __future__ import annotations
 
 import logging
