@@ -76,7 +76,7 @@ class Scheme:
 class Candidate:
     """A weight whose channels may train: its layer's rank from the end (1: the last layer), whether
     it is an inverted-residual block's first pointwise conv, and `reach`: the K of
-    --train-bias-last that takes every bias from its layer on."""
+    --train-bias-last that takes every bias from its layer on (0 when the classifier has them all)."""
     weight: str
     rank: int
     pw1: bool
@@ -100,25 +100,33 @@ class Proposal:
 
 @dataclass
 class Space:
-    """The candidates of one model: its biases (graph order), weight candidates (best first), and
-    the grid of K values searched."""
+    """The candidates of one model: its biases (graph order), weight candidates (best first), the
+    grid of K values searched, and how many of the last biases are the classifier's own."""
     biases: list[str]
     candidates: list[Candidate]
     grid: list[int]
+    head_biases: int
+
+    def ks(self, lowest: int = 0) -> list[int]:
+        """The K values of schemes that train the classifier and at least the last `lowest` biases
+        (0: any K within the classifier's own biases, which it trains anyway)."""
+        return [0] * (lowest == 0) + [k for k in self.grid if k >= lowest and k > self.head_biases]
 
     @classmethod
     def of(cls, graph: Graph, freeze: list[str] | None = None) -> Space:
         allowed = set(training.select_trainable(graph, training.Selection(freeze=freeze or None)))
         layers = training._layers(graph)
         biases = training._biases(graph)
+        own = len(set(biases) & set(layers[-1]))  # the classifier's biases: trained with it
         rank = {name: len(layers) - k for k, layer in enumerate(layers) for name in layer}
         order = {name: k for k, layer in enumerate(layers) for name in layer}
-        found = [Candidate(w, rank[w], _is_pw1(graph, node), sum(order[b] >= order[w] for b in biases))
+        reach = {w: sum(order[b] >= order[w] for b in biases) for w in channels.weights(graph)}
+        found = [Candidate(w, rank[w], _is_pw1(graph, node), reach[w] if reach[w] > own else 0)
                  for w, (node, _) in channels.weights(graph).items() if w in allowed and rank[w] > 1]
         found.sort(key=lambda c: (-c.value, c.rank))
         best = found[:LAYERS]
         grid = {len(biases), *(c.reach for c in best)} | {2 ** k for k in range(len(biases).bit_length())}
-        return cls(biases, best, sorted(k for k in grid if 0 < k <= len(biases)))
+        return cls(biases, best, sorted(k for k in grid if 0 < k <= len(biases)), own)
 
 
 def _is_pw1(graph: Graph, node) -> bool:
@@ -209,7 +217,7 @@ def propose(space: Space, memory_of: Callable[[training.Selection], dict], budge
     def fits(s: Scheme) -> bool:
         return memory(s) is not None and ram_bytes(planned[s]) <= budget
 
-    kmax = _largest(fits, lambda k: Scheme(True, k), [0, *space.grid])
+    kmax = _largest(fits, lambda k: Scheme(True, k), space.ks())
     if kmax is not None:
         found = [Scheme(True, kmax), *_with_weights(space, fits, kmax, lambda s: score(space, gain, s), limit)]
     else:  # the classifier does not fit: biases only
@@ -254,7 +262,7 @@ def _with_weights(space: Space, fits, kmax: int, score_of, limit: int) -> list[S
         if len(chosen) >= limit and chosen[limit - 1][0] >= score_of(Scheme(True, kmax, ws)):
             break
         lowest = max(reach[w] for w, _ in ws)
-        k = _largest(fits, lambda k: Scheme(True, k, ws), [k for k in [0, *space.grid] if lowest <= k <= kmax])
+        k = _largest(fits, lambda k: Scheme(True, k, ws), [k for k in space.ks(lowest) if k <= kmax])
         if k is not None:
             s = Scheme(True, k, ws)
             chosen = sorted([*chosen, (score_of(s), s)], key=lambda p: -p[0])
