@@ -81,9 +81,10 @@ class Reference:
     """The trainer's arithmetic in numpy: the int8 forward (tests/int8_reference.py), MSE, 1-bit
     masks, dX through the int8 head, the QAS gradients and SGD with stochastic rounding."""
 
-    def __init__(self, q: dict, order: list[str]):
-        self.q, self.order, self.rng = q, order, 1
+    def __init__(self, q: dict, order: list[str], momentum: float = 0.0, decay: float = 0.0):
+        self.q, self.order, self.rng, self.momentum, self.decay = q, order, 1, np.float32(momentum), np.float32(decay)
         self.state = {"W1": q["w1"].copy(), "B1": q["b1"].copy(), "W2": q["w2"].copy(), "B2": q["b2"].copy()}
+        self.buf = {n: np.zeros(v.shape, np.float32) for n, v in self.state.items()}
 
     def step(self, x, t):
         s, q = self.state, self.q
@@ -107,12 +108,17 @@ class Reference:
         grads["W1"] = factors(XS, q["w1s"], M, False)[:, None, None, None] * seqsum(prod, 3)
         grads["B1"] = factors(XS, q["w1s"], M, True) * seqsum(dz1.transpose(0, 2, 3, 1), 3)
         for name in self.order:
-            self.state[name] = self.sgd(s[name], grads[name])
+            self.state[name] = self.sgd(s[name], grads[name], self.buf[name])
 
-    def sgd(self, w: np.ndarray, g: np.ndarray) -> np.ndarray:
+    def sgd(self, w: np.ndarray, g: np.ndarray, buf: np.ndarray) -> np.ndarray:
+        """mt_sgd_s8/s32 (momentum, weight decay) or the fused plain step of qas.h."""
         lo, hi = (-128, 127) if w.dtype == np.int8 else (-BIAS_LIMIT, BIAS_LIMIT)
+        g = g.astype(np.float32) + self.decay * w.astype(np.float32)
+        if self.momentum:
+            buf[...] = self.momentum * buf + g
+            g = buf
         steps = np.empty(w.size, np.float32)
-        for i, gi in enumerate(g.astype(np.float32).ravel()):
+        for i, gi in enumerate(g.ravel()):
             self.rng = xorshift32(self.rng)
             u = np.float32(self.rng >> 8) * np.float32(1 / 16777216)
             steps[i] = np.floor(u - np.float32(LR) * gi)
@@ -130,26 +136,18 @@ def build(tmp_path_factory):
     return folder, q
 
 
-def data(steps: int):
-    rng = np.random.default_rng(3)
-    return (rng.standard_normal((steps, N, C, H, H)).astype(np.float32),
-            (rng.standard_normal((steps, N, K)) * 0.5).astype(np.float32))
-
-
-def test_int8_update_equals_numpy_reference(build):
-    folder, q = build
-    m = manifest.read(folder / "b")
-    assert {p.name: p.dtype for p in m.params} == {"B1": "int32", "W1": "int8", "B2": "int32", "W2": "int8"}
-    assert m.memory["param_bytes"] == 164 + K * M * H * H + 4 * (M + K)  # a byte per weight (162 -> whole words)
-    graph = onnx.load(str(folder / "b" / "training_model.onnx")).graph
+def _order(folder, fused: bool) -> list[str]:
+    """The parameters in the order their updates draw random numbers: fused, in their gradient's
+    kernel (its place in the schedule); otherwise at their SGD node."""
+    graph = onnx.load(str(folder / "training_model.onnx")).graph
     producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    # plain SGD is fused: each update happens in its gradient's kernel, which draws its numbers
-    order = [n.input[0] for n in sorted((n for n in graph.node if n.op_type == "SGD"), key=lambda n: producer[n.input[1]])]
-    assert sorted(order) == sorted(NAMES) and not {"Conv", "Gemm"} & {n.op_type for n in graph.node}
-    buffers = json.loads((folder / "b" / "memory.json").read_text())["buffers"]
-    assert not [b for b in buffers if "GradW" in b["name"] or "QasGradB" in b["name"]]  # no gradient of the integers
-    trainer = codegen.load_host(folder / "b", KERNELS["scalar"])
-    reference = Reference(q, order)
+    updates = [(producer[n.input[1]] if fused else i, n.input[0]) for i, n in enumerate(graph.node) if n.op_type == "SGD"]
+    return [name for _, name in sorted(updates)]
+
+
+def _equal_steps(folder, reference: Reference) -> dict[str, np.ndarray]:
+    """STEPS steps of the C (scalar kernels) and the reference: integer state equal after each."""
+    trainer = codegen.load_host(folder, KERNELS["scalar"])
     xs, ts = data(STEPS)
     for k in range(STEPS):
         trainer.train_step(xs[k], ts[k])
@@ -158,10 +156,38 @@ def test_int8_update_equals_numpy_reference(build):
         for name, want in reference.state.items():
             assert got[name].dtype == want.dtype and np.array_equal(got[name], want), \
                 f"step {k}: {name} differs in {np.count_nonzero(got[name] != want)} of {want.size}"
-    moved = {n: int(np.abs(reference.state[n].astype(np.int64) - q[n.lower()]).sum()) for n in NAMES}
+    return got
+
+
+def data(steps: int):
+    rng = np.random.default_rng(3)
+    return (rng.standard_normal((steps, N, C, H, H)).astype(np.float32),
+            (rng.standard_normal((steps, N, K)) * 0.5).astype(np.float32))
+
+
+def test_int8_update_equals_numpy_reference(build):
+    """Plain SGD, fused into the gradient kernels."""
+    folder, q = build
+    m = manifest.read(folder / "b")
+    assert {p.name: p.dtype for p in m.params} == {"B1": "int32", "W1": "int8", "B2": "int32", "W2": "int8"}
+    assert m.memory["param_bytes"] == 164 + K * M * H * H + 4 * (M + K)  # a byte per weight (162 -> whole words)
+    ops = {n.op_type for n in onnx.load(str(folder / "b" / "training_model.onnx")).graph.node}
+    assert not {"Conv", "Gemm"} & ops
+    buffers = json.loads((folder / "b" / "memory.json").read_text())["buffers"]
+    assert not [b for b in buffers if "GradW" in b["name"] or "QasGradB" in b["name"]]  # no gradient of the integers
+    got = _equal_steps(folder / "b", Reference(q, _order(folder / "b", fused=True)))
+    moved = {n: int(np.abs(got[n].astype(np.int64) - q[n.lower()]).sum()) for n in NAMES}
     assert all(moved.values()), moved  # every tensor trained
     flat = blob.pack(got, m.params)
     assert flat.nbytes == sum(p.words for p in m.params) * 4 < 4 * sum(p.size for p in m.params) / 3
+
+
+def test_momentum_and_weight_decay_equal_numpy_reference(tmp_path):
+    """SGD with momentum (float32 buffers, not fused) and weight decay."""
+    q = qdq_model(tmp_path / "qas.onnx")
+    codegen.generate(tmp_path / "qas.onnx", tmp_path / "b", loss="mse", lr=LR, update="int8", federated=False,
+                     momentum=0.9, weight_decay=0.01)
+    _equal_steps(tmp_path / "b", Reference(q, _order(tmp_path / "b", fused=False), momentum=0.9, decay=0.01))
 
 
 def test_board_equals_host(build):
