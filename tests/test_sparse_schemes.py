@@ -174,6 +174,19 @@ def test_generate_auto_sparse_builds_and_trains(tmp_path, model):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_auto_sparse_with_int8_frozen_layers(tmp_path, model):
+    """--quantize int8 --calibration FILE without labels: the scheme is searched on the quantized
+    model and ranked by heuristics (the file only calibrates)."""
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(3).normal(size=(4, 3, 8, 8)).astype(np.float32))
+    options = dict(loss="cross_entropy", quantize="int8", calibration=tmp_path / "x.npz", federated=False)
+    budget = ram_bytes(codegen.generate(model, tmp_path / "one", train_last=1, train_bias_last=8,
+                                        train_channels="b2.expand.weight:0.5", **options)["memory"])
+    summary = codegen.generate(model, tmp_path / "auto", ram_budget=budget, auto_sparse=True, **options)
+    chosen = summary["auto_sparse"]
+    assert chosen["proxy"] == "heuristics" and ram_bytes(summary["memory"]) == chosen["ram_bytes"] <= budget
+    assert "--train-channels" in chosen["options"] and (tmp_path / "auto" / "quantized_model.onnx").is_file()
+
+
 def test_refusals(tmp_path, model):
     out = ["-o", tmp_path / "out", "--loss", "cross_entropy"]
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 100, "--auto-sparse"],
