@@ -96,7 +96,8 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
         summary["model_hash"] = blob.model_hash(tg)
         if ram_budget is not None:
             budget.check(ram_budget, summary, lambda alt: _memory(compiled, alt, federated), spec,
-                         {"--quantize int8 --calibration FILE": lambda: _int8_memory(compiled, spec, federated)})
+                         {"--quantize int8 --calibration FILE": lambda: _int8_memory(compiled, spec, federated),
+                          "--auto-sparse": lambda: _schemes(compiled, spec, federated, ram_budget)[0].memory})
         source = export.source_bytes(compiled)
     banner = "from " + shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     files = {**emit(tg, plan, prefix, banner, summary["model_hash"], federated),

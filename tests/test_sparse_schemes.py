@@ -194,6 +194,10 @@ def test_refusals(tmp_path, model):
     expect_error(tmp_path, ["inspect", model, "--ram-budget", 100], "the smallest, '--train-bias-last 1', needs")
     expect_error(tmp_path, ["inspect", model, "--ram-budget", 100, "--freeze", "head.bias"],
                  "the smallest, '--train-last 1', needs")  # the last bias frozen: the classifier's weight
+    budget = (_ram(model, train_last=1) + _ram(model)) // 2
+    best = codegen.inspect(model, ram_budget=budget).schemes[0]
+    expect_error(tmp_path, ["generate", model, *out, "--ram-budget", budget],  # full training does not fit
+                 f"--auto-sparse: {best.ram_bytes:,} B (fits)")
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 10**6, "--auto-sparse", "--train-last", 1],
                  "--auto-sparse chooses the trainable set itself: drop --train-last")
     expect_error(tmp_path, ["generate", model, *out, "--ram-budget", 10**6, "--auto-sparse", "--train-channels",
