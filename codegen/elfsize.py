@@ -81,10 +81,11 @@ def _symbols(elf: ELFFile, wanted: dict[str, str], prefix: str) -> list[Part]:
     for sym in symtab.iter_symbols():
         if sym["st_info"]["type"] != "STT_OBJECT" or not sym["st_size"]:
             continue
-        if sym.name in wanted:
+        name = sym.name.removesuffix("_words")  # a blob initialised as words (its .inc, integer parameters)
+        if name in wanted:
             section = elf.get_section(sym["st_shndx"]) if isinstance(sym["st_shndx"], int) else None
             writable = section is not None and section["sh_flags"] & SH_FLAGS.SHF_WRITE
-            found[sym.name] = Part(wanted[sym.name], sym.name, sym["st_size"], "RAM" if writable else "flash")
+            found[name] = Part(wanted[name], sym.name, sym["st_size"], "RAM" if writable else "flash")
         elif re.fullmatch(rf"{re.escape(prefix)}_{WEIGHTS}\d+", sym.name):
             weights.bytes += sym["st_size"]
     return [found[name] for name in wanted if name in found] + ([weights] if weights.bytes else [])

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import codegen
 import int8_reference as ref
-from codegen import blob, export, federated, firmware, manifest, qemu
+from codegen import blob, elfsize, export, federated, firmware, manifest, qemu
 from codegen.errors import DataError
 from codegen.errors import McutrainError
 from codegen.ops._qlinear import BIAS_LIMIT
@@ -208,6 +208,8 @@ def test_board_equals_host(build):
     report = firmware.parse_output(result.output)
     host = blob.pack(trainer.get_params(), manifest.read(out).params)
     assert report.done and report.params.tobytes() == host.tobytes()
+    parts = {p.what: p for p in elfsize.measure(out / "cortex-m4f" / "firmware.elf", "qas").parts}
+    assert parts["trainable parameters"].bytes == host.nbytes and parts["trainable parameters"].region == "RAM"
 
 
 def test_refusals(tmp_path):
