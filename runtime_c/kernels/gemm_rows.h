@@ -75,35 +75,49 @@ MT_OUTLINE void mt_gemm_dots(int M, int N, int K, float alpha, const float *MT_R
     }
 }
 
+/* The scaled rows (axpy) of a Gemm without transB, for r < rows: y += alpha * a[r * sa] * row r of b
+ * (b's rows add up in y), or (outer) row r of y += alpha * a[r * sa] * b (an outer product).
+ * A zero scale (a gradient that a ReLU, Clip or MaxPool stopped) adds only zeros: skipped (b is
+ * finite: the step checks its input and loss). Out of line (MT_OUTLINE): the backward Gemms share
+ * one copy (the loop gains nothing from constant sizes). */
+MT_OUTLINE void mt_axpy_rows(int rows, int N, float alpha, const float *MT_RESTRICT a, int sa,
+                             const float *MT_RESTRICT b, float *y, int outer)
+{
+    const int sb = outer ? 0 : N, sy = outer ? N : 0;
+    int r, n;
+    for (r = 0; r < rows; ++r, a += sa, b += sb, y += sy) {
+        const float s = alpha * *a;
+        if (s == 0.0f) continue;
+        for (n = 0; n < N; ++n) y[n] += s * b[n];
+    }
+}
+
 static inline void mt_gemm(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
                            const float *MT_RESTRICT B, int transB, float beta, const float *C, int csm,
                            int csn, float *Y)
 {
     const int sam = transA ? 1 : K, sak = transA ? M : 1;
-    int m, n, k;
+    int m, n;
     if (beta == 0.0f) C = NULL; /* C's contents unread */
     if (transB) {
         mt_gemm_dots(M, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
         return;
     }
+    if (K == 1 && C == Y && csm == N && csn == 1 && beta == 1.0f) {
+        /* the fused update of an outer product (a batch-1 weight gradient): all rows in one call */
+        mt_axpy_rows(M, N, alpha, A, sam, B, Y, 1);
+        return;
+    }
     for (m = 0; m < M; ++m) {
-        /* Rows of B are contiguous along n: accumulate scaled rows (axpy). Y's row starts as
-         * beta * C, unless it already is C (the fused update: C == Y, beta = 1). */
+        /* Y's row starts as beta * C, unless it already is C (the fused update: C == Y, beta = 1) */
         float *y = Y + (size_t)m * N;
-        const float *a = A + (size_t)m * sam, *c = C ? C + (size_t)m * csm : NULL;
+        const float *c = C ? C + (size_t)m * csm : NULL;
         if (!c) {
             for (n = 0; n < N; ++n) y[n] = 0.0f;
         } else if (!(c == y && csn == 1 && beta == 1.0f)) {
             for (n = 0; n < N; ++n) y[n] = beta * c[(size_t)n * csn];
         }
-        for (k = 0; k < K; ++k) {
-            /* A zero row of op(A) (a gradient that a ReLU, Clip or MaxPool stopped) adds only
-             * zeros: skipped (B is finite: the step checks its input and loss). */
-            const float s = alpha * a[(size_t)k * sak];
-            const float *MT_RESTRICT b = B + (size_t)k * N;
-            if (s == 0.0f) continue;
-            for (n = 0; n < N; ++n) y[n] += s * b[n];
-        }
+        mt_axpy_rows(K, N, alpha, A + (size_t)m * sam, sak, B, y, 0);
     }
 }
 
