@@ -205,7 +205,7 @@ class HostTrainer:
         return {**self.get_params(), **self.get_state()}
 
     def set_seed(self, seed: int) -> None:
-        """Restart the training-mode Dropout stream (<prefix>_set_seed)."""
+        """Restart the stream of the training-mode Dropout and of --update int8's rounding (<prefix>_set_seed)."""
         self._fn("set_seed")(seed)
 
     def set_lr(self, lr: float) -> None:

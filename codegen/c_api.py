@@ -59,8 +59,9 @@ Load a parameter blob: 0 on success, else a negative MT_BLOB_ERR_* code of runti
 A refused load changes nothing."""),
     Function("void", "set_lr", "float lr", "Learning rate, read at every step."),
     Function("void", "set_seed", "uint32_t seed", """\
-Restart the random stream of the training-mode Dropout masks (xorshift32; the same masks from the same
-seed on every target). Seed 0 stands for 1 (xorshift32's state is never 0); the initial seed is 1."""),
+Restart the random stream of the training-mode Dropout masks and of the stochastic rounding of
+generate --update int8 (xorshift32; the same draws from the same seed on every target). Seed 0 stands
+for 1 (xorshift32's state is never 0); the initial seed is 1."""),
     Function("float", "get_lr", "void", "The learning rate in use."),
     Function("void", "reset_optimizer", "void", "Clear the optimizer state (momentum / Adam moments and step count)."),
     Function("void", "fl_begin_round", "void", """\
