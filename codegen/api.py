@@ -90,7 +90,7 @@ def generate(model: str | Path, out_dir: str | Path, loss: str = "mse", lr: floa
         if auto_sparse:
             data = calibration and sparse_schemes.calibration_data(Path(calibration), required=not quantize)
             chosen = _schemes(compiled, spec, federated, ram_budget, data, progress)[0]
-            spec = replace(spec, selection=chosen.selection)
+            spec = chosen.spec
         graph, tg, plan = compile_plan(compiled, spec)
         summary = _summary(tg, plan, prefix, str(model), federated)
         summary["model_hash"] = blob.model_hash(tg)
@@ -275,24 +275,24 @@ def _schemes(model: Path, spec: Spec, federated: bool, budget: int, data=None,
     """The sparse update schemes that fit `budget` bytes (codegen/sparse_schemes.py), best first:
     `model` loaded once, every scheme planned on a copy; ranked by contribution analysis on `data`
     ((x, y): each candidate fine-tuned by its host trainer) or, without data, by heuristics."""
-    graph, freeze = loader.load(model, spec.batch), spec.selection.freeze
-    space = sparse_schemes.Space.of(graph, freeze)
+    graph = loader.load(model, spec.batch)
+    space = sparse_schemes.Space.of(graph, spec.selection.freeze)
 
-    def memory_of(selection: training.Selection) -> dict:
-        tg, plan = _plan_graph(copy.deepcopy(graph), replace(spec, selection=selection))
+    def memory_of(scheme: sparse_schemes.Scheme) -> dict:
+        tg, plan = _plan_graph(copy.deepcopy(graph), scheme.apply(spec))
         return _summary(tg, plan, "model", str(model), federated)["memory"]
 
     def rows(gain, proxy: str) -> list[SchemeRow]:
-        return [SchemeRow(p.scheme.options(), p.ram, round(p.score, 6), proxy, p.memory, p.scheme.selection(freeze))
-                for p in sparse_schemes.propose(space, memory_of, budget, gain, freeze)]
+        return [SchemeRow(p.scheme.options(), p.ram, round(p.score, 6), proxy, p.memory, p.scheme.apply(spec))
+                for p in sparse_schemes.propose(space, memory_of, budget, gain)]
     if data is None:
         return rows(sparse_schemes.heuristic_gain(space), "heuristics")
     with tempfile.TemporaryDirectory(prefix="mcutrain-schemes-") as tmp:
-        def trainer_of(selection: training.Selection):
+        def trainer_of(scheme: sparse_schemes.Scheme):
             out = Path(tmp) / f"scheme{len(list(Path(tmp).iterdir()))}"
-            generate(model, out, federated=False, **_generate_options(replace(spec, selection=selection)))
+            generate(model, out, federated=False, **_generate_options(scheme.apply(spec)))
             return load_host(out)
-        return rows(sparse_schemes.Measured(trainer_of, *data, freeze, progress), "contribution analysis")
+        return rows(sparse_schemes.Measured(trainer_of, *data, progress), "contribution analysis")
 
 
 def _generate_options(spec: Spec) -> dict:

@@ -41,7 +41,7 @@ class SchemeRow:
     score: float
     proxy: str  # "contribution analysis" (measured) or "heuristics"
     memory: dict[str, int]
-    selection: Any = None  # the training.Selection it makes (not in the JSON)
+    spec: Any = None  # the api.Spec it makes with the user's other options (not in the JSON)
 
     def to_json(self) -> dict:
         return {"options": self.options, "ram_bytes": self.ram_bytes, "score": self.score, "proxy": self.proxy,

@@ -30,7 +30,7 @@ import glob
 import math
 import shlex
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -64,6 +64,11 @@ class Scheme:
         return training.Selection(freeze=freeze or None, last=1 if self.head else None,
                                   bias_last=self.bias_last or None,
                                   channels=[f"{glob.escape(w)}:{r:g}" for w, r in self.weights] or None)
+
+    def apply(self, spec):
+        """`spec` (an api.Spec: the user's other options) with this scheme's trainable set; its
+        --freeze patterns still apply. The one place a scheme meets the rest of the options."""
+        return replace(spec, selection=self.selection(spec.selection.freeze))
 
     def options(self) -> str:
         """The options a user would type (names escaped for glob, quoted for the shell)."""
@@ -161,12 +166,11 @@ def heuristic_gain(space: Space) -> Callable[[Scheme], float]:
 class Measured:
     """TTE's contribution analysis: gain(scheme) = held-out loss before - after a short fine-tune
     (EPOCHS epochs on 1 - HELD_OUT of at most MAX_SAMPLES calibration samples, seeded split) of
-    the scheme's host trainer. `trainer_of(selection)` builds one (the cffi build, cached);
+    the scheme's host trainer. `trainer_of(scheme)` builds one (the cffi build, cached);
     `progress(text)`: a context manager around each candidate's build and fine-tune (the CLI's spinner)."""
 
-    def __init__(self, trainer_of: Callable, x: np.ndarray, y: np.ndarray, freeze: list[str] | None = None,
-                 progress: Callable = nullcontext):
-        self.trainer_of, self.freeze, self.progress, self.cache = trainer_of, freeze, progress, {}
+    def __init__(self, trainer_of: Callable, x: np.ndarray, y: np.ndarray, progress: Callable = nullcontext):
+        self.trainer_of, self.progress, self.cache = trainer_of, progress, {}
         n = min(len(x), MAX_SAMPLES)
         order = np.random.default_rng(0).permutation(len(x))[:n]
         held = max(1, int(n * HELD_OUT))
@@ -180,7 +184,7 @@ class Measured:
         return self.cache[s]
 
     def _gain(self, s: Scheme) -> float:
-        trainer = self.trainer_of(s.selection(self.freeze))
+        trainer = self.trainer_of(s)
         if len(self.held[0]) < trainer.batch or len(self.train[0]) < trainer.train_batch:
             raise DataError(f"contribution analysis needs at least {math.ceil(trainer.batch / HELD_OUT)} "
                             f"calibration samples (a held-out batch and a training batch); the file has "
@@ -199,8 +203,7 @@ def score(space: Space, gain: Callable[[Scheme], float], s: Scheme) -> float:
         gain(Scheme(True, reach[w], ((w, r),))) - gain(Scheme(True, reach[w])) for w, r in s.weights)
 
 
-def propose(space: Space, memory_of: Callable[[training.Selection], dict], budget: int,
-            gain: Callable[[Scheme], float], freeze: list[str] | None = None,
+def propose(space: Space, memory_of: Callable[[Scheme], dict], budget: int, gain: Callable[[Scheme], float],
             limit: int = PROPOSALS) -> list[Proposal]:
     """The best `limit` schemes that fit `budget` bytes of RAM, best first; FitError naming the
     smallest scheme and its size when none fits."""
@@ -209,7 +212,7 @@ def propose(space: Space, memory_of: Callable[[training.Selection], dict], budge
     def memory(s: Scheme) -> dict | None:
         if s not in planned:
             try:
-                planned[s] = memory_of(s.selection(freeze))
+                planned[s] = memory_of(s)
             except McutrainError:  # e.g. --freeze leaves this scheme nothing to train
                 planned[s] = None
         return planned[s]
