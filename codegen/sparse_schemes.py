@@ -38,7 +38,7 @@ import numpy as np
 
 from . import channels, fit, npz, training
 from .budget import ram_bytes
-from .errors import DataError, FitError, McutrainError
+from .errors import DataError, FitError, McutrainError, OptionError
 from .ir import Graph
 
 RATIOS = (0.125, 0.25, 0.5, 1.0)  # the channel fractions TTE searches (0 = not trained)
@@ -184,7 +184,10 @@ class Measured:
         return self.cache[s]
 
     def _gain(self, s: Scheme) -> float:
-        trainer = self.trainer_of(s)
+        try:
+            trainer = self.trainer_of(s)
+        except OptionError:  # e.g. --freeze leaves this base scheme nothing to train: nothing gained
+            return 0.0
         if len(self.held[0]) < trainer.batch or len(self.train[0]) < trainer.train_batch:
             raise DataError(f"contribution analysis needs at least {math.ceil(trainer.batch / HELD_OUT)} "
                             f"calibration samples (a held-out batch and a training batch); the file has "
