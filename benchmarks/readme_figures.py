@@ -185,6 +185,19 @@ def int8_update():
     return tuple(rows)
 
 
+def auto_sparse():
+    """The best sparse update scheme of the int8 MobileNetV2 within 256 KiB by the heuristics
+    (inspect --ram-budget; batch 1, plain SGD, no federated copy): K, the fraction of its one
+    weight, RAM."""
+    _int8_fit()  # quantizes the model
+    path = _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
+    best = api._schemes(path, api.Spec("cross_entropy", training.Optimizer(), training.Selection(), 1), False,
+                        256 * 1024)[0]
+    k, fraction = re.fullmatch(r"--train-last 1 --train-bias-last (\d+) --train-channels \S+:([\d.]+)",
+                               best.options).groups()
+    return int(k), float(fraction), best.ram_bytes
+
+
 INT8_ROWS = " ".join(rf"\| {model} \| {kind} \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|"
                      for model in (r"MobileNetV2-0\.35, 96x96x3", r"DS-CNN, 49x10") for kind in ("float32", "int8"))
 
@@ -231,6 +244,9 @@ FIGURES = [
     Figure("int8 weight training (MobileNetV2 sparse scheme: arena, params, RAM; --update float, int8)",
            r"takes arena ([\d,]+) B \+ parameters ([\d,]+) B = ([\d,]+) B with `--update float` and ([\d,]+) B \+ "
            r"([\d,]+) B = ([\d,]+) B with `--update int8`", int8_update),
+    Figure("budgeted sparse update of the int8 MobileNetV2 within 256 KiB (K, fraction, RAM)",
+           r"the heuristics pick the classifier, the biases of the last ([\d,]+) layers and ([\d.]+) of\s+the "
+           r"channels of the last block's expand conv: ([\d,]+) B", auto_sparse),
     Figure("int8 convolutions on cortex-m4f (instructions per MAC: pointwise, depthwise)",
            r"take ([\d.]+) instructions per multiply-accumulate for a pointwise 1x1 layer \(64 to 64 channels at "
            r"24x24\) and ([\d.]+) for a depthwise 3x3 one", int8_per_mac, boards=True),
