@@ -149,8 +149,8 @@ def _check_integer(graph: Graph) -> None:
         readers = [n.describe() for n in graph.nodes if left[0] in n.inputs]
         raise OptionError(f"--update int8: trainable weight '{left[0]}' ({', '.join(readers)}) cannot run in "
                           "int8 (its layer needs an int8 input and a QuantizeLinear after it, as Conv, Gemm or "
-                          "MatMul of a QDQ model; e.g. transA or alpha != 1 are not): freeze it or use --update "
-                          "float")
+                          "MatMul of a QDQ model; e.g. transA or alpha != 1 are not, nor some channels of a "
+                          "grouped Conv): train all of it, freeze it or use --update float")
 
 class _Lowering:
     """The graph's producers and readers, and the rewrites: each replaces a float node and the
