@@ -185,3 +185,25 @@ def test_int8_trained_board_delta_is_exact(build, tmp_path):
         host.train_step(x[i:i + BATCH], y[i:i + BATCH])
     assert data[:4] == blob.DELTA_INT and len(data) > blob.sizes(manifest)[blob.DELTA_F32]
     assert data == host.delta(64)
+
+
+def test_ns16550_board(build):
+    """The other UART driver (16550, RISC-V virt): one round equals the host trainer's within 1e-5."""
+    need("rv32imafc")
+    x, y = fit.load_data(build.parent / "data.npz")
+    folder = build
+    codegen.firmware.build(folder, "rv32imafc", x[:64], y[:64], harness="federated")
+    manifest, host = read_manifest(folder), codegen.load_host(folder)
+    start = host.get_params()
+    board = board_link.Board.emulate(folder, "rv32imafc", manifest, timeout=60)
+    try:
+        _, data = board.round(blob.encode_params(start, manifest))
+    finally:
+        board.close()
+    host.apply_global(blob.encode_params(start, manifest))
+    for i in range(0, 64, BATCH):
+        host.train_step(x[i:i + BATCH], y[i:i + BATCH])
+    change, samples = blob.decode_delta(data, manifest)
+    assert samples == 64 and board.process.returncode == 0
+    for name, value in federated.delta(host.weights(), start).items():
+        np.testing.assert_allclose(change[name], value, rtol=1e-5, atol=1e-5)
