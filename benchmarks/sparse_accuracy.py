@@ -187,7 +187,11 @@ def study(folder: Path, pretrain_samples: int, samples: int, test_samples: int, 
     models = {False: model, True: quantize(model, calibration, folder / "quantized")}
     train = shapes.make(shapes.TARGET, samples, seed=1)
     test = shapes.make(shapes.TARGET, test_samples, seed=2)
-    return [run_scheme(s, models, train, test, epochs, folder / f"scheme{k}") for k, s in enumerate(schemes)]
+    rows = []
+    for k, scheme in enumerate(schemes):
+        rows.append(run_scheme(scheme, models, train, test, epochs, folder / f"scheme{k}"))
+        print(f"{scheme.name}: {rows[-1]['accuracy']:.1%} ({rows[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return rows
 
 
 def table(rows: list[dict]) -> str:

@@ -4,7 +4,7 @@ MobileNetV2-0.35 at 96x96 (benchmarks/int8_fit.py: onnxruntime's quantize_static
 int8 weights; batch 1, plain SGD, no federated copy) for each update scheme, next to full training
 of every layer (the memory plan only: it does not fit the board).
 
-    python -m benchmarks.sparse_mcu [--keep DIR]     # one markdown table (about 15 minutes)
+    python -m benchmarks.sparse_mcu [--keep DIR]     # one markdown table (a few minutes)
 
 RAM is the ELF's static RAM (arena + trained parameters + optimizer state + the target's 8 KiB
 stack reserve), or the memory plan's arena + parameters + state + 8 KiB where the scheme does not
