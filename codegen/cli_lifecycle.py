@@ -37,7 +37,8 @@ def _message(path: Path) -> bytes:
 def _export(build_dir: Path, params: Path, dest: Path) -> None:
     manifest = read_manifest(build_dir)
     export.export_onnx(build_dir, blob.read_params(params, manifest), dest)
-    note(f"wrote {dest}: {manifest.source} with the weights of {params}")
+    note(f"wrote {dest}: {Path(build_dir) / export.SOURCE_MODEL} (the model generate compiled from "
+         f"{manifest.source}) with the weights of {params}")
 
 
 def _delta(build_dir: Path, params: Path, base: Optional[Path], samples: int, int8: bool, dest: Path) -> None:
