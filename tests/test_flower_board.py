@@ -11,6 +11,8 @@ weights train as integers sends its MTDI delta over the line, equal to the host'
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 pytest.importorskip("flwr", reason="the Flower extra: pip install 'mcutrain[flower]'")
 
 import codegen  # noqa: E402
-from codegen import blob, board_link, federated, fit, flower, flower_gateway, partition  # noqa: E402
+from codegen import blob, board_link, federated, fit, flower, flower_gateway, partition, qemu  # noqa: E402
 from codegen.cli import app  # noqa: E402
 from codegen.errors import DataError  # noqa: E402
 from codegen.manifest import read as read_manifest  # noqa: E402
@@ -207,3 +209,24 @@ def test_ns16550_board(build):
     assert samples == 64 and board.process.returncode == 0
     for name, value in federated.delta(host.weights(), start).items():
         np.testing.assert_allclose(change[name], value, rtol=1e-5, atol=1e-5)
+
+
+def test_serial_device(app_dir):
+    """board-serial=DEVICE: the line as a tty (QEMU's UART on a pty stands in for a USB serial
+    adapter), set to raw bytes by Board.open: an int8 round, then MTSP ends the firmware."""
+    build = app_dir / "files" / flower.BUILD
+    target = need(BOARD)
+    elf = codegen.firmware.out_dir(build, target) / codegen.firmware.FIRMWARE
+    process = subprocess.Popen(qemu.command(target, elf) + ["-serial", "pty"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        device = re.search(r"/dev/pts/\d+", process.stdout.readline()).group(0)
+        manifest = read_manifest(build)
+        board = board_link.Board.open(device, manifest, timeout=60)
+        _, data = board.round(blob.encode_params(codegen.load_host(build).get_params(), manifest), int8=True)
+        board.close()
+        assert blob.decode_delta(data, manifest)[1] == len(board_samples(app_dir)[0])
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        process.wait()
