@@ -24,6 +24,25 @@ TRAIN_FLOAT, TRAIN_INT8, STOP = b"MTRF", b"MTRQ", b"MTSP"  # host -> board
 OK, REFUSED = b"MTOK", b"MTER"  # board -> host
 
 
+def _accept(server: socket.socket, process: subprocess.Popen, timeout: float) -> socket.socket | None:
+    """The emulator's connection to the listening socket, or None if it exits or the time is up first."""
+    deadline = time.monotonic() + timeout
+    server.settimeout(0.1)
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            return server.accept()[0]
+        except socket.timeout:
+            continue
+    return None
+
+
+def _said(output) -> str:
+    """The end of what the emulator printed (its errors, the firmware's semihosting output)."""
+    output.seek(0)
+    text = output.read()[-600:].decode(errors="replace").strip()
+    return f"; it printed: {text}" if text else ""
+
+
 class LinkError(DataError):
     """The line failed: no answer in time, closed, or bytes that are not a reply. The board may be
     mid-message: close it (and start it again) before the next round."""
@@ -52,12 +71,13 @@ class Board:
             server.bind(str(path))
             server.listen(1)
             process = qemu.start(build_dir, target, path, output)
-            server.settimeout(timeout)
-            try:
-                conn, _ = server.accept()
-            except socket.timeout:
+            conn = _accept(server, process, timeout)
+            if conn is None:
+                ended = process.poll()
+                why = f"within {timeout:g} s" if ended is None else f"(it exited with code {ended})"
                 process.kill()
-                raise LinkError(f"QEMU did not connect the UART of '{target.name}' within {timeout:g} s") from None
+                process.wait()
+                raise LinkError(f"QEMU did not connect the UART of '{target.name}' {why}{_said(output)}")
         finally:
             server.close()
             path.unlink(missing_ok=True)
@@ -96,7 +116,7 @@ class Board:
             code = self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:  # still running: no exit code to report
             return ""
-        return f" (the firmware exited with code {code}{', a fault' if code == 127 else ''})"
+        return f" (the firmware exited with code {code}{', a fault' if code == 127 else ''}){_said(self.output)}"
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
