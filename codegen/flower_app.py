@@ -79,7 +79,8 @@ reads them). Another count for one run: `flwr run {app} --federation-config "num
 
 A board in the round (`mcutrain flower-app --board TARGET`): the firmware in
 `files/build/TARGET/firmware.elf` embeds partition 0 of the default partitioning ({batch}-sample
-batches, in order, `local-epochs` epochs per round, the build's lr) and talks over its UART
+batches, in order, `local-epochs` epochs per round, the build's lr; another partitioning, seed
+or client count at run time leaves it training what it embeds) and talks over its UART
 (wire format: mcutrain's docs/flower.md). The node of partition 0 relays each round to it: the
 global model goes down as a parameter blob, its delta comes back and is checked like `mcutrain
 aggregate` checks one; a refused or late one is an error reply the strategy leaves out. Flash the
