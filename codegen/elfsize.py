@@ -44,7 +44,9 @@ class ElfSize:
 
 def _parts_wanted(prefix: str) -> dict[str, str]:
     return {f"{prefix}_arena": "arena (activations + gradients)", f"{prefix}_params": "trainable parameters",
-            f"{prefix}_state": "optimizer state", f"{prefix}_frozen": "frozen parameters",
+            f"{prefix}_state": "optimizer state", f"{prefix}_running": "running statistics (--mode train)",
+            f"{prefix}_round_start": "federated round-start copy", f"{prefix}_round_state": "federated round-start state",
+            f"{prefix}_frozen": "frozen parameters",
             f"{prefix}_consts": "other constants", "mt_data_x": "data set: samples",
             "mt_data_y": "data set: labels", "mt_msg": "serial message buffer (federated harness)"}
 

@@ -165,6 +165,13 @@ def test_run_refuses_federated_firmware(app_dir):
     assert result.exit_code == 2 and "is a federated client" in " ".join(result.output.split()), result.output
 
 
+def test_size_names_the_round_start_copy(app_dir):
+    """The federated harness links the round-start copy (the train harness does not): size names it."""
+    result = CliRunner().invoke(app, ["size", str(app_dir / "files" / flower.BUILD), "--target", BOARD])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "federated round-start copy" in text and "serial message buffer" in text, text
+
+
 def test_int8_trained_board_delta_is_exact(build, tmp_path):
     """A model whose weights train as integers (generate --update int8) sends MTDI deltas, larger
     than its float32 delta would be: the firmware's buffer holds them, and they equal the host
