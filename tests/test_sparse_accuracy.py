@@ -1,11 +1,14 @@
 """The sparse-update accuracy study (benchmarks/sparse_accuracy.py) end to end on a few samples:
 pretrain, export with module names, quantize, fine-tune in the C, score. The figures come from
-the full run (`python -m benchmarks.sparse_accuracy`), not from this test."""
+the full run (`python -m benchmarks.sparse_accuracy`), not from this test; likewise the Cortex-M7
+benchmark's schemes (benchmarks/sparse_mcu.py) are only planned here."""
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks import shapes, sparse_accuracy
+import codegen
+from benchmarks import shapes, sparse_accuracy, sparse_mcu
+from codegen import budget
 
 
 def test_shapes_are_balanced_and_reproducible():
@@ -24,3 +27,12 @@ def test_study_runs_on_a_few_samples(tmp_path):
     for row in rows:
         assert 0 <= row["accuracy"] <= 1 and row["ram"] > row["params"] > 0
     assert "| int8, sparse, float update" in sparse_accuracy.table(rows)
+
+
+def test_mcu_schemes_name_real_layers(tmp_path):
+    """benchmarks/sparse_mcu.py's channel patterns match the MobileNetV2's layers, and its int8
+    sparse scheme fits the budget (the memory plan only; the QEMU run is the benchmark's)."""
+    name = next(n for n, o in sparse_mcu.SCHEMES.items() if o.get("update") == "int8" and "train_channels" in o)
+    summary = codegen.generate(sparse_mcu.model(tmp_path), tmp_path / "build", loss="cross_entropy", batch=1,
+                               federated=False, **sparse_mcu.SCHEMES[name])
+    assert budget.ram_bytes(summary["memory"]) <= sparse_mcu.BUDGET
