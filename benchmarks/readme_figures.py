@@ -213,7 +213,7 @@ def mcu_speed_cells():
     return mcu_speed.figures(folder)
 
 
-MCU_SPEED_ROWS = " ".join(rf"\| {model} \| {target} \|(?: [\d,]+ \|){{6}} ([\d,]+) \| ([\d.]+) \| ([\d,]+) B \|"
+MCU_SPEED_ROWS = " ".join(rf"\| {model} \| {target} \|(?: [\d,]+ \|){{7}} ([\d,]+) \| ([\d.]+) \| ([\d,]+) B \|"
                           for model, target in mcu_speed.CELLS)
 
 FIGURES = [

@@ -53,10 +53,12 @@ static inline void mt_gemm_dot4(int K, float alpha, const float *MT_RESTRICT a, 
 }
 
 /* transB: B's rows are contiguous along k, so each output is a dot product, MT_GEMM_DOTS at a
- * time. Out of line (MT_OUTLINE): the forward Gemms of a model share one copy. */
-MT_OUTLINE void mt_gemm_dots(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int sam, int sak,
+ * time. Out of line (MT_OUTLINE): the forward Gemms of a model share one copy. It takes transA, not
+ * A's two strides: a constant argument fewer left for the caller to pass on the stack. */
+MT_OUTLINE void mt_gemm_dots(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
                              const float *MT_RESTRICT B, float beta, const float *C, int csm, int csn, float *Y)
 {
+    const int sam = transA ? 1 : K, sak = transA ? M : 1;
     const int n4 = MT_GEMM_DOTS == 4 ? N - N % 4 : 0, n2 = N - N % 2;
     int m, n, k;
     for (m = 0; m < M; ++m) {
@@ -100,7 +102,7 @@ static inline void mt_gemm(int M, int N, int K, float alpha, const float *MT_RES
     int m, n;
     if (beta == 0.0f) C = NULL; /* C's contents unread */
     if (transB) {
-        mt_gemm_dots(M, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
+        mt_gemm_dots(M, N, K, alpha, A, transA, B, beta, C, csm, csn, Y);
         return;
     }
     if (K == 1 && C == Y && csm == N && csn == 1 && beta == 1.0f) {
