@@ -9,70 +9,58 @@
 #define MT_GEMM_DOTS 2
 #endif
 
-/* alpha * s + beta * c[i * csn] (+ 0 without C): one forward Gemm output. */
-static inline float mt_gemm_out(float alpha, float s, const float *c, int i, int csn, float beta)
-{
-    return alpha * s + (c ? beta * c[(size_t)i * csn] : 0.0f);
-}
-
-/* y[n] = alpha * (a . b_n) + beta * c_n for 2 rows b_n of B at once: a's loads are shared and
- * both sums stay in registers; each sum still adds its terms in k order. */
-static inline void mt_gemm_dot2(int K, float alpha, const float *MT_RESTRICT a, int sak,
-                                const float *MT_RESTRICT b, float *y, const float *c, int csn, float beta)
+/* y[i] = alpha * (a . row i of b) + y[i] for the MT_GEMM_DOTS rows of b (K apart) from b on, a
+ * contiguous: a's loads are shared and the sums stay in registers; each sum adds its terms in k order.
+ * Out of line (MT_OUTLINE): the forward Gemms of a model share one copy, and its arguments fit
+ * the argument registers, so a caller passes none on the stack. */
+MT_OUTLINE void mt_gemm_dots(int K, float alpha, const float *MT_RESTRICT a, const float *MT_RESTRICT b,
+                             float *y)
 {
     const float *b1 = b + K;
+#if MT_GEMM_DOTS == 4
+    const float *b2 = b1 + K, *b3 = b2 + K;
+    float s2 = 0.0f, s3 = 0.0f;
+#endif
     float s0 = 0.0f, s1 = 0.0f;
     int k;
     for (k = 0; k < K; ++k) {
-        const float v = a[(size_t)k * sak];
+        const float v = a[k];
         s0 += v * b[k];
         s1 += v * b1[k];
-    }
-    y[0] = mt_gemm_out(alpha, s0, c, 0, csn, beta);
-    y[1] = mt_gemm_out(alpha, s1, c, 1, csn, beta);
-}
-
-/* The same for 4 rows (MT_GEMM_DOTS 4: cores with the registers for it). */
-static inline void mt_gemm_dot4(int K, float alpha, const float *MT_RESTRICT a, int sak,
-                                const float *MT_RESTRICT b, float *y, const float *c, int csn, float beta)
-{
-    const float *b1 = b + K, *b2 = b1 + K, *b3 = b2 + K;
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-    int k;
-    for (k = 0; k < K; ++k) {
-        const float v = a[(size_t)k * sak];
-        s0 += v * b[k];
-        s1 += v * b1[k];
+#if MT_GEMM_DOTS == 4
         s2 += v * b2[k];
         s3 += v * b3[k];
+#endif
     }
-    y[0] = mt_gemm_out(alpha, s0, c, 0, csn, beta);
-    y[1] = mt_gemm_out(alpha, s1, c, 1, csn, beta);
-    y[2] = mt_gemm_out(alpha, s2, c, 2, csn, beta);
-    y[3] = mt_gemm_out(alpha, s3, c, 3, csn, beta);
+    y[0] = alpha * s0 + y[0];
+    y[1] = alpha * s1 + y[1];
+#if MT_GEMM_DOTS == 4
+    y[2] = alpha * s2 + y[2];
+    y[3] = alpha * s3 + y[3];
+#endif
 }
 
-/* transB: B's rows are contiguous along k, so each output is a dot product, MT_GEMM_DOTS at a
- * time. Out of line (MT_OUTLINE): the forward Gemms of a model share one copy. It takes transA, not
- * A's two strides: a constant argument fewer left for the caller to pass on the stack. */
-MT_OUTLINE void mt_gemm_dots(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int transA,
-                             const float *MT_RESTRICT B, float beta, const float *C, int csm, int csn, float *Y)
+/* transB: B's rows are contiguous along k, so each output is a dot product, MT_GEMM_DOTS at a time
+ * (one at a time for what is left, or when op(A)'s rows are strided), added to Y's row, which
+ * first holds beta * C (0 without C; C itself when C is Y with beta 1): alpha * s + beta * c as
+ * before, the same roundings. */
+static inline void mt_gemm_dot_rows(int M, int N, int K, float alpha, const float *MT_RESTRICT A, int sam,
+                                    int sak, const float *MT_RESTRICT B, float beta, const float *C, int csm,
+                                    int csn, float *Y)
 {
-    const int sam = transA ? 1 : K, sak = transA ? M : 1;
-    const int n4 = MT_GEMM_DOTS == 4 ? N - N % 4 : 0, n2 = N - N % 2;
+    const int nd = sak == 1 ? N - N % MT_GEMM_DOTS : 0;
     int m, n, k;
     for (m = 0; m < M; ++m) {
         float *y = Y + (size_t)m * N;
         const float *a = A + (size_t)m * sam, *c = C ? C + (size_t)m * csm : NULL;
-        for (n = 0; n < n4; n += 4)
-            mt_gemm_dot4(K, alpha, a, sak, B + (size_t)n * K, y + n, c ? c + (size_t)n * csn : NULL, csn, beta);
-        for (; n < n2; n += 2)
-            mt_gemm_dot2(K, alpha, a, sak, B + (size_t)n * K, y + n, c ? c + (size_t)n * csn : NULL, csn, beta);
+        if (!(c == y && csn == 1 && beta == 1.0f))
+            for (n = 0; n < N; ++n) y[n] = c ? beta * c[(size_t)n * csn] : 0.0f;
+        for (n = 0; n < nd; n += MT_GEMM_DOTS) mt_gemm_dots(K, alpha, a, B + (size_t)n * K, y + n);
         for (; n < N; ++n) {
             const float *b = B + (size_t)n * K;
             float acc = 0.0f;
             for (k = 0; k < K; ++k) acc += a[(size_t)k * sak] * b[k];
-            y[n] = mt_gemm_out(alpha, acc, c, n, csn, beta);
+            y[n] = alpha * acc + y[n];
         }
     }
 }
@@ -102,7 +90,7 @@ static inline void mt_gemm(int M, int N, int K, float alpha, const float *MT_RES
     int m, n;
     if (beta == 0.0f) C = NULL; /* C's contents unread */
     if (transB) {
-        mt_gemm_dots(M, N, K, alpha, A, transA, B, beta, C, csm, csn, Y);
+        mt_gemm_dot_rows(M, N, K, alpha, A, sam, sak, B, beta, C, csm, csn, Y);
         return;
     }
     if (K == 1 && C == Y && csm == N && csn == 1 && beta == 1.0f) {
