@@ -42,7 +42,7 @@ from codegen.fit import evaluate, fit  # noqa: E402
 
 BUDGET = 256 * 1024
 BATCH, ACCUMULATE, MOMENTUM = 1, 8, 0.9
-LRS = (0.01, 0.003, 0.001)  # each scheme keeps the one that scores best on the validation images
+LRS = (0.01, 0.03, 0.003, 0.001)  # each scheme keeps the one that scores best on the validation images
 VALIDATION = 0.2  # share of the fine-tuning images held back to choose the learning rate
 GAP_LAST_LAYER, GAP_SPARSE = 3.0, 1.5  # points of held-out accuracy (the goals)
 # (expansion t, channels c, blocks n, first stride s), as torchvision's MobileNetV2 table
@@ -221,13 +221,14 @@ def main() -> int:
     parser.add_argument("--pretrain-epochs", type=int, default=8)
     parser.add_argument("--samples", type=int, default=1000, help="target-domain images to fine-tune on")
     parser.add_argument("--test", type=int, default=2000, help="held-out target-domain images")
-    parser.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    parser.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs")
     parser.add_argument("--keep", type=Path, help="folder for the models and build folders (default: temporary)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="sparse-accuracy-"))
     folder.mkdir(parents=True, exist_ok=True)
     rows = study(folder, args.pretrain, args.samples, args.test, args.pretrain_epochs, args.epochs)
-    print(f"{args.samples} target images to fine-tune on ({args.epochs} epochs), {args.test} held out")
+    print(f"{args.samples} target images to fine-tune on ({args.epochs} epochs; {VALIDATION:.0%} of them choose the "
+          f"learning rate), {args.test} held out")
     print(table(rows))
     missed = goals(rows)
     print("goals: " + ("; ".join(missed) if missed else "met"))
