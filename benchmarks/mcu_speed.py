@@ -27,19 +27,20 @@ CELLS = [("mlp", "cortex-m4f"), ("mlp", "cortex-m3"), ("mlp", "rv32imafc"), ("sm
 
 
 @cache
-def _folder(work: Path, name: str) -> tuple[Path, int]:
+def folder(work: Path, name: str, batch: int = 1) -> tuple[Path, int]:
+    """The model's trainer (plain SGD, no federated copy) built in `work`, and its FLOP per step."""
     suite = SMALL_CNN if name == SMALL_CNN.name else next(s for s in SUITE if s.name == name)
-    model = suite.export(1, work / f"{name}.onnx")
-    codegen.generate(model, work / name, loss=suite.loss, lr=LR, name=name, federated=False)
-    return work / name, flops.per_step(model, suite.loss)
+    model = suite.export(batch, work / f"{name}_b{batch}.onnx")
+    codegen.generate(model, work / f"{name}_b{batch}", loss=suite.loss, lr=LR, name=name, federated=False)
+    return work / f"{name}_b{batch}", flops.per_step(model, suite.loss)
 
 
 def measure(work: Path) -> list[tuple[str, str, int, mcu.McuResult]]:
     """(model, target, FLOP per step, result) per cell."""
     rows = []
     for name, target in CELLS:
-        folder, fl = _folder(work, name)
-        res = mcu.measure(folder, codegen.manifest.read(folder), target, steps=2)
+        build, fl = folder(work, name)
+        res = mcu.measure(build, codegen.manifest.read(build), target, steps=2)
         rows.append((name, target, fl, res))
     return rows
 

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codegen  # noqa: E402
-from benchmarks import int8_fit, int8_kernels, mcu_speed  # noqa: E402
+from benchmarks import int8_fit, int8_kernels, mcu, mcu_speed  # noqa: E402
+from benchmarks.run import MCU_TARGETS  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
 from codegen import api, blob, channels, firmware, loader, qemu, training  # noqa: E402
 from codegen.errors import FitError  # noqa: E402
@@ -188,14 +189,14 @@ def int8_update():
 def auto_sparse():
     """The best sparse update scheme of the int8 MobileNetV2 within 256 KiB by the heuristics
     (inspect --ram-budget; batch 1, plain SGD, no federated copy): K, the fraction of its one
-    weight, RAM."""
+    weight in percent, RAM."""
     _int8_fit()  # quantizes the model
     path = _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
     best = api._schemes(path, api.Spec("cross_entropy", training.Optimizer(), training.Selection(), 1), False,
                         256 * 1024)[0]
     k, fraction = re.fullmatch(r"--train-last 1 --train-bias-last (\d+) --train-channels \S+:([\d.]+)",
                                best.options).groups()
-    return int(k), float(fraction), best.ram_bytes
+    return int(k), round(float(fraction) * 100), best.ram_bytes
 
 
 INT8_ROWS = " ".join(rf"\| {model} \| {kind} \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|"
@@ -213,6 +214,25 @@ def mcu_speed_cells():
     return mcu_speed.figures(folder)
 
 
+SUITE_ON_BOARDS = [("mlp", 1), ("mlp", 32), ("cnn1d", 1)]  # the suite cells that fit cortex-m4f and rv32imafc
+
+
+def mcu_suite_cells():
+    """The README's microcontroller table of `benchmarks/run.py` (its deterministic columns):
+    instructions per step and per FLOP, RAM, stack and trainer code per suite cell that fits."""
+    folder = _workdir() / "mcu_speed"
+    folder.mkdir(exist_ok=True)
+    cells = []
+    for name, batch in SUITE_ON_BOARDS:
+        build, fl = mcu_speed.folder(folder, name, batch)
+        for target in MCU_TARGETS:
+            r = mcu.measure(build, codegen.manifest.read(build), target, steps=2)
+            cells += [round(r.insns_per_step), round(r.insns_per_step / fl, 2), r.ram, r.stack, r.code]
+    return tuple(cells)
+
+
+MCU_SUITE_ROWS = r"[\s\S]*?".join(rf"\| {name} \| {batch} \| {target} \| ([\d,]+) \| ([\d.]+) \| ([\d,]+) B \(stack (\d+) B\) "
+                          rf"\| ([\d,]+) B \|" for name, batch in SUITE_ON_BOARDS for target in MCU_TARGETS)
 MCU_SPEED_ROWS = " ".join(rf"\| {model} \| {target} \|(?: [\d,]+ \|){{7}} ([\d,]+) \| ([\d.]+) \| ([\d,]+) B \|"
                           for model, target in mcu_speed.CELLS)
 
@@ -244,8 +264,8 @@ FIGURES = [
     Figure("int8 weight training (MobileNetV2 sparse scheme: arena, params, RAM; --update float, int8)",
            r"takes arena ([\d,]+) B \+ parameters ([\d,]+) B = ([\d,]+) B with `--update float` and ([\d,]+) B \+ "
            r"([\d,]+) B = ([\d,]+) B with `--update int8`", int8_update),
-    Figure("budgeted sparse update of the int8 MobileNetV2 within 256 KiB (K, fraction, RAM)",
-           r"the heuristics pick the classifier, the biases of the last ([\d,]+) layers and ([\d.]+) of\s+the "
+    Figure("budgeted sparse update of the int8 MobileNetV2 within 256 KiB (K, percent of a weight, RAM)",
+           r"the heuristics pick the classifier, the biases of the last ([\d,]+) layers and ([\d,]+)% of\s+the "
            r"channels of the last block's expand conv: ([\d,]+) B", auto_sparse),
     Figure("int8 convolutions on cortex-m4f (instructions per MAC: pointwise, depthwise)",
            r"take ([\d.]+) instructions per multiply-accumulate for a pointwise 1x1 layer \(64 to 64 channels at "
@@ -255,6 +275,8 @@ FIGURES = [
            r"instructions", int8_fit_board, boards=True),
     Figure("microcontroller speed cells (instructions per step and per FLOP, trainer code)", MCU_SPEED_ROWS,
            mcu_speed_cells, boards=True),
+    Figure("microcontroller suite table (instructions per step and per FLOP, RAM, stack, trainer code)",
+           MCU_SUITE_ROWS, mcu_suite_cells, boards=True),
 ]
 
 
@@ -263,22 +285,29 @@ def boards_available() -> bool:
                                          "qemu-system-riscv32", "cc"))
 
 
-def stale(text: str, boards: bool) -> tuple[str, list[str]]:
+def compute(boards: bool) -> dict[str, list[str]]:
+    """Every figure's current values as the README writes them (two decimals for fractions)."""
+    return {fig.what: [f"{n:,.2f}" if isinstance(n, float) else f"{n:,}" for n in fig.compute()]
+            for fig in FIGURES if boards or not fig.boards}
+
+
+def stale(text: str, boards: bool, now: dict[str, list[str]] | None = None) -> tuple[str, list[str]]:
     """(README text with the current figures, one line per figure that differed or is missing)."""
+    now = compute(boards) if now is None else now
     problems = []
     for fig in FIGURES:
-        if fig.boards and not boards:
+        if fig.what not in now:
             continue
         match = re.search(fig.pattern.replace(" ", r"\s+"), text)  # the prose may wrap anywhere
         if not match:
             problems.append(f"{fig.what}: the sentence is missing (pattern {fig.pattern!r})")
             continue
-        now = [f"{n:,}" for n in fig.compute()]
-        assert len(now) == len(match.groups()), f"{fig.what}: {len(now)} figures for {len(match.groups())} places"
-        if list(match.groups()) != now:
-            problems.append(f"{fig.what}: README says {', '.join(match.groups())}; now {', '.join(now)}")
-            spans = [match.span(g) for g in range(1, len(now) + 1)]
-            for (start, end), value in reversed(list(zip(spans, now))):
+        values = now[fig.what]
+        assert len(values) == len(match.groups()), f"{fig.what}: {len(values)} figures for {len(match.groups())} places"
+        if list(match.groups()) != values:
+            problems.append(f"{fig.what}: README says {', '.join(match.groups())}; now {', '.join(values)}")
+            spans = [match.span(g) for g in range(1, len(values) + 1)]
+            for (start, end), value in reversed(list(zip(spans, values))):
                 text = text[:start] + value + text[end:]
     return text, problems
 
@@ -287,7 +316,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite README.md with the current figures")
     args = parser.parse_args()
-    text, problems = stale(README.read_text(), boards_available())
+    now = compute(boards_available())  # minutes: README is read after, so edits made meanwhile stay
+    text, problems = stale(README.read_text(), boards_available(), now)
     for p in problems:
         print(p)
     if args.write and problems:
