@@ -62,8 +62,14 @@ Quantize = _choices("Quantize", ["int8"])
 Mode = _choices("Mode", training.MODES)
 Update = _choices("Update", quantized.UPDATES)
 _OPT = training.Optimizer  # its field defaults are the options' defaults
-CHANNELS_HELP = ("also train the first FRACTION (rounded up) of the output channels of the matching Conv/Gemm/"
-                 "MatMul weights (repeatable)")
+# The selectors generate and inspect share (../shared/DECISIONS.md section 1).
+_TRAIN_LAST = typer.Option(None, "--train-last", metavar="N", help="train only the last N parameterised layers")
+_TRAIN_BIAS_ONLY = typer.Option(False, "--train-bias-only", help="train only biases")
+_TRAIN_BIAS_LAST = typer.Option(None, "--train-bias-last", metavar="N",
+                                help="also train the biases of the last N layers that have one")
+_TRAIN_CHANNELS = typer.Option(None, "--train-channels", metavar="PATTERN:FRACTION",
+                               help="also train the first FRACTION (rounded up) of the output channels of the "
+                               "matching Conv/Gemm/MatMul weights (repeatable)")
 
 
 def _choice_option(choices: type[Enum], default: str, help: str):
@@ -105,13 +111,10 @@ def generate(
     eps: float = typer.Option(_OPT.eps, help="Adam epsilon"),
     train: Optional[list[str]] = typer.Option(None, metavar="GLOB", help="train only matching parameters (repeatable)"),
     freeze: Optional[list[str]] = typer.Option(None, metavar="GLOB", help="freeze matching parameters (repeatable)"),
-    train_last: Optional[int] = typer.Option(None, "--train-last", metavar="N",
-                                             help="train only the last N parameterised layers"),
-    train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
-    train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
-                                                  help="also train the biases of the last N layers that have one"),
-    train_channels: Optional[list[str]] = typer.Option(None, "--train-channels", metavar="PATTERN:FRACTION",
-                                                       help=CHANNELS_HELP),
+    train_last: Optional[int] = _TRAIN_LAST,
+    train_bias_only: bool = _TRAIN_BIAS_ONLY,
+    train_bias_last: Optional[int] = _TRAIN_BIAS_LAST,
+    train_channels: Optional[list[str]] = _TRAIN_CHANNELS,
     batch: Optional[int] = typer.Option(None, metavar="N", help="pin a dynamic batch dimension"),
     name: Optional[str] = typer.Option(None, metavar="PREFIX", help="C prefix (default: from the model file name)"),
     output: Optional[str] = typer.Option(None, metavar="NAME", help="graph output the loss is attached to"),
@@ -236,13 +239,10 @@ def inspect(
     momentum: float = typer.Option(_OPT.momentum, help="SGD momentum (needs a state buffer)"),
     train: Optional[list[str]] = typer.Option(None, metavar="GLOB", help="your trainable set (as for generate)"),
     freeze: Optional[list[str]] = typer.Option(None, metavar="GLOB", help="freeze matching parameters"),
-    train_last: Optional[int] = typer.Option(None, "--train-last", metavar="N",
-                                             help="train only the last N parameterised layers"),
-    train_bias_only: bool = typer.Option(False, "--train-bias-only", help="train only biases"),
-    train_bias_last: Optional[int] = typer.Option(None, "--train-bias-last", metavar="N",
-                                                  help="also train the biases of the last N layers that have one"),
-    train_channels: Optional[list[str]] = typer.Option(None, "--train-channels", metavar="PATTERN:FRACTION",
-                                                       help=CHANNELS_HELP),
+    train_last: Optional[int] = _TRAIN_LAST,
+    train_bias_only: bool = _TRAIN_BIAS_ONLY,
+    train_bias_last: Optional[int] = _TRAIN_BIAS_LAST,
+    train_channels: Optional[list[str]] = _TRAIN_CHANNELS,
     federated: bool = typer.Option(True, "--federated/--no-federated",
                                    help="count the round-start copy of the weights (as generate builds it)"),
     mode: Mode = _choice_option(Mode, "eval", "as for generate: train counts BatchNorm's running statistics"),
