@@ -193,6 +193,8 @@ def _check_input_type(inp: onnx.ValueInfoProto, model: onnx.ModelProto) -> None:
     if tt.elem_type != onnx.TensorProto.FLOAT:
         raise UnsupportedError(f"model input '{inp.name}' has dtype {_dtype_name(tt.elem_type)}; "
                                f"only float32 inputs are supported{_readers(model, inp.name)}")
+    if not tt.HasField("shape"):
+        raise ShapeError(f"model input '{inp.name}' has no shape; re-export with a fixed input shape")
 
 
 def _readers(model: onnx.ModelProto, name: str) -> str:
@@ -201,8 +203,6 @@ def _readers(model: onnx.ModelProto, name: str) -> str:
     nodes = [f"node '{n.name}' ({n.op_type})" for n in model.graph.node if name in n.input]
     more = " ..." if len(nodes) > 3 else ""
     return f"; it is read by {', '.join(nodes[:3])}{more}: make it a constant of the model" if nodes else ""
-    if not tt.HasField("shape"):
-        raise ShapeError(f"model input '{inp.name}' has no shape; re-export with a fixed input shape")
 
 
 def _pin_dims(inp: onnx.ValueInfoProto, batch: int | None) -> None:
