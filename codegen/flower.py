@@ -42,6 +42,17 @@ def arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in record.items()}
 
 
+def delta_record(data: bytes) -> ArrayRecord:
+    """An int8 delta message as a reply's arrays (Int8FedAvg reads it back with _delta_bytes)."""
+    return ArrayRecord({DELTA: Array(np.frombuffer(data, np.uint8))})
+
+
+def train_reply(msg: Message, reply: ArrayRecord, samples: int, loss: float) -> Message:
+    """A train reply: the client's weights or delta, its sample count and last-epoch loss."""
+    metrics = MetricRecord({"num-examples": samples, "train-loss": loss})
+    return Message(RecordDict({"arrays": reply, "metrics": metrics}), reply_to=msg)
+
+
 @lru_cache(maxsize=None)
 def _trainer(build_dir: str) -> HostTrainer:
     """Compiled and loaded once per process, whatever the number of clients it plays."""
@@ -100,12 +111,11 @@ def train(msg: Message, context: Context) -> Message:
     epochs = list(fit.fit(trainer, x, y, int(cfg["local-epochs"]), seed))
     samples = len(x)
     if cfg["delta"] == "int8":
-        data = blob.encode_delta(federated.delta(trainer.weights(), start), samples, trainer.manifest, int8=True)
-        reply = ArrayRecord({DELTA: Array(np.frombuffer(data, np.uint8))})
+        reply = delta_record(blob.encode_delta(federated.delta(trainer.weights(), start), samples,
+                                               trainer.manifest, int8=True))
     else:
         reply = records(trainer.weights())
-    metrics = MetricRecord({"num-examples": samples, "train-loss": epochs[-1].loss})
-    return Message(RecordDict({"arrays": reply, "metrics": metrics}), reply_to=msg)
+    return train_reply(msg, reply, samples, epochs[-1].loss)
 
 
 @client_app.evaluate()

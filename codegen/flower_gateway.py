@@ -15,8 +15,7 @@ import math
 from logging import WARNING
 from pathlib import Path
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Context, Error, Message
 from flwr.common.constant import ErrorCode
 from flwr.supercore import log
 
@@ -93,9 +92,5 @@ def train(msg: Message, context: Context) -> Message:
             _drop(board)
         log(WARNING, "round %s: no delta from %s: %s", msg.content["config"]["server-round"], source, e)
         return Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{source}: {e}"), reply_to=msg)
-    if int8:
-        reply = ArrayRecord({flower.DELTA: Array(np.frombuffer(data, np.uint8))})
-    else:
-        reply = flower.records({name: start[name] + change[name] for name in start})
-    metrics = MetricRecord({"num-examples": samples, "train-loss": loss})
-    return Message(RecordDict({"arrays": reply, "metrics": metrics}), reply_to=msg)
+    reply = flower.delta_record(data) if int8 else flower.records({n: start[n] + change[n] for n in start})
+    return flower.train_reply(msg, reply, samples, loss)
