@@ -35,14 +35,17 @@ def folder(work: Path, name: str, batch: int = 1) -> tuple[Path, int]:
     return work / f"{name}_b{batch}", flops.per_step(model, suite.loss)
 
 
+@cache
+def cell(work: Path, name: str, target: str, batch: int = 1) -> tuple[int, mcu.McuResult]:
+    """The model's FLOP per step and its result on `target` (measured once: the README's suite
+    table shares cells with CELLS)."""
+    build, fl = folder(work, name, batch)
+    return fl, mcu.measure(build, codegen.manifest.read(build), target, steps=2)
+
+
 def measure(work: Path) -> list[tuple[str, str, int, mcu.McuResult]]:
     """(model, target, FLOP per step, result) per cell."""
-    rows = []
-    for name, target in CELLS:
-        build, fl = folder(work, name)
-        res = mcu.measure(build, codegen.manifest.read(build), target, steps=2)
-        rows.append((name, target, fl, res))
-    return rows
+    return [(name, target, *cell(work, name, target)) for name, target in CELLS]
 
 
 def figures(work: Path) -> tuple[float, ...]:

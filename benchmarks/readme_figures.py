@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import codegen  # noqa: E402
-from benchmarks import int8_fit, int8_kernels, mcu, mcu_speed  # noqa: E402
+from benchmarks import int8_fit, int8_kernels, mcu_speed  # noqa: E402
 from benchmarks.run import MCU_TARGETS  # noqa: E402
 from benchmarks.models import SUITE  # noqa: E402
 from codegen import api, blob, channels, firmware, loader, qemu, training  # noqa: E402
@@ -153,6 +153,12 @@ def _int8_fit() -> dict[str, dict[str, dict]]:
     return int8_fit.figures(folder)
 
 
+def _int8_mobilenet() -> Path:
+    """The int8 MobileNetV2 that _int8_fit quantized (int8_fit.Model.quantize)."""
+    _int8_fit()
+    return _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
+
+
 def int8_fit_table():
     """Arena, parameters + state, their sum and the frozen weights of each int8_fit row."""
     return tuple(n for kinds in _int8_fit().values() for m in kinds.values()
@@ -173,8 +179,7 @@ def int8_fit_board():
 def int8_update():
     """TTE's kind of sparse update of the int8 MobileNetV2 (head, last 4 biases, 25% of the last
     pointwise conv; batch 1, plain SGD), --update float then int8: arena, parameters, RAM."""
-    _int8_fit()  # quantizes the model (int8_fit.Model.quantize)
-    path = _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
+    path = _int8_mobilenet()
     weight = list(channels.weights(loader.load(path, 1)))[-2]
     rows = []
     for update in ("float", "int8"):
@@ -190,8 +195,7 @@ def auto_sparse():
     """The best sparse update scheme of the int8 MobileNetV2 within 256 KiB by the heuristics
     (inspect --ram-budget; batch 1, plain SGD, no federated copy): K, the fraction of its one
     weight in percent, RAM."""
-    _int8_fit()  # quantizes the model
-    path = _workdir() / "int8_fit" / f"{int8_fit.MODELS[0].name}_int8.onnx"
+    path = _int8_mobilenet()
     best = api._schemes(path, api.Spec("cross_entropy", training.Optimizer(), training.Selection(), 1), False,
                         256 * 1024)[0]
     k, fraction = re.fullmatch(r"--train-last 1 --train-bias-last (\d+) --train-channels \S+:([\d.]+)",
@@ -207,11 +211,16 @@ def int8_per_mac():
     return tuple(round(insns / macs, 2) for _, macs, insns in int8_kernels.measure("cortex-m4f"))
 
 
-def mcu_speed_cells():
-    """Issue 19's cells (benchmarks/mcu_speed.py): instructions per step and per FLOP, trainer code."""
+@cache
+def _mcu_speed_dir() -> Path:
     folder = _workdir() / "mcu_speed"
     folder.mkdir(exist_ok=True)
-    return mcu_speed.figures(folder)
+    return folder
+
+
+def mcu_speed_cells():
+    """Issue 19's cells (benchmarks/mcu_speed.py): instructions per step and per FLOP, trainer code."""
+    return mcu_speed.figures(_mcu_speed_dir())
 
 
 SUITE_ON_BOARDS = [("mlp", 1), ("mlp", 32), ("cnn1d", 1)]  # the suite cells that fit cortex-m4f and rv32imafc
@@ -220,13 +229,10 @@ SUITE_ON_BOARDS = [("mlp", 1), ("mlp", 32), ("cnn1d", 1)]  # the suite cells tha
 def mcu_suite_cells():
     """The README's microcontroller table of `benchmarks/run.py` (its deterministic columns):
     instructions per step and per FLOP, RAM, stack and trainer code per suite cell that fits."""
-    folder = _workdir() / "mcu_speed"
-    folder.mkdir(exist_ok=True)
     cells = []
     for name, batch in SUITE_ON_BOARDS:
-        build, fl = mcu_speed.folder(folder, name, batch)
         for target in MCU_TARGETS:
-            r = mcu.measure(build, codegen.manifest.read(build), target, steps=2)
+            fl, r = mcu_speed.cell(_mcu_speed_dir(), name, target, batch)
             cells += [round(r.insns_per_step), round(r.insns_per_step / fl, 2), r.ram, r.stack, r.code]
     return tuple(cells)
 
