@@ -18,14 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import codegen
+from benchmarks.flower_scale import DIGITS, accuracy, build_digits
 from codegen import flower
 from codegen.flower_app import write
 
 ROOT = Path(__file__).resolve().parent.parent
-DIGITS = ROOT / "examples" / "digits"
 CONTROL_PORT = 39093  # Flower 1.42's local SuperLink control API (flwr.cli.constant)
 
 
@@ -76,7 +74,7 @@ def main() -> None:
         raise SystemExit(f"a Flower SuperLink already listens on 127.0.0.1:{CONTROL_PORT}; stop it first")
     with tempfile.TemporaryDirectory() as tmp:
         build, app, home = Path(tmp) / "digits", Path(tmp) / "app", Path(tmp) / "flwr_home"
-        codegen.generate(DIGITS / "mlp.onnx", build, loss="cross_entropy", lr=0.05, momentum=0.9, batch=16)
+        build_digits(build)
         write(build, DIGITS / "digits.npz", app, args.clients, args.board)
         codegen.load_host(build)  # compiled before the clock starts (the cache serves the clients)
         # This checkout's codegen for the app's processes, whether or not mcutrain is installed.
@@ -94,13 +92,10 @@ def main() -> None:
             raise SystemExit(f"flwr run failed (exit {run.returncode}, no {result.name}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         if args.board:
             _check_board(run.stdout + run.stderr, app, args.rounds)
-        final = dict(np.load(result))
-        trainer = codegen.load_host(build)
-        trainer.set_params(final)
-        accuracy = codegen.fit.evaluate(trainer, *codegen.fit.load_data(DIGITS / "digits.npz")).value
+        final = accuracy(build, app)
     board = f" (client 0: the {args.board} firmware under QEMU)" if args.board else ""
     print(f"flwr run: {args.clients} clients{board} x {args.rounds} rounds in {wall:.1f} s wall (SuperLink start, "
-          f"app environment, Ray); final global model: accuracy {accuracy:.2%} on the digits")
+          f"app environment, Ray); final global model: accuracy {final:.2%} on the digits")
 
 
 if __name__ == "__main__":
