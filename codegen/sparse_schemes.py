@@ -125,9 +125,10 @@ class Space:
         own = len(set(biases) & set(layers[-1]))  # the classifier's biases: trained with it
         rank = {name: len(layers) - k for k, layer in enumerate(layers) for name in layer}
         order = {name: k for k, layer in enumerate(layers) for name in layer}
-        reach = {w: sum(order[b] >= order[w] for b in biases) for w in channels.weights(graph)}
+        weights = channels.weights(graph)
+        reach = {w: sum(order[b] >= order[w] for b in biases) for w in weights}
         found = [Candidate(w, rank[w], _is_pw1(graph, node), reach[w] if reach[w] > own else 0)
-                 for w, (node, _) in channels.weights(graph).items() if w in allowed and rank[w] > 1]
+                 for w, (node, _) in weights.items() if w in allowed and rank[w] > 1]
         found.sort(key=lambda c: (-c.value, c.rank))
         best = found[:LAYERS]
         grid = {len(biases), *(c.reach for c in best)} | {2 ** k for k in range(len(biases).bit_length())}
@@ -263,9 +264,10 @@ def _with_weights(space: Space, fits, kmax: int, score_of, limit: int) -> list[S
              for m in range(2, len(space.candidates) + 1) for r in RATIOS
              if all((c.weight, r) in alone for c in space.candidates[:m])]
     reach = {c.weight: c.reach for c in space.candidates}
+    bound = {ws: score_of(Scheme(True, kmax, ws)) for ws in sets}  # the best score a set can reach
     chosen: list[tuple[float, Scheme]] = []
-    for ws in sorted(sets, key=lambda ws: -score_of(Scheme(True, kmax, ws))):
-        if len(chosen) >= limit and chosen[limit - 1][0] >= score_of(Scheme(True, kmax, ws)):
+    for ws in sorted(sets, key=lambda ws: -bound[ws]):
+        if len(chosen) >= limit and chosen[limit - 1][0] >= bound[ws]:
             break
         lowest = max(reach[w] for w, _ in ws)
         k = _largest(fits, lambda k: Scheme(True, k, ws), [k for k in space.ks(lowest) if k <= kmax])
