@@ -152,6 +152,7 @@ def _check_integer(graph: Graph) -> None:
                           "MatMul of a QDQ model; e.g. transA or alpha != 1 are not, nor some channels of a "
                           "grouped Conv): train all of it, freeze it or use --update float")
 
+
 class _Lowering:
     """The graph's producers and readers, and the rewrites: each replaces a float node and the
     QuantizeLinear after it by one int8 node writing that QuantizeLinear's output."""
