@@ -10,7 +10,7 @@ import numpy as np
 from . import __version__, c_api, ops
 from .ctext import ENV, WEIGHTS, comment, identifiers
 from .errors import UnsupportedError
-from .blob import delta_bytes, word_bits
+from .blob import HEADER, delta_bytes, word_bits
 from .ir import ACT, CONST, FROZEN, INPUT, LABEL, PARAM, RUNNING, STATE, Graph
 from .manifest import words
 from .memory import MemoryPlan
@@ -238,7 +238,7 @@ def _integer_delta(tg: TrainingGraph, blobs: dict[str, Blob], prefix: str, feder
     graph = tg.graph
     if not federated or all(graph.tensors[n].dtype == "float32" for n in tg.trainable):
         return {"delta_parts": [], "delta_int_bytes": 0}
-    parts, size = [], 4 + 20
+    parts, size = [], HEADER.size + 4  # the header, then the samples count
     for role, now, start in ((PARAM, "params", "round_start"), (RUNNING, "running", "round_state")):
         for name in blobs[role].names:
             t, at = graph.tensors[name], blobs[role].offsets[name]
