@@ -298,7 +298,8 @@ def compute(boards: bool) -> dict[str, list[str]]:
 
 
 def stale(text: str, boards: bool, now: dict[str, list[str]] | None = None) -> tuple[str, list[str]]:
-    """(README text with the current figures, one line per figure that differed or is missing)."""
+    """(README text with the current figures, one line per figure that differed or is missing);
+    `now`: the figures compute(boards) gave, when already computed."""
     now = compute(boards) if now is None else now
     problems = []
     for fig in FIGURES:
@@ -322,8 +323,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help="rewrite README.md with the current figures")
     args = parser.parse_args()
-    now = compute(boards_available())  # minutes: README is read after, so edits made meanwhile stay
-    text, problems = stale(README.read_text(), boards_available(), now)
+    boards = boards_available()
+    now = compute(boards)  # minutes: README is read after, so edits made meanwhile stay
+    text, problems = stale(README.read_text(), boards, now)
     for p in problems:
         print(p)
     if args.write and problems:
