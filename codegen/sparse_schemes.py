@@ -17,7 +17,11 @@ fine-tune of the scheme's host trainer on calibration samples, `Measured`) or TT
 heuristics (`heuristic_gain`): later layers count more, biases come first (a weight trains only
 with the biases of every layer after it, which the backward pass reaches anyway), the first
 pointwise conv of an inverted-residual block counts double, more channels count more with
-diminishing returns. Scores are ranks, not accuracies.
+diminishing returns. The proxy only shortlists: the PROPOSALS best schemes by it are ranked by
+the gain of each whole scheme (measured gains are not additive: on the shapes study of
+benchmarks/sparse_accuracy.py the proxy preferred half the channels with the biases of 16 layers
+to a quarter with those of all 23, and the latter measured, and trained, better). Scores are
+ranks, not accuracies.
 
 The search is bounded: the LAYERS best weights by the heuristic order, ratios RATIOS, K on a
 grid of powers of two; every proposal's RAM comes from the real memory planner. It assumes RAM
@@ -232,7 +236,10 @@ def propose(space: Space, memory_of: Callable[[Scheme], dict], budget: int, gain
     if not found:
         smallest = [s for s in (Scheme(False, 1), Scheme(True, 0)) if memory(s) is not None]
         _refuse(min(smallest, key=lambda s: ram_bytes(planned[s]), default=None), planned, budget)
-    ranked = sorted({s: score(space, gain, s) for s in found}.items(), key=lambda p: (-p[1], ram_bytes(planned[p[0]])))
+    # The additive proxy picks the finalists from single-weight measurements; each finalist is then
+    # scored as a whole, since measured gains do not add up (a weight's channels add little to what
+    # the biases of every layer already learn). For the heuristics the two are the same sum.
+    ranked = sorted({s: gain(s) for s in found}.items(), key=lambda p: (-p[1], ram_bytes(planned[p[0]])))
     return [Proposal(s, planned[s], value) for s, value in ranked[:limit]]
 
 

@@ -112,6 +112,24 @@ def test_heuristic_order(model):
                            "--train-channels b2.project.weight:1")
 
 
+
+def test_finalists_are_ranked_as_whole_schemes(model):
+    """The additive proxy only shortlists: measured gains need not add up, so each finalist is
+    ranked by the gain of the whole scheme. Here a weight helps only while few biases train (as a
+    layer's channels add little once the biases of every layer learn)."""
+    space = Space.of(loader.load(model))
+
+    def gain(s: Scheme) -> float:
+        return s.bias_last + (10 * sum(r for _, r in s.weights) if s.bias_last < 5 else 0)
+
+    def memory_of(s: Scheme) -> dict:  # RAM grows with the biases and the channels
+        return {"arena_bytes": 1000 + 10 * s.bias_last + int(100 * sum(r for _, r in s.weights)),
+                "param_bytes": 0, "optimizer_state_bytes": 0}
+
+    proposals = sparse_schemes.propose(space, memory_of, 10**9, gain)
+    assert max(proposals[1:], key=lambda p: score(space, gain, p.scheme)).scheme.weights  # the proxy's pick
+    assert proposals[0].scheme == Scheme(True, len(space.biases)) and proposals[0].score == len(space.biases)
+
 def _toy(tmp_path, n=256):
     """An MLP whose first layer ignores the two features the new labels depend on: only training
     that layer's weights can help, which the heuristics (later layers first) cannot know."""
