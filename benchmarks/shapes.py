@@ -77,13 +77,15 @@ class Domain:
         return len(self.classes) * (2 if self.by_stroke else 1)
 
 
-SOURCE = Domain(("circle", "triangle", "square", "pentagon", "hexagon", "ring", "plus", "half_disk", "ellipse",
-                 "star5"), outline=0.3, backgrounds=("plain", "gradient", "stripes"), palette=(0.0, 1.0), noise=0.05,
-                contrast=0.15)
-# Five of the source's shapes, each either filled or outlined: ten classes that tell apart what
-# pretraining learnt to ignore (the stroke), in other colours and with a noisier sensor.
-TARGET = Domain(("triangle", "square", "ring", "plus", "star5"), outline=0.5, backgrounds=("plain", "gradient", "stripes"),
-                palette=(0.5, 0.9), noise=0.1, contrast=0.15, by_stroke=True)
+# Pretraining sees every shape, filled and outlined, as its own class (40 classes: features that
+# know shapes and strokes, as ImageNet's know objects) in any colour over quiet backgrounds.
+SOURCE = Domain(tuple(SHAPES), outline=0.5, backgrounds=("plain", "gradient", "stripes"), palette=(0.0, 1.0),
+                noise=0.05, contrast=0.15, by_stroke=True)
+# The device's own data: ten of those classes (five shapes, filled or outlined) as its sensor sees
+# them: cyan-to-magenta objects, three times the noise, and a strong checkerboard background that
+# pretraining never saw. Features must adapt, not only the classifier.
+TARGET = Domain(("triangle", "square", "ring", "plus", "star5"), outline=0.5, backgrounds=("plain", "checker"),
+                palette=(0.5, 0.9), noise=0.15, contrast=0.3, by_stroke=True)
 
 
 def _hue(h: np.ndarray) -> np.ndarray:

@@ -2,16 +2,17 @@
 18's accuracy proof, after Lin et al., "On-Device Training Under 256KB Memory", NeurIPS 2022.)
 
 A MobileNetV2-style network (32x32x3, inverted residual blocks, BatchNorm folded by the exporter)
-is pretrained in PyTorch on the source domain of benchmarks/shapes.py, exported to ONNX and
-quantized by mcutrain (`generate(quantize="int8", calibration=...)` on source images, as a
-factory would). It is then fine-tuned on the target domain (ten new classes: five of the shapes,
-each filled or outlined, which pretraining learnt to ignore, in other colours with more noise) by
-the generated C on the host (batch 1, 8 micro-batches per step, SGD with momentum), once per
-scheme and learning rate (LRS: the best on a validation share of the fine-tuning images is kept),
-and scored on held-out target images. RAM is the memory plan's arena + trainable parameters +
+is pretrained in PyTorch on the source domain of benchmarks/shapes.py (40 classes), given a fresh
+10-class head, exported to ONNX and quantized by mcutrain (`generate(quantize="int8",
+calibration=...)` on source images, as a factory would). It is then fine-tuned on the target
+domain (ten of the classes as another sensor sees them: other colours, more noise, a background
+pretraining never saw) by the generated C on the host (batch 1, 8 micro-batches per step, SGD
+with momentum), once per scheme and learning rate (LRS: the best on a validation share of the
+fine-tuning images is kept), and scored on held-out target images. Schemes run in parallel,
+one process each (--jobs). RAM is the memory plan's arena + trainable parameters +
 optimizer state (no federated copy).
 
-    python -m benchmarks.sparse_accuracy [--keep DIR]          # the full study (about 45 minutes)
+    python -m benchmarks.sparse_accuracy [--keep DIR]          # the full study (about 25 minutes on 2 cores)
     python -m benchmarks.sparse_accuracy --samples 64 --epochs 1 --pretrain 256   # a quick look
 
 Prints the table and exits 1 when the goals are missed: last layer >= 3 points below full
@@ -19,6 +20,8 @@ fine-tuning, sparse update within 256 KB and within 1.5 points of it."""
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -50,7 +53,7 @@ BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 48, 2, 1)]
 LAST = 160  # channels of the final pointwise convolution
 
 
-def network(classes: int = 10) -> nn.Module:
+def network(classes: int) -> nn.Module:
     """Stem 3x3/2, the BLOCKS, a 1x1 conv to LAST channels, global average, linear, numbered as
     nn.Sequential numbers them: 0-2 the stem, then one per block, then the final conv."""
     torch.manual_seed(0)
@@ -117,6 +120,13 @@ def pretrain(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> nn.
     return model.eval()
 
 
+def new_head(model: nn.Module, classes: int) -> nn.Module:
+    """The pretrained features under a fresh (seeded) linear classifier for the target's classes."""
+    torch.manual_seed(1)
+    model[-1] = nn.Linear(model[-1].in_features, classes)
+    return model
+
+
 def export(model: nn.Module, path: Path) -> Path:
     """ONNX at batch 1, BatchNorm folded into the convolutions, convolutions named after their
     modules (name_convs)."""
@@ -157,7 +167,7 @@ def run_scheme(scheme: Scheme, models: dict[bool, Path], train, test, epochs: in
     `train`, keep the one best on the rest, score it on `test`."""
     data = {}
     if scheme.ranked_on_data:
-        data["calibration"] = out.parent / "target_train.npz"
+        data["calibration"] = out.parent / f"{out.name}_target_train.npz"  # one per scheme: they run at once
         np.savez(data["calibration"], x=train[0], y=train[1])
     start = time.perf_counter()
     summary = codegen.generate(models[scheme.int8], out, loss="cross_entropy", lr=LRS[0], momentum=MOMENTUM,
@@ -178,22 +188,27 @@ def run_scheme(scheme: Scheme, models: dict[bool, Path], train, test, epochs: in
 
 
 def study(folder: Path, pretrain_samples: int, samples: int, test_samples: int, pretrain_epochs: int,
-          epochs: int, schemes=SCHEMES) -> list[dict]:
-    """Pretrain and quantize (once per folder and sizes), then one row per scheme."""
+          epochs: int, schemes=SCHEMES, jobs: int = 1, seed: int = 1) -> list[dict]:
+    """Pretrain and quantize (once per folder and sizes), then one row per scheme, `jobs` schemes at
+    a time; `seed` draws the target images (the fine-tuning ones, then the held-out ones)."""
     source = shapes.make(shapes.SOURCE, pretrain_samples, seed=0)
     model = folder / f"pretrained_{pretrain_samples}_{pretrain_epochs}.onnx"
     if not model.exists():
-        export(pretrain(network(), *source, pretrain_epochs), model)
+        pretrained = pretrain(network(shapes.SOURCE.n_classes), *source, pretrain_epochs)
+        export(new_head(pretrained, shapes.TARGET.n_classes), model)
     calibration = folder / "calibration.npz"
     np.savez(calibration, x=source[0][:256])
     models = {False: model, True: quantize(model, calibration, folder / "quantized")}
-    train = shapes.make(shapes.TARGET, samples, seed=1)
-    test = shapes.make(shapes.TARGET, test_samples, seed=2)
-    rows = []
-    for k, scheme in enumerate(schemes):
-        rows.append(run_scheme(scheme, models, train, test, epochs, folder / f"scheme{k}"))
-        print(f"{scheme.name}: {rows[-1]['accuracy']:.1%} ({rows[-1]['seconds']:.0f} s)", file=sys.stderr, flush=True)
-    return rows
+    train = shapes.make(shapes.TARGET, samples, seed=seed)
+    test = shapes.make(shapes.TARGET, test_samples, seed=seed + 1)
+    # fork: the workers run only the C trainers and need not import torch again
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(run_scheme, scheme, models, train, test, epochs, folder / f"scheme{k}")
+                   for k, scheme in enumerate(schemes)]
+        for future in concurrent.futures.as_completed(futures):
+            row = future.result()
+            print(f"{row['scheme']}: {row['accuracy']:.1%} ({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+    return [future.result() for future in futures]
 
 
 def table(rows: list[dict]) -> str:
@@ -206,29 +221,35 @@ def table(rows: list[dict]) -> str:
 
 
 def goals(rows: list[dict]) -> list[str]:
-    """The issue's goals the rows miss (empty: all met)."""
-    by = {r["scheme"]: r for r in rows}
-    full, last = by[SCHEMES[0].name]["accuracy"] * 100, by[SCHEMES[2].name]["accuracy"] * 100
+    """The issue's goals the rows miss (empty: all met): the task makes float32 last-layer
+    fine-tuning at least GAP_LAST_LAYER points worse than full fine-tuning, and the budgeted sparse
+    int8 update (the last scheme) fits BUDGET, beats the quantized model's last-layer fine-tuning and
+    comes within GAP_SPARSE points of full fine-tuning."""
+    by = {r["scheme"]: r["accuracy"] * 100 for r in rows}
+    full, last, int8_last, budgeted = (by[SCHEMES[k].name] for k in (0, 1, 2, -1))
+    ram = next(r["ram"] for r in rows if r["scheme"] == SCHEMES[-1].name)
     missed = [] if full - last >= GAP_LAST_LAYER else [f"last layer only {full - last:.1f} points below full"]
-    sparse = [r for r in rows if "sparse" in r["scheme"] and r["ram"] <= BUDGET]
-    best = max(sparse, key=lambda r: r["accuracy"], default=None)
-    if best is None or full - best["accuracy"] * 100 > GAP_SPARSE:
-        missed.append(f"no sparse scheme within {BUDGET:,} B comes within {GAP_SPARSE} points of full fine-tuning")
+    if ram > BUDGET or budgeted <= int8_last or full - budgeted > GAP_SPARSE:
+        missed.append(f"the budgeted sparse int8 update ({ram:,} B, {budgeted:.1f}%) is not within {BUDGET:,} B, "
+                      f"above last-layer ({int8_last:.1f}%) and within {GAP_SPARSE} points of full ({full:.1f}%)")
     return missed
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pretrain", type=int, default=8000, help="source-domain images to pretrain on")
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain", type=int, default=16000, help="source-domain images to pretrain on")
+    parser.add_argument("--pretrain-epochs", type=int, default=16)
     parser.add_argument("--samples", type=int, default=1000, help="target-domain images to fine-tune on")
     parser.add_argument("--test", type=int, default=2000, help="held-out target-domain images")
     parser.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs")
+    parser.add_argument("--jobs", type=int, default=2, help="schemes fine-tuned at once (one process each)")
+    parser.add_argument("--seed", type=int, default=1, help="draws the target images (pretraining stays the same)")
     parser.add_argument("--keep", type=Path, help="folder for the models and build folders (default: temporary)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="sparse-accuracy-"))
     folder.mkdir(parents=True, exist_ok=True)
-    rows = study(folder, args.pretrain, args.samples, args.test, args.pretrain_epochs, args.epochs)
+    rows = study(folder, args.pretrain, args.samples, args.test, args.pretrain_epochs, args.epochs,
+                 jobs=args.jobs, seed=args.seed)
     print(f"{args.samples} target images to fine-tune on ({args.epochs} epochs; {VALIDATION:.0%} of them choose the "
           f"learning rate), {args.test} held out")
     print(table(rows))

@@ -19,6 +19,21 @@ def test_shapes_are_balanced_and_reproducible():
     assert shapes.TARGET.n_classes == 10 and set(shapes.TARGET.classes) <= set(shapes.SOURCE.classes)
 
 
+def test_goals_judge_the_budgeted_int8_update():
+    """The goals: last layer >= 3 points below full; the budgeted int8 update (the last scheme)
+    within the budget, above the int8 last layer and within 1.5 points of full."""
+    def rows(last, int8_last, budgeted, ram=200_000):
+        accuracy = dict.fromkeys((s.name for s in sparse_accuracy.SCHEMES), 0.5)
+        accuracy.update({sparse_accuracy.SCHEMES[0].name: 0.95, sparse_accuracy.SCHEMES[1].name: last,
+                         sparse_accuracy.SCHEMES[2].name: int8_last, sparse_accuracy.SCHEMES[-1].name: budgeted})
+        return [{"scheme": name, "accuracy": a, "ram": ram} for name, a in accuracy.items()]
+
+    assert sparse_accuracy.goals(rows(0.80, 0.78, 0.94)) == []
+    assert sparse_accuracy.goals(rows(0.93, 0.78, 0.94))[0].startswith("last layer only 2.0 points")
+    for missed in (rows(0.80, 0.78, 0.93), rows(0.80, 0.78, 0.94, ram=sparse_accuracy.BUDGET + 1)):
+        assert sparse_accuracy.goals(missed)[0].startswith("the budgeted sparse int8 update")
+
+
 def test_study_runs_on_a_few_samples(tmp_path):
     schemes = [s for s in sparse_accuracy.SCHEMES if s.name.startswith(("float32, last", "int8, sparse, float"))]
     rows = sparse_accuracy.study(tmp_path, pretrain_samples=32, samples=16, test_samples=16, pretrain_epochs=1,
