@@ -225,9 +225,9 @@ def goals(rows: list[dict]) -> list[str]:
     fine-tuning at least GAP_LAST_LAYER points worse than full fine-tuning, and the budgeted sparse
     int8 update (the last scheme) fits BUDGET, beats the quantized model's last-layer fine-tuning and
     comes within GAP_SPARSE points of full fine-tuning."""
-    by = {r["scheme"]: r["accuracy"] * 100 for r in rows}
-    full, last, int8_last, budgeted = (by[SCHEMES[k].name] for k in (0, 1, 2, -1))
-    ram = next(r["ram"] for r in rows if r["scheme"] == SCHEMES[-1].name)
+    by = {r["scheme"]: r for r in rows}
+    full, last, int8_last, budgeted = (by[SCHEMES[k].name]["accuracy"] * 100 for k in (0, 1, 2, -1))
+    ram = by[SCHEMES[-1].name]["ram"]
     missed = [] if full - last >= GAP_LAST_LAYER else [f"last layer only {full - last:.1f} points below full"]
     if ram > BUDGET or budgeted <= int8_last or full - budgeted > GAP_SPARSE:
         missed.append(f"the budgeted sparse int8 update ({ram:,} B, {budgeted:.1f}%) is not within {BUDGET:,} B, "
